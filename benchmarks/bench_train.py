@@ -1,0 +1,126 @@
+"""Training and inference throughput of minicnn (fast backend) vs PyTorch CPU, side by side.
+
+Same model, same batch size, same number of threads, float32 batches already normalised (both sides
+get the same arrays). Several repetitions, median reported. Ends with two lines:
+    train ratio: N.Nx
+    inference ratio: N.Nx
+
+    python benchmarks/bench_train.py [--arch paper] [--batch-size 512] [--batches 20] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def minicnn_runner(arch, x, y, lr):
+    from minicnn.model import build_model
+    from minicnn.train import Optimizer, SGDConfig, train_step
+
+    model = build_model(arch, np.random.default_rng(0), backend="fast")
+    opt = Optimizer(SGDConfig(lr=lr))
+
+    def train(batches):
+        for xb, yb in batches:
+            train_step(model, opt, xb, yb)
+
+    def infer(batches):
+        for xb, _ in batches:
+            model.forward(xb)
+
+    return train, infer
+
+
+def torch_runner(arch, x, y, lr, threads):
+    import torch
+    from torch import nn
+
+    from minicnn.model import build_model
+
+    torch.set_num_threads(threads)
+    template = build_model(arch, np.random.default_rng(0), backend="ref")
+    layers = []
+    for layer in template.layers:
+        cfg = layer.config()
+        if cfg["kind"] == "conv":
+            layers.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], cfg["stride"],
+                                    cfg["padding"]))
+        elif cfg["kind"] == "linear":
+            layers.append(nn.Linear(cfg["in_features"], cfg["out_features"]))
+        elif cfg["kind"] == "relu":
+            layers.append(nn.ReLU())
+        elif cfg["kind"] == "pool":
+            layers.append(nn.MaxPool2d(cfg["kernel_size"], cfg["stride"]))
+        else:
+            layers.append(nn.Flatten())
+    net = nn.Sequential(*layers)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train(batches):
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(xb), yb).backward()
+            opt.step()
+
+    def infer(batches):
+        with torch.inference_mode():
+            for xb, _ in batches:
+                net(xb)
+
+    return train, infer
+
+
+def images_per_s(fn, batches, repeats):
+    fn(batches[:2])  # warm-up (JIT, allocator)
+    n = sum(len(b[1]) for b in batches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(batches)
+        times.append(time.perf_counter() - t0)
+    return n / statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="paper")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=0.01)
+    args = ap.parse_args()
+
+    import numba
+    import torch
+
+    threads = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    n = args.batch_size * args.batches
+    x = (rng.integers(0, 256, (n, 3, 32, 32)).astype(np.float32) / 255 - 0.5).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    np_batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
+    t_batches = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in np_batches]
+
+    m_train, m_infer = minicnn_runner(args.arch, x, y, args.lr)
+    t_train, t_infer = torch_runner(args.arch, x, y, args.lr, threads)
+    rows = [
+        ("train", images_per_s(m_train, np_batches, args.repeats), images_per_s(t_train, t_batches, args.repeats)),
+        ("inference", images_per_s(m_infer, np_batches, args.repeats),
+         images_per_s(t_infer, t_batches, args.repeats)),
+    ]
+    print(f"arch={args.arch} batch={args.batch_size} threads={threads} torch={torch.__version__} "
+          f"(median of {args.repeats} x {n} images)")
+    print(f"{'':10s} {'minicnn img/s':>14s} {'torch img/s':>12s} {'ratio':>6s}")
+    for name, mine, theirs in rows:
+        print(f"{name:10s} {mine:14,.0f} {theirs:12,.0f} {mine / theirs:5.1f}x")
+    for name, mine, theirs in rows:
+        print(f"{name} ratio: {mine / theirs:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Command line: parses options and calls the library. Heavy modules are imported inside commands so
+that `minicnn --help` starts fast."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from minicnn.errors import MiniCNNError
+
+
+class _CleanErrors(click.Group):
+    """A click group that turns library errors (MiniCNNError) into one-line `Error: ...` messages."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MiniCNNError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_CleanErrors)
+@click.version_option(package_name="minicnn")
+def cli():
+    """minicnn: train, prune and measure a small CNN on CIFAR-10, from scratch in NumPy/Numba."""
+
+
+# --------------------------------------------------------------------------------------------- data
+@cli.group(cls=_CleanErrors)
+def data():
+    """Locate, verify and cache CIFAR-10."""
+
+
+@data.command("prepare")
+@click.option("--source", "source", metavar="PATH|URL",
+              help="Official archive (cifar-10-binary.tar.gz or cifar-10-python.tar.gz), unpacked "
+                   "cifar-10-batches-bin/ or cifar-10-batches-py/ folder (or its parent), http(s) "
+                   "URL of an archive, or a .h5 cache. Default: $MINICNN_DATA.")
+@click.option("--data", "data_path", metavar="PATH", help="Same as --source.")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download the official binary archive (about 170 MB) when nothing local is found.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the cache path.")
+def data_prepare(source, data_path, download, quiet):
+    """Build the HDF5 cache of CIFAR-10 once and print where it is.
+
+    \b
+    Where the data comes from, first match wins:
+      1. --source / --data PATH
+      2. the environment variable MINICNN_DATA
+      3. the existing cache, if valid (then nothing is read again)
+      4. an official archive or unpacked folder in the cache folder
+      5. a download of the official binary archive into the cache folder
+
+    \b
+    The cache is $MINICNN_CACHE/cifar10.h5, else $XDG_CACHE_HOME/minicnn/cifar10.h5,
+    else ~/.cache/minicnn/cifar10.h5. Every batch file is checked against the md5 of
+    the official file before it is converted.
+    """
+    import time
+
+    from minicnn import data as data_lib
+
+    if source and data_path and source != data_path:
+        raise click.UsageError("give the data location once: --source or --data, not both")
+    start = time.perf_counter()
+    path = data_lib.prepare(data_lib.resolve_source(source or data_path), download=download,
+                            progress=not quiet)
+    elapsed = time.perf_counter() - start
+    if quiet:
+        click.echo(str(path))
+        return
+    facts = data_lib.info(path)
+    click.echo(f"CIFAR-10 cache: {path}")
+    click.echo(f"{facts['n_train']} train and {facts['n_test']} test images, ready in {elapsed:.1f} s")
+
+
+@data.command("info")
+@click.option("--data", "data_path", metavar="PATH",
+              help="Archive, unpacked folder or .h5 cache. Default: $MINICNN_DATA, else the cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object.")
+def data_info(data_path, as_json):
+    """Print counts, shapes, channel statistics and checksums of the CIFAR-10 cache.
+
+    \b
+    Reads --data PATH, else MINICNN_DATA, else the cache ($MINICNN_CACHE/cifar10.h5,
+    else $XDG_CACHE_HOME/minicnn/cifar10.h5, else ~/.cache/minicnn/cifar10.h5).
+    An archive or folder is converted to the cache first; nothing is downloaded
+    (use `minicnn data prepare` for that).
+    """
+    import json
+
+    from minicnn import data as data_lib
+
+    path = data_lib.prepare(data_lib.resolve_source(data_path), download=False)
+    facts = data_lib.info(path)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    shape = "x".join(str(s) for s in facts["image_shape"])
+    source = facts["source"] or "unknown"
+    if facts["source_format"]:
+        source += f" ({facts['source_format']})"
+    verified = ("yes: every batch file matched its official md5" if facts["official"]
+                else "no: not built from the official CIFAR-10 files")
+    click.echo(f"cache:        {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, "
+               f"format {facts['format_version']})")
+    click.echo(f"built from:   {source}")
+    click.echo(f"official:     {verified}")
+    click.echo(f"train:        {facts['n_train']} images, {shape} uint8")
+    click.echo(f"test:         {facts['n_test']} images, {shape} uint8")
+    click.echo("channel mean: " + " ".join(f"{v:.8f}" for v in facts["channel_mean"])
+               + "  (R G B, [0, 1] units, training set)")
+    click.echo("channel std:  " + " ".join(f"{v:.8f}" for v in facts["channel_std"])
+               + "  (population)")
+    click.echo("per class:    label  name        train   test")
+    for label, name in enumerate(facts["classes"]):
+        click.echo(f"              {label:5d}  {name:<10s} {facts['train_class_counts'][name]:6d} "
+                   f"{facts['test_class_counts'][name]:6d}")
+    click.echo("md5:")
+    for member, md5 in sorted(facts["member_md5"].items()):
+        click.echo(f"              {md5}  {member}")
+
+
+# ------------------------------------------------------------------------------- shared options
+def _data_options(f):
+    """--data, --normalize, --train-limit, --test-limit: how images are found and preprocessed."""
+    f = click.option("--test-limit", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Use only the first N test images (quick runs).")(f)
+    f = click.option("--train-limit", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Use only the first N training images (quick runs).")(f)
+    f = click.option("--normalize", type=click.Choice(["center", "unit", "standard"]), default="center",
+                     show_default=True,
+                     help="Pixel preprocessing: center = x/255-0.5 (lets the paper's lr 0.8 train), "
+                          "unit = x/255, standard = per-channel (x/255-mean)/std.")(f)
+    f = click.option("--data", "data_path", metavar="PATH", default=None,
+                     help="CIFAR-10 archive, unpacked folder or HDF5 cache (default: $MINICNN_DATA, "
+                          "then the cache, then download).")(f)
+    return f
+
+
+def _backend_option(f):
+    return click.option("--backend", type=click.Choice(["fast", "ref"]), default="fast", show_default=True,
+                        help="fast = Numba kernels; ref = the plain NumPy reference (slow, for checking).")(f)
+
+
+@contextlib.contextmanager
+def _progress(label: str, n_images: int):
+    """A click progress bar over images; yields update(n_images, running_loss, images_per_s)."""
+    with click.progressbar(length=n_images, label=label, item_show_func=lambda s: s, width=24) as bar:
+        def update(n, loss, ips):
+            bar.update(n, f"loss {loss:.4f}  {ips:,.0f} img/s")
+        yield update
+
+
+def _load_dataset(data_path, train_limit, test_limit):
+    from minicnn.data import load_cifar10
+
+    return load_cifar10(data_path, train_limit=train_limit, test_limit=test_limit)
+
+
+def _print_epoch(record: dict) -> None:
+    status = "  DIVERGED (loss is NaN/inf)" if record["diverged"] else ""
+    click.echo(f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f}  "
+               f"train acc {record['train_acc']:6.2%}  test acc {record['test_acc']:6.2%}  "
+               f"{record['images_per_s']:8,.0f} img/s{status}")
+
+
+# -------------------------------------------------------------------------------------- train
+@cli.command()
+@click.option("--arch", default="paper", show_default=True,
+              help="Preset (paper, conv2, conv4) or a spec string such as 'conv8,relu,pool2,flatten,linear10'.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.8, show_default=True,
+              help="SGD learning rate (the paper's baseline uses 0.8).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation and shuffling.")
+@_data_options
+@_backend_option
+@click.option("--out", type=click.Path(dir_okay=False), default="runs/baseline.h5", show_default=True,
+              help="HDF5 checkpoint, rewritten after every epoch. Rerunning with the same settings resumes it.")
+@click.option("--force", is_flag=True, help="Start over even if --out holds a run with other settings.")
+def train(arch, epochs, lr, batch_size, momentum, weight_decay, seed, data_path, normalize, train_limit,
+          test_limit, backend, out, force):
+    """Train a model on CIFAR-10 with plain SGD and save an HDF5 checkpoint.
+
+    Prints train and test accuracy after every epoch. A NaN/inf loss stops the run and is recorded as
+    diverged (at high learning rates that is a result, not a crash). An interrupted run resumes from
+    its last finished epoch when rerun with the same --out and settings.
+    """
+    from minicnn.train import run_training
+
+    config = {"arch": arch, "epochs": epochs, "lr": lr, "batch_size": batch_size, "momentum": momentum,
+              "weight_decay": weight_decay, "seed": seed, "normalize": normalize, "train_limit": train_limit,
+              "test_limit": test_limit}
+    result = run_training(config, out, data_path=data_path, backend=backend, force=force,
+                          progress_factory=_progress, on_epoch=_print_epoch, echo=click.echo)
+    click.echo(f"final: train acc {result['train_acc']:.2%}  test acc {result['test_acc']:.2%}"
+               f"{'  (diverged)' if result['diverged'] else ''}  -> {out}")
+
+
+# --------------------------------------------------------------------------------------- eval
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@_data_options
+@_backend_option
+def eval_cmd(checkpoint, data_path, normalize, train_limit, test_limit, backend):
+    """Print the train and test accuracy of a checkpoint.
+
+    The normalisation stored in the checkpoint is used unless --normalize is given explicitly.
+    """
+    from minicnn.checkpoint import load_checkpoint
+    from minicnn.train import evaluate, make_normalizer
+
+    model, info = load_checkpoint(checkpoint, backend=backend)
+    source = click.get_current_context().get_parameter_source("normalize")
+    if source == click.core.ParameterSource.DEFAULT:
+        normalize = info["config"].get("normalize", normalize)
+    dataset = _load_dataset(data_path, train_limit, test_limit)
+    norm = make_normalizer(normalize, dataset)
+    train_m = evaluate(model, dataset.x_train, dataset.y_train, norm)
+    test_m = evaluate(model, dataset.x_test, dataset.y_test, norm)
+    click.echo(f"{checkpoint}: {model.arch}, {model.num_params():,} parameters, epoch {info['epoch']}")
+    click.echo(f"train acc {train_m['acc']:.2%} (loss {train_m['loss']:.4f}) on {len(dataset.y_train):,} images")
+    click.echo(f"test acc  {test_m['acc']:.2%} (loss {test_m['loss']:.4f}) on {len(dataset.y_test):,} images")

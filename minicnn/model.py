@@ -1,0 +1,193 @@
+"""Architectures: presets, spec strings, and the Sequential container.
+
+A spec string is a comma-separated list of layers, applied in order to a (3, 32, 32) image:
+
+    conv<F>[k<K>][s<S>][p<P>]   convolution with F filters (default k3, s1, p = K//2, "same")
+    relu                        ReLU
+    pool<K>[s<S>]               max pooling (default stride = K)
+    flatten                     (C, H, W) -> C*H*W
+    linear<O>                   fully connected with O outputs
+
+The paper's model is ``conv8,relu,pool2,flatten,linear10`` (20,714 parameters).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from minicnn.backend import get_backend
+from minicnn.errors import MiniCNNError
+from minicnn.layers import Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+
+PRESETS = {
+    "paper": "conv8,relu,pool2,flatten,linear10",
+    # Frankle & Carbin's Lottery Ticket CIFAR-10 networks
+    "conv2": "conv64,relu,conv64,relu,pool2,flatten,linear256,relu,linear256,relu,linear10",
+    "conv4": "conv64,relu,conv64,relu,pool2,conv128,relu,conv128,relu,pool2,flatten,"
+             "linear256,relu,linear256,relu,linear10",
+}
+INPUT_SHAPE = (3, 32, 32)
+NUM_CLASSES = 10
+
+_TOKEN = {
+    "conv": re.compile(r"conv(\d+)(?:k(\d+))?(?:s(\d+))?(?:p(\d+))?"),
+    "pool": re.compile(r"pool(\d+)(?:s(\d+))?"),
+    "linear": re.compile(r"(?:linear|fc)(\d+)"),
+    "relu": re.compile(r"relu"),
+    "flatten": re.compile(r"flatten"),
+}
+
+
+class Sequential:
+    """Layers applied in order. Input (N, 3, 32, 32) float32 -> logits (N, 10)."""
+
+    def __init__(self, layers: list[Layer], spec: str, arch: str, backend: str = "fast"):
+        self.layers = layers
+        self.spec = spec
+        self.arch = arch
+        self.set_backend(backend)
+
+    def set_backend(self, name: str):
+        self.backend = name
+        self.ops = get_backend(name)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x: (N, C, H, W) float  ->  logits (N, classes)."""
+        for layer in self.layers:
+            x = layer.forward(x, self.ops)
+        return x
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Fill every layer's ``grads`` from dL/dlogits (N, classes). The first layer's input
+        gradient is never computed (the input is data)."""
+        d = dlogits
+        for i in range(len(self.layers) - 1, -1, -1):
+            d = self.layers[i].backward(d, self.ops, need_dx=i > 0)
+
+    def param_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.params]
+
+    def prunable_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.prunable]
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def num_params(self) -> int:
+        return sum(p.size for layer in self.layers for p in layer.params.values())
+
+    def state(self) -> dict[str, np.ndarray]:
+        """{'conv1.weight': array, ...}: every parameter, by layer and name."""
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.params.items()}
+
+    def config(self) -> dict:
+        return {"arch": self.arch, "spec": self.spec, "layers": [layer.config() for layer in self.layers]}
+
+    def __repr__(self):
+        body = "\n".join(f"  {layer.name}: {layer!r}" for layer in self.layers)
+        return f"Sequential(arch={self.arch!r}, {self.num_params():,} parameters)\n{body}"
+
+
+def resolve_arch(arch: str) -> tuple[str, str]:
+    """'paper' -> ('paper', its spec); a spec string -> ('custom', spec)."""
+    if arch in PRESETS:
+        return arch, PRESETS[arch]
+    if "," in arch or any(arch.startswith(k) for k in ("conv", "linear", "fc")):
+        return "custom", arch
+    raise MiniCNNError(f"unknown architecture {arch!r}; use one of {', '.join(PRESETS)} "
+                       f"or a spec string such as 'conv8,relu,pool2,flatten,linear10'")
+
+
+def parse_spec(spec: str) -> list[tuple[str, tuple]]:
+    """'conv8,relu' -> [('conv', (8, 3, 1, 1)), ('relu', ())]."""
+    parsed = []
+    for token in [t.strip().lower() for t in spec.split(",") if t.strip()]:
+        for kind, pattern in _TOKEN.items():
+            m = pattern.fullmatch(token)
+            if m:
+                break
+        else:
+            raise MiniCNNError(f"cannot read layer {token!r} in architecture spec {spec!r}; "
+                               f"layers are conv<F>[k<K>][s<S>][p<P>], relu, pool<K>[s<S>], flatten, linear<O>")
+        if kind == "conv":
+            f, k, s, p = m.groups()
+            k = int(k or 3)
+            args = (int(f), k, int(s or 1), int(p) if p is not None else k // 2)
+        elif kind == "pool":
+            k, s = m.groups()
+            args = (int(k), int(s) if s else int(k))
+        elif kind == "linear":
+            args = (int(m.group(1)),)
+        else:
+            args = ()
+        if any(a <= 0 for a in args[:2]):
+            raise MiniCNNError(f"layer {token!r}: sizes must be positive")
+        parsed.append((kind, args))
+    if not parsed:
+        raise MiniCNNError("empty architecture spec")
+    return parsed
+
+
+def build_model(arch: str = "paper", rng: np.random.Generator | None = None, backend: str = "fast",
+                input_shape: tuple = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> Sequential:
+    """Build a freshly initialised model (PyTorch's default init) from a preset name or spec string."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    name, spec = resolve_arch(arch)
+    layers: list[Layer] = []
+    shape = tuple(input_shape)
+    counts: dict[str, int] = {}
+
+    def next_name(prefix):
+        counts[prefix] = counts.get(prefix, 0) + 1
+        return f"{prefix}{counts[prefix]}"
+
+    for kind, args in parse_spec(spec):
+        if kind == "conv":
+            if len(shape) != 3:
+                raise MiniCNNError(f"spec {spec!r}: conv after flatten/linear is not possible")
+            f, k, s, p = args
+            layer = Conv2d(next_name("conv"), shape[0], f, k, s, p, rng=rng)
+        elif kind == "pool":
+            if len(shape) != 3:
+                raise MiniCNNError(f"spec {spec!r}: pool after flatten/linear is not possible")
+            layer = MaxPool2d(next_name("pool"), *args)
+        elif kind == "relu":
+            layer = ReLU(next_name("relu"))
+        elif kind == "flatten":
+            layer = Flatten(next_name("flatten"))
+        else:
+            if len(shape) != 1:
+                layers.append(Flatten(next_name("flatten")))  # implicit flatten before a linear layer
+                shape = layers[-1].output_shape(shape)
+            layer = Linear(next_name("fc"), shape[0], args[0], rng=rng)
+        out_shape = layer.output_shape(shape)
+        if any(d <= 0 for d in out_shape):
+            raise MiniCNNError(f"spec {spec!r}: layer {layer.name} shrinks the image to nothing {out_shape}")
+        layers.append(layer)
+        shape = out_shape
+    if shape != (num_classes,):
+        raise MiniCNNError(f"spec {spec!r} must end in linear{num_classes} (got output shape {shape})")
+    return Sequential(layers, spec, name, backend)
+
+
+def model_from_config(config: dict, backend: str = "fast") -> Sequential:
+    """Rebuild a model (with fresh parameters) from ``Sequential.config()``: the layer list is used as
+    stored, so a compacted model (fewer filters than its spec says) comes back with its own shapes."""
+    builders = {
+        "conv": lambda c: Conv2d(c["name"], c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"],
+                                 c["padding"]),
+        "linear": lambda c: Linear(c["name"], c["in_features"], c["out_features"]),
+        "pool": lambda c: MaxPool2d(c["name"], c["kernel_size"], c["stride"]),
+        "relu": lambda c: ReLU(c["name"]),
+        "flatten": lambda c: Flatten(c["name"]),
+    }
+    try:
+        layers = [builders[c["kind"]](c) for c in config["layers"]]
+    except KeyError as exc:
+        raise MiniCNNError(f"model description is damaged (missing {exc}); the file is not a valid checkpoint") from None
+    return Sequential(layers, config["spec"], config["arch"], backend)

@@ -1,0 +1,1 @@
+"""NumPy reference implementation: the specification. Plain, readable, never imports numba."""

@@ -1,0 +1,220 @@
+"""Training and evaluation: SGD over minibatches, metrics per epoch, divergence detection.
+
+Images stay uint8 in memory and are normalised one batch at a time (minicnn.data.normalize), so the
+full training set costs 150 MB rather than 600 MB as float32.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minicnn.model import Sequential
+
+
+@dataclass
+class SGDConfig:
+    lr: float = 0.8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Optimizer:
+    """Plain SGD (torch.optim.SGD semantics) over every parameter of a model, honouring masks.
+    ``velocity`` holds the momentum buffers by 'layer.param'; empty until the first step."""
+
+    config: SGDConfig
+    velocity: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def step(self, model: Sequential) -> None:
+        c = self.config
+        for layer in model.param_layers():
+            for name, param in layer.params.items():
+                key = f"{layer.name}.{name}"
+                v = model.ops.sgd_step(param, layer.grads[name], self.velocity.get(key), c.lr,
+                                       c.momentum, c.weight_decay, layer.masks.get(name))
+                if v is not None:
+                    self.velocity[key] = v
+
+
+def train_step(model: Sequential, optimizer: Optimizer, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """One SGD step on a batch. x: (N, C, H, W) float32, y: (N,) ints -> (mean loss, number correct)."""
+    logits = model.forward(x)
+    loss, dlogits = model.ops.softmax_cross_entropy(logits, y)
+    model.backward(dlogits)
+    optimizer.step(model)
+    return loss, int((logits.argmax(axis=1) == y).sum())
+
+
+def predict(model: Sequential, x: np.ndarray) -> np.ndarray:
+    """x: (N, C, H, W) float32 -> logits (N, classes)."""
+    return model.forward(x)
+
+
+def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, normalize, batch_size: int = 1024) -> dict:
+    """Accuracy and mean loss over a whole split. images: (N, 3, 32, 32) uint8; ``normalize`` maps a
+    uint8 batch to float32. Returns {'acc': fraction, 'loss': mean loss}."""
+    correct, loss_sum = 0, 0.0
+    n = len(labels)
+    for lo in range(0, n, batch_size):
+        x = normalize(images[lo : lo + batch_size])
+        y = labels[lo : lo + batch_size]
+        logits = model.forward(x)
+        loss, _ = model.ops.softmax_cross_entropy(logits, y)
+        loss_sum += loss * len(y)
+        correct += int((logits.argmax(axis=1) == y).sum())
+    return {"acc": correct / max(n, 1), "loss": loss_sum / max(n, 1)}
+
+
+def train_epoch(model: Sequential, optimizer: Optimizer, images: np.ndarray, labels: np.ndarray, normalize,
+                batch_size: int, rng: np.random.Generator, progress=None) -> dict:
+    """One pass over the data in a random order drawn from ``rng``.
+
+    images: (N, 3, 32, 32) uint8, labels: (N,). ``progress(n_images, running_loss, images_per_s)`` is
+    called after each batch when given. Returns {'loss', 'acc' (running, on the training batches),
+    'diverged' (a NaN/inf loss was seen: the epoch stops there), 'seconds', 'images_per_s'}.
+    """
+    order = rng.permutation(len(labels))
+    start = time.perf_counter()
+    seen, correct, loss_sum = 0, 0, 0.0
+    diverged = False
+    for lo in range(0, len(order), batch_size):
+        idx = np.sort(order[lo : lo + batch_size])  # sorted gather is cache-friendlier; the batch is the same set
+        x, y = normalize(images[idx]), labels[idx]
+        loss, batch_correct = train_step(model, optimizer, x, y)
+        if not math.isfinite(loss):
+            diverged = True
+            break
+        seen += len(y)
+        correct += batch_correct
+        loss_sum += loss * len(y)
+        if progress is not None:
+            progress(len(y), loss_sum / seen, seen / (time.perf_counter() - start))
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum / seen if seen else float("nan"), "acc": correct / seen if seen else 0.0,
+            "diverged": diverged, "seconds": seconds, "images_per_s": seen / seconds if seconds else 0.0}
+
+
+def make_normalizer(mode: str, dataset):
+    """A function uint8 batch (N, 3, H, W) -> float32 batch, with the dataset's channel statistics."""
+    from minicnn.data import normalize
+
+    normalize(np.zeros((1, 3, 1, 1), np.uint8), mode, dataset.channel_mean, dataset.channel_std)  # validates mode
+    return lambda x: normalize(x, mode, dataset.channel_mean, dataset.channel_std)
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The shuffling RNG of one epoch. Derived from (seed, epoch) alone, so a run resumed at epoch k
+    shuffles exactly as the uninterrupted run would have."""
+    return np.random.default_rng([seed, epoch])
+
+
+def fit(model: Sequential, optimizer: Optimizer, dataset, *, epochs: int, batch_size: int, normalizer,
+        seed: int, start_epoch: int = 0, on_epoch=None, progress_factory=None) -> list[dict]:
+    """Train for epochs start_epoch..epochs-1; after each, evaluate on the test split.
+
+    ``on_epoch(epoch_index, record)`` is called after every epoch (to checkpoint); ``progress_factory(
+    label, n_images)`` returns a context manager whose value is called as in train_epoch. Returns one
+    record per epoch: {'epoch', 'train_loss', 'train_acc' (running), 'test_loss', 'test_acc', 'seconds',
+    'images_per_s', 'diverged'}. Training stops after a diverged epoch.
+    """
+    history = []
+    for epoch in range(start_epoch, epochs):
+        label = f"epoch {epoch + 1}/{epochs}"
+        if progress_factory is None:
+            stats = train_epoch(model, optimizer, dataset.x_train, dataset.y_train, normalizer, batch_size,
+                                epoch_rng(seed, epoch))
+        else:
+            with progress_factory(label, len(dataset.y_train)) as progress:
+                stats = train_epoch(model, optimizer, dataset.x_train, dataset.y_train, normalizer, batch_size,
+                                    epoch_rng(seed, epoch), progress)
+        test = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
+        record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"],
+                  "test_loss": test["loss"], "test_acc": test["acc"], "seconds": stats["seconds"],
+                  "images_per_s": stats["images_per_s"], "diverged": stats["diverged"]}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if stats["diverged"]:
+            break
+    return history
+
+
+#: Settings that define a training run: a checkpoint trained with other values is another run.
+RUN_KEYS = ("arch", "lr", "batch_size", "momentum", "weight_decay", "seed", "normalize", "train_limit",
+            "test_limit")
+
+
+def config_differences(stored: dict, wanted: dict, keys=RUN_KEYS) -> list[str]:
+    """'lr: 0.8 -> 0.01' for every key whose value differs."""
+    return [f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in keys if stored.get(k) != wanted.get(k)]
+
+
+def run_training(config: dict, out, *, data_path=None, dataset=None, backend: str = "fast", force: bool = False,
+                 progress_factory=None, on_epoch=None, echo=print) -> dict:
+    """Train the run described by ``config`` into checkpoint ``out``, resuming it if ``out`` holds an
+    unfinished run with the same settings.
+
+    config: {'arch', 'epochs', 'lr', 'batch_size', 'momentum', 'weight_decay', 'seed', 'normalize',
+    'train_limit', 'test_limit'}. Returns {'train_acc' (full training split, after training),
+    'test_acc', 'diverged', 'history', 'model'}.
+    """
+    from pathlib import Path
+
+    from minicnn.checkpoint import check_writable, load_checkpoint, save_checkpoint
+    from minicnn.data import load_cifar10
+    from minicnn.errors import CheckpointError, MiniCNNError
+    from minicnn.model import build_model
+
+    out = Path(out)
+    model, optimizer, history, start = None, Optimizer(SGDConfig(config["lr"], config["momentum"],
+                                                                 config["weight_decay"])), [], 0
+    if out.exists() and not force:
+        try:
+            model, info = load_checkpoint(out, backend=backend)
+        except CheckpointError:
+            raise MiniCNNError(f"{out} exists and is not a minicnn checkpoint; choose another --out "
+                               f"or pass --force to overwrite it") from None
+        diffs = config_differences(info["config"], config)
+        if diffs:
+            raise MiniCNNError(f"{out} holds a run with other settings ({'; '.join(diffs)}); "
+                               f"choose another --out or pass --force to start over")
+        history, start = info["history"], info["epoch"]
+        optimizer.velocity = info["velocity"]
+        finished = start >= config["epochs"] or (history and history[-1]["diverged"])
+        if finished and "final" in info["extra"]:
+            echo(f"{out} already holds this run ({start} epochs); nothing to do")
+            return {**info["extra"]["final"], "history": history, "model": model}
+        if start:
+            echo(f"resuming {out} after epoch {start}")
+    else:
+        check_writable(out)
+
+    dataset = dataset if dataset is not None else load_cifar10(data_path, train_limit=config["train_limit"],
+                                                               test_limit=config["test_limit"])
+    normalizer = make_normalizer(config["normalize"], dataset)
+    if model is None:
+        model = build_model(config["arch"], np.random.default_rng(config["seed"]), backend=backend)
+
+    def checkpoint(epoch, record):
+        history.append(record)
+        save_checkpoint(out, model, optimizer, config=config, epoch=epoch + 1, history=history)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    diverged = bool(history and history[-1]["diverged"])
+    if not diverged:
+        fit(model, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
+            normalizer=normalizer, seed=config["seed"], start_epoch=start, on_epoch=checkpoint,
+            progress_factory=progress_factory)
+    diverged = bool(history and history[-1]["diverged"])
+    final = {"train_acc": evaluate(model, dataset.x_train, dataset.y_train, normalizer)["acc"],
+             "test_acc": evaluate(model, dataset.x_test, dataset.y_test, normalizer)["acc"],
+             "diverged": diverged}
+    save_checkpoint(out, model, optimizer, config=config, epoch=len(history), history=history,
+                    extra={"final": final})
+    return {**final, "history": history, "model": model}
