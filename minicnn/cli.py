@@ -225,3 +225,50 @@ def eval_cmd(checkpoint, data_path, normalize, train_limit, test_limit, backend)
     click.echo(f"{checkpoint}: {model.arch}, {model.num_params():,} parameters, epoch {info['epoch']}")
     click.echo(f"train acc {train_m['acc']:.2%} (loss {train_m['loss']:.4f}) on {len(dataset.y_train):,} images")
     click.echo(f"test acc  {test_m['acc']:.2%} (loss {test_m['loss']:.4f}) on {len(dataset.y_test):,} images")
+
+
+# -------------------------------------------------------------------------------------- flops
+@cli.command("flops")
+@click.option("--arch", default=None, metavar="NAME|SPEC",
+              help="Preset (paper, conv2, conv4) or a spec string such as "
+                   "'conv8,relu,pool2,flatten,linear10'. Default: paper.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Count a saved model instead, with its pruning masks.")
+@click.option("--json", "as_json", is_flag=True, help="Print per-layer numbers and totals as JSON.")
+def flops_cmd(arch, checkpoint, as_json):
+    """Print parameters and FLOPs per layer, dense and effective (mask-aware), per image.
+
+    \b
+    Convention:
+      1 multiply-add = 2 FLOPs
+      conv:     2*C*KH*KW*OH*OW*F + OH*OW*F (bias)
+      linear:   2*in*out + out
+      ReLU:     1 per element; max-pool: k*k-1 comparisons per output; flatten: 0
+      softmax cross-entropy: 4K per image for K classes, shown apart from the totals
+      training: 3 x forward (backward ~ 2 x forward), a convention
+    Dense FLOPs are what a dense kernel executes; effective FLOPs count only
+    unmasked weights between live units and ReLU/pooling on live channels.
+    Parameters: total, nonzero, effective (nonzero and not dead).
+    """
+    import json
+
+    from minicnn import flops
+
+    if arch is not None and checkpoint is not None:
+        raise MiniCNNError("give --arch or --checkpoint, not both")
+    if checkpoint is not None:
+        from minicnn.checkpoint import load_model
+
+        model, _info = load_model(checkpoint, backend="ref")
+    else:
+        import numpy as np
+
+        from minicnn.model import build_model
+
+        model = build_model(arch or "paper", rng=np.random.default_rng(0), backend="ref")
+    counts = flops.count(model)
+    if as_json:
+        click.echo(json.dumps(counts, indent=2))
+    else:
+        click.echo(f"model: {model.arch} ({model.spec})")
+        click.echo(flops.format_table(counts))

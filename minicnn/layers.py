@@ -78,12 +78,22 @@ class Conv2d(Layer):
         return (self.out_channels, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
 
     def forward(self, x, ops):
-        out, self._cache = ops.conv2d_forward(x, self.params["weight"], self.params["bias"],
-                                              self.stride, self.padding)
+        out, cache = ops.conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride, self.padding)
+        self._cache = (False, cache)
+        return out
+
+    def forward_block(self, x, ops, pool: "MaxPool2d"):
+        """This conv, a ReLU and ``pool`` in one fused op (see minicnn/ref/block.py)."""
+        out, cache = ops.conv_relu_pool_forward(x, self.params["weight"], self.params["bias"], self.stride,
+                                                self.padding, pool.kernel_size, pool.stride)
+        self._cache = (True, cache)
         return out
 
     def backward(self, dout, ops, need_dx=True):
-        dx, self.grads["weight"], self.grads["bias"] = ops.conv2d_backward(dout, self._cache, need_dx)
+        """dout is the gradient of this layer's output, or of the pool's output after forward_block."""
+        fused, cache = self._cache
+        backward = ops.conv_relu_pool_backward if fused else ops.conv2d_backward
+        dx, self.grads["weight"], self.grads["bias"] = backward(dout, cache, need_dx)
         return dx
 
 

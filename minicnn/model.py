@@ -53,18 +53,35 @@ class Sequential:
         self.backend = name
         self.ops = get_backend(name)
 
+    def _steps(self) -> list[tuple[int, int]]:
+        """(first, last) layer indices of each execution step: a conv -> relu -> pool run is one
+        fused step (ops.conv_relu_pool_*), every other layer is a step of its own."""
+        steps, i, layers = [], 0, self.layers
+        while i < len(layers):
+            if (i + 2 < len(layers) and isinstance(layers[i], Conv2d) and isinstance(layers[i + 1], ReLU)
+                    and isinstance(layers[i + 2], MaxPool2d)):
+                steps.append((i, i + 2))
+                i += 3
+            else:
+                steps.append((i, i))
+                i += 1
+        return steps
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (N, C, H, W) float  ->  logits (N, classes)."""
-        for layer in self.layers:
-            x = layer.forward(x, self.ops)
+        for first, last in self._steps():
+            if first == last:
+                x = self.layers[first].forward(x, self.ops)
+            else:
+                x = self.layers[first].forward_block(x, self.ops, self.layers[last])
         return x
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Fill every layer's ``grads`` from dL/dlogits (N, classes). The first layer's input
         gradient is never computed (the input is data)."""
         d = dlogits
-        for i in range(len(self.layers) - 1, -1, -1):
-            d = self.layers[i].backward(d, self.ops, need_dx=i > 0)
+        for first, _ in reversed(self._steps()):
+            d = self.layers[first].backward(d, self.ops, need_dx=first > 0)
 
     def param_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.params]

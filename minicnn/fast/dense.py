@@ -52,19 +52,22 @@ def _linear_weight_grad(dout, x, dw, db):
     for blk in prange(n_blocks):
         lo = blk * _BLOCK
         hi = min(d, lo + _BLOCK)
-        for o in range(n_out):
-            for k in range(lo, hi):
-                dw[o, k] = 0.0
+        # a private accumulator and 1-D row views: LLVM then sees the inner loop cannot alias and
+        # vectorises it (indexing dw[o, k] directly ran ~15x slower)
+        acc = np.zeros((n_out, hi - lo), dtype=dw.dtype)
         for n in range(n_img):
+            xs = x[n, lo:hi]
             for o in range(n_out):
                 g = dout[n, o]
-                for k in range(lo, hi):
-                    dw[o, k] += g * x[n, k]
+                row = acc[o]
+                for k in range(hi - lo):
+                    row[k] += g * xs[k]
+        dw[:, lo:hi] = acc
     for o in range(n_out):
-        acc = 0.0
+        total = 0.0
         for n in range(n_img):
-            acc += dout[n, o]
-        db[o] = acc
+            total += dout[n, o]
+        db[o] = total
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray):

@@ -1,0 +1,30 @@
+"""conv -> ReLU -> max-pool as one operation: the composition of the three reference ops.
+
+This exists so the fast backend can run the three layers as one fused kernel (see
+minicnn/fast/block.py) while the tests hold it to exactly this definition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minicnn.ref.act import relu_backward, relu_forward
+from minicnn.ref.conv import conv2d_backward, conv2d_forward
+from minicnn.ref.pool import maxpool2d_backward, maxpool2d_forward
+
+
+def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int,
+                           pool_kernel: int, pool_stride: int):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)  ->  maxpool(relu(conv(x))): (N, F, PH, PW), cache."""
+    conv_out, conv_cache = conv2d_forward(x, w, b, stride, pad)
+    relu_out, relu_cache = relu_forward(conv_out)
+    out, pool_cache = maxpool2d_forward(relu_out, pool_kernel, pool_stride)
+    return out, (conv_cache, relu_cache, pool_cache)
+
+
+def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True):
+    """dout: (N, F, PH, PW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,)."""
+    conv_cache, relu_cache, pool_cache = cache
+    d = maxpool2d_backward(dout, pool_cache)
+    d = relu_backward(d, relu_cache)
+    return conv2d_backward(d, conv_cache, need_dx)
