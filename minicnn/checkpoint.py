@@ -122,3 +122,79 @@ def load_checkpoint(path, backend: str = "fast"):
 def load_model(path, backend: str = "fast"):
     """Alias of load_checkpoint: -> (model, info)."""
     return load_checkpoint(path, backend)
+
+
+# ------------------------------------------------------------------------------------------ results
+#: Columns of a results table, in order. One row per (schedule, method, scope, lr, amount, seed).
+RESULT_COLUMNS = (
+    "schedule", "method", "scope", "lr", "seed", "step", "amount", "remaining",
+    "params_total", "params_nonzero", "params_effective", "remaining_effective",
+    "flops_dense", "flops_effective", "training_flops_effective",
+    "test_acc_before", "test_acc_after", "train_acc", "train_loss", "test_loss",
+    "epochs", "seconds", "diverged",
+)
+_TEXT_COLUMNS = ("schedule", "method", "scope")
+
+
+def save_results(rows: list[dict], csv_path, h5_path=None) -> None:
+    """Write the rows as CSV (and as HDF5, one dataset per column), each file atomically."""
+    import csv
+
+    with atomic_path(csv_path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _csv_value(row.get(k)) for k in RESULT_COLUMNS})
+    if h5_path is not None:
+        import h5py
+
+        with atomic_path(h5_path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = "minicnn-results"
+                f.attrs["version"] = VERSION
+                for col in RESULT_COLUMNS:
+                    values = [row.get(col) for row in rows]
+                    if col in _TEXT_COLUMNS:
+                        f.create_dataset(col, data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
+                    else:
+                        f.create_dataset(col, data=np.array([np.nan if v is None else v for v in values],
+                                                            dtype=np.float64))
+
+
+def _csv_value(v):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def load_results(path) -> list[dict]:
+    """Rows of a results CSV (or of a directory holding results.csv), numbers parsed."""
+    import csv
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.is_file():
+        raise MiniCNNError(f"no results at {path}; pass the --out directory of `minicnn prune` or `minicnn sweep`")
+    rows = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "amount" not in reader.fieldnames:
+            raise MiniCNNError(f"{path} is not a minicnn results table (no 'amount' column)")
+        for raw in reader:
+            row = {}
+            for k, v in raw.items():
+                if k in _TEXT_COLUMNS or v is None:
+                    row[k] = v
+                elif k in ("step", "seed", "epochs", "params_total", "params_nonzero", "params_effective",
+                           "flops_dense", "flops_effective", "training_flops_effective"):
+                    row[k] = int(float(v))
+                elif k == "diverged":
+                    row[k] = v in ("1", "True", "true")
+                else:
+                    row[k] = float(v) if v != "" else float("nan")
+            rows.append(row)
+    return rows

@@ -272,3 +272,72 @@ def flops_cmd(arch, checkpoint, as_json):
     else:
         click.echo(f"model: {model.arch} ({model.spec})")
         click.echo(flops.format_table(counts))
+
+
+# -------------------------------------------------------------------------------------- prune
+_PRUNE_HELP = """Prune a trained model step by step, fine-tuning after every step, and record the results.
+
+\b
+Semantics (exactly as the paper's PyTorch pruning):
+- Prunable: the weights of every conv and linear layer; unstructured pruning never prunes biases.
+- Amounts are cumulative targets: the fraction of each prunable tensor pruned after the step.
+  The count is round(amount * n), Python's round (half to even), as torch.nn.utils.prune;
+  n counts entries (unstructured) or dim-0 slices (structured).
+- oneshot: every amount is applied to the trained baseline directly.
+- iterative: step k prunes the smallest still-unpruned entries up to the new count; masks only
+  shrink (torch's repeated pruning with integer amounts new - previous).
+- --unstructured: L1, smallest |w| per tensor (--scope global ranks all weights together).
+- --structured: whole conv filters / hidden neurons by L2 norm (ln_structured n=2, dim=0); the
+  output layer's rows (the classes) are never removed. A removed filter's bias is masked too
+  (torch keeps it, leaving a constant ReLU(b) map), and the next layer's weights that read only
+  dead inputs count as removed in the effective parameter and FLOP counts.
+- Masks hold through fine-tuning: pruned weights get no gradient, momentum or weight decay and
+  stay exactly 0.
+
+Without --baseline, the paper's baseline (lr 0.8, batch 512, 10 epochs, same seed and data) is
+trained into OUT/baseline.h5 first, or reused if it is there. Every step writes OUT/steps/*.h5 and
+OUT/results.csv/.h5; rerunning with the same OUT resumes at the first unfinished step.
+"""
+
+
+@cli.command(help=_PRUNE_HELP)
+@click.option("--schedule", type=click.Choice(["oneshot", "iterative"]), required=True,
+              help="oneshot: each amount from the baseline; iterative: each step from the previous one.")
+@click.option("--structured/--unstructured", "structured", default=None, required=True,
+              help="L2 filter-level structured or L1 unstructured pruning.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Fine-tuning learning rate (the paper uses 0.8, 0.01 and 0.0001).")
+@click.option("--amounts", default="0,.1,.2,.3,.4,.5,.6,.7,.8,.9,.95,.99", show_default=True,
+              help="Cumulative fractions pruned, comma-separated, increasing, within [0, 1].")
+@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Fine-tuning epochs per step.")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True,
+              help="Rank weights per tensor (as the paper) or across all prunable weights (unstructured only).")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="Trained checkpoint to prune (default: train the paper's baseline into OUT).")
+@click.option("--arch", default="paper", show_default=True, help="Architecture of the baseline.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_data_options
+@_backend_option
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory [default: runs/prune-SCHEDULE-METHOD-lrLR].")
+@click.option("--force", is_flag=True, help="Start over even if OUT holds a run with other settings.")
+def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batch_size, momentum, weight_decay,
+          seed, data_path, normalize, train_limit, test_limit, backend, out, force):
+    from minicnn.prune import parse_amounts
+    from minicnn.study import format_table, run_prune
+
+    method = "structured" if structured else "unstructured"
+    out = out or f"runs/prune-{schedule}-{method}-lr{lr:g}"
+    config = {"arch": arch, "schedule": schedule, "method": method, "scope": scope, "lr": lr,
+              "amounts": parse_amounts(amounts), "epochs": epochs, "batch_size": batch_size, "momentum": momentum,
+              "weight_decay": weight_decay, "seed": seed, "normalize": normalize, "train_limit": train_limit,
+              "test_limit": test_limit, "baseline": baseline, "compact": False}
+    rows = run_prune(config, out, data_path=data_path, backend=backend, force=force, echo=click.echo,
+                     progress_factory=_progress)
+    click.echo("")
+    click.echo(format_table(rows))
+    click.echo(f"\nresults: {out}/results.csv, checkpoints: {out}/steps/")

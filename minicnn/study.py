@@ -1,0 +1,212 @@
+"""Pruning runs: a schedule of amounts applied to a trained baseline, fine-tuned after every step,
+measured, checkpointed and resumable.
+
+A run lives in one directory:
+    run.json             the run's settings; a rerun with other settings is refused
+    baseline.h5          the trained baseline (unless --baseline points elsewhere)
+    steps/NNN_amount_A.h5   the model after step NNN (pruned to A, fine-tuned)
+    results.csv / .h5    one row per finished step (minicnn.checkpoint.RESULT_COLUMNS)
+Each step's checkpoint and the results are written atomically after the step finishes; a rerun
+skips finished steps and redoes an unfinished one from the previous step's checkpoint. Fine-tuning
+is deterministic for a given seed and thread count, so a resumed run reproduces the uninterrupted
+one's table (wall times aside).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minicnn.errors import MiniCNNError
+
+#: The paper's baseline: lr 0.8, batch 512, plain SGD, 10 epochs.
+BASELINE_DEFAULTS = {"arch": "paper", "epochs": 10, "lr": 0.8, "batch_size": 512, "momentum": 0.0,
+                     "weight_decay": 0.0, "normalize": "center"}
+#: Settings that define a pruning run; a rerun into the same directory must match them.
+PRUNE_KEYS = ("arch", "schedule", "method", "scope", "lr", "amounts", "epochs", "batch_size", "momentum",
+              "weight_decay", "seed", "normalize", "train_limit", "test_limit", "baseline", "compact")
+
+
+def baseline_config(seed: int, normalize: str, train_limit, test_limit, arch: str = "paper") -> dict:
+    """The training config of the paper's baseline for this seed and data selection."""
+    return {**BASELINE_DEFAULTS, "arch": arch, "seed": seed, "normalize": normalize, "train_limit": train_limit,
+            "test_limit": test_limit}
+
+
+def step_path(out_dir: Path, step: int, amount: float) -> Path:
+    return out_dir / "steps" / f"{step:03d}_amount_{amount:.4f}.h5"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj) -> None:
+    from minicnn.checkpoint import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def prepare_run_dir(out_dir: Path, config: dict, force: bool) -> list[dict]:
+    """Create or reopen a run directory; returns the rows already finished there.
+
+    A directory holding a run with other settings is refused (MiniCNNError) unless ``force``, which
+    deletes that run's steps and results first.
+    """
+    from minicnn.checkpoint import check_writable, load_results
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MiniCNNError(f"--out {out_dir} is a file; pass a directory")
+    stored = _read_json(out_dir / "run.json")
+    if stored is not None and not force:
+        diffs = [f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in PRUNE_KEYS if stored.get(k) != config.get(k)]
+        if diffs:
+            raise MiniCNNError(f"{out_dir} holds a pruning run with other settings ({'; '.join(diffs)}); "
+                               f"choose another --out or pass --force to start over")
+    elif out_dir.exists() and any(out_dir.iterdir()) and stored is None and not force:
+        if (out_dir / "results.csv").exists() or (out_dir / "steps").exists():
+            raise MiniCNNError(f"{out_dir} holds results without run.json; pass --force to start over")
+    if force:
+        for name in ("steps", "results.csv", "results.h5", "run.json"):
+            p = out_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    check_writable(out_dir / "run.json")
+    _write_json(out_dir / "run.json", config)
+    rows = load_results(out_dir) if (out_dir / "results.csv").exists() else []
+    return [r for r in rows if step_path(out_dir, r["step"], r["amount"]).exists()]
+
+
+def measure(model, dataset, normalizer) -> dict:
+    """Accuracy and loss on both splits and the parameter/FLOP counts of ``model``."""
+    from minicnn.flops import count
+    from minicnn.train import evaluate
+
+    totals = count(model)["totals"]
+    train_m = evaluate(model, dataset.x_train, dataset.y_train, normalizer)
+    test_m = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
+    return {"params_total": totals["params"], "params_nonzero": totals["params_nonzero"],
+            "params_effective": totals["params_effective"],
+            "remaining_effective": totals["params_effective"] / totals["params"],
+            "flops_dense": totals["flops_dense"], "flops_effective": totals["flops_effective"],
+            "training_flops_effective": totals["training_flops_effective"],
+            "train_acc": train_m["acc"], "train_loss": train_m["loss"],
+            "test_acc_after": test_m["acc"], "test_loss": test_m["loss"]}
+
+
+def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: str = "fast", force: bool = False,
+              echo=print, progress_factory=None, step_progress=None) -> list[dict]:
+    """Run (or resume) one pruning schedule; returns all result rows.
+
+    config: {'arch', 'schedule', 'method', 'scope', 'lr', 'amounts' (list), 'epochs', 'batch_size', 'momentum',
+    'weight_decay', 'seed', 'normalize', 'train_limit', 'test_limit', 'baseline' (path or None),
+    'compact' (bool)}. Without a baseline path, the paper's baseline is trained into
+    ``out_dir/baseline.h5`` (or reused if it is already there with the same settings).
+    ``step_progress(done, total)`` is called as steps finish.
+    """
+    from minicnn.checkpoint import load_checkpoint, save_checkpoint, save_results
+    from minicnn.data import load_cifar10
+    from minicnn.prune import METHODS, SCHEDULES, SCOPES, prune_model
+    from minicnn.train import Optimizer, SGDConfig, evaluate, fit, make_normalizer, run_training
+
+    if config["schedule"] not in SCHEDULES:
+        raise MiniCNNError(f"unknown schedule {config['schedule']!r}; choose one of: {', '.join(SCHEDULES)}")
+    if config["method"] not in METHODS:
+        raise MiniCNNError(f"unknown method {config['method']!r}; choose one of: {', '.join(METHODS)}")
+    if config["scope"] not in SCOPES:
+        raise MiniCNNError(f"unknown scope {config['scope']!r}; choose one of: {', '.join(SCOPES)}")
+    if config["method"] == "structured" and config["scope"] == "global":
+        raise MiniCNNError("structured pruning is layerwise; drop --scope global or use --unstructured")
+
+    out_dir = Path(out_dir)
+    rows = prepare_run_dir(out_dir, config, force)
+    amounts = list(config["amounts"])
+    done = {(r["step"]) for r in rows}
+    if len(done) == len(amounts):
+        echo(f"{out_dir}: all {len(amounts)} steps already finished")
+        return sorted(rows, key=lambda r: r["step"])
+
+    if dataset is None:
+        dataset = load_cifar10(data_path, train_limit=config["train_limit"], test_limit=config["test_limit"])
+    normalizer = make_normalizer(config["normalize"], dataset)
+
+    baseline = config["baseline"]
+    if baseline is None:
+        baseline = out_dir / "baseline.h5"
+        base_cfg = baseline_config(config["seed"], config["normalize"], config["train_limit"], config["test_limit"],
+                                   config["arch"])
+        echo(f"baseline: {baseline} (arch {config['arch']}, lr {base_cfg['lr']}, {base_cfg['epochs']} epochs)")
+        run_training(base_cfg, baseline, dataset=dataset, backend=backend, progress_factory=progress_factory,
+                     echo=echo)
+    base_model, base_info = load_checkpoint(baseline, backend=backend)
+    from minicnn.model import resolve_arch
+
+    wanted_spec = resolve_arch(config["arch"])[1]
+    if base_model.spec != wanted_spec:
+        raise MiniCNNError(f"baseline {baseline} is a {base_model.arch!r} model ({base_model.spec}), not "
+                           f"{config['arch']!r}; pass --arch {base_model.arch if base_model.arch != 'custom' else base_model.spec!r} "
+                           f"or another --baseline")
+    if base_info["config"].get("normalize", config["normalize"]) != config["normalize"]:
+        raise MiniCNNError(f"baseline {baseline} was trained with --normalize "
+                           f"{base_info['config'].get('normalize')}; pass the same --normalize")
+
+    for step, amount in enumerate(amounts):
+        if step in done:
+            continue
+        t0 = time.perf_counter()
+        if config["schedule"] == "oneshot" or step == 0:
+            model, _ = load_checkpoint(baseline, backend=backend)
+        else:
+            model, _ = load_checkpoint(step_path(out_dir, step - 1, amounts[step - 1]), backend=backend)
+        if model.arch != base_model.arch or model.spec != base_model.spec:
+            raise MiniCNNError("a step checkpoint does not match the baseline's architecture; pass --force")
+        prune_model(model, amount, config["method"], config["scope"])
+        before = evaluate(model, dataset.x_test, dataset.y_test, normalizer)["acc"]
+        optimizer = Optimizer(SGDConfig(config["lr"], config["momentum"], config["weight_decay"]))
+        history = fit(model, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
+                      normalizer=normalizer, seed=config["seed"] * 1000 + step + 1,
+                      progress_factory=progress_factory)
+        row = {"schedule": config["schedule"], "method": config["method"], "scope": config["scope"],
+               "lr": config["lr"], "seed": config["seed"], "step": step, "amount": amount, "remaining": 1 - amount,
+               "test_acc_before": before, "epochs": config["epochs"],
+               "diverged": bool(history and history[-1]["diverged"]), **measure(model, dataset, normalizer)}
+        row["seconds"] = time.perf_counter() - t0
+        save_checkpoint(step_path(out_dir, step, amount), model, optimizer, config={**config, "step": step},
+                        epoch=len(history), history=history, extra={"row": row})
+        rows = sorted([r for r in rows if r["step"] != step] + [row], key=lambda r: r["step"])
+        save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
+        echo(format_row(row))
+        if step_progress is not None:
+            step_progress(len(rows), len(amounts))
+    return rows
+
+
+def format_row(row: dict) -> str:
+    return (f"{row['schedule']:9s} {row['method']:12s} lr {row['lr']:<7g} amount {row['amount']:5.3f}  "
+            f"params {row['params_effective']:6d}  FLOPs {row['flops_effective']:8d}  "
+            f"test before {row['test_acc_before']:6.2%}  after {row['test_acc_after']:6.2%}  "
+            f"train {row['train_acc']:6.2%}{'  DIVERGED' if row['diverged'] else ''}")
+
+
+def format_table(rows: list[dict]) -> str:
+    """The results as an aligned text table."""
+    head = (f"{'schedule':9s} {'method':12s} {'lr':>7s} {'seed':>4s} {'amount':>6s} {'params':>7s} {'FLOPs':>9s} "
+            f"{'test before':>11s} {'test after':>10s} {'train':>7s} {'time s':>7s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['schedule']:9s} {r['method']:12s} {r['lr']:7g} {r['seed']:4d} {r['amount']:6.3f} "
+                     f"{r['params_effective']:7d} {r['flops_effective']:9d} {r['test_acc_before']:11.2%} "
+                     f"{r['test_acc_after']:10.2%} {r['train_acc']:7.2%} {r['seconds']:7.1f}"
+                     f"{'  diverged' if r['diverged'] else ''}")
+    return "\n".join(lines)
