@@ -341,3 +341,71 @@ def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batc
     click.echo("")
     click.echo(format_table(rows))
     click.echo(f"\nresults: {out}/results.csv, checkpoints: {out}/steps/")
+
+
+# -------------------------------------------------------------------------------------- sweep
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise MiniCNNError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise MiniCNNError(f"{name} must be positive numbers, got {text!r}")
+    return values
+
+
+def _choice_list(text: str, choices: tuple, name: str) -> list[str]:
+    values = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [v for v in values if v not in choices]
+    if not values or bad:
+        raise MiniCNNError(f"{name}: unknown {', '.join(bad) or 'empty list'}; choose from {', '.join(choices)}")
+    return values
+
+
+@cli.command()
+@click.option("--schedules", default="oneshot,iterative", show_default=True, help="Comma-separated schedules.")
+@click.option("--methods", default="unstructured,structured", show_default=True, help="Comma-separated methods.")
+@click.option("--lrs", default="0.8,0.01,0.0001", show_default=True, help="Fine-tuning learning rates.")
+@click.option("--amounts", default="0,.1,.2,.3,.4,.5,.6,.7,.8,.9,.95,.99", show_default=True,
+              help="Cumulative fractions pruned (see `minicnn prune --help`).")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds: one baseline per seed.")
+@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Fine-tuning epochs per step.")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True,
+              help="Unstructured ranking scope (structured is always layerwise).")
+@click.option("--arch", default="paper", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; the cores are split between them (no oversubscription).")
+@_data_options
+@_backend_option
+@click.option("--out", type=click.Path(file_okay=False), default="runs/sweep", show_default=True)
+@click.option("--force", is_flag=True, help="Start over even if OUT holds a sweep with other settings.")
+def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_size, jobs, data_path, normalize,
+          train_limit, test_limit, backend, out, force):
+    """Run the paper's whole ablation grid: schedules x methods x learning rates x amounts x seeds.
+
+    One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
+    every configuration of that seed. Each configuration is a `minicnn prune` run in OUT/runs/...;
+    all rows are merged into OUT/results.csv and OUT/results.h5 as configurations finish. Rerunning
+    with the same OUT resumes where it stopped.
+    """
+    from minicnn.prune import METHODS, SCHEDULES, parse_amounts
+    from minicnn.study import format_table, run_sweep
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise MiniCNNError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if not seed_list:
+        raise MiniCNNError("--seeds is empty; pass e.g. --seeds 0,1,2")
+    config = {"schedules": _choice_list(schedules, SCHEDULES, "--schedules"),
+              "methods": _choice_list(methods, METHODS, "--methods"), "lrs": _float_list(lrs, "--lrs"),
+              "amounts": parse_amounts(amounts), "seeds": seed_list, "epochs": epochs, "scope": scope,
+              "batch_size": batch_size, "momentum": 0.0, "weight_decay": 0.0, "normalize": normalize,
+              "train_limit": train_limit, "test_limit": test_limit, "arch": arch}
+    if scope == "global" and "structured" in config["methods"]:
+        raise MiniCNNError("--scope global applies to unstructured pruning only; pass --methods unstructured")
+    rows = run_sweep(config, out, jobs=jobs, data_path=data_path, backend=backend, force=force, echo=click.echo)
+    click.echo(format_table(rows))
+    click.echo(f"\nresults: {out}/results.csv")

@@ -210,3 +210,144 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['test_acc_after']:10.2%} {r['train_acc']:7.2%} {r['seconds']:7.1f}"
                      f"{'  diverged' if r['diverged'] else ''}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+SWEEP_KEYS = ("schedules", "methods", "lrs", "amounts", "seeds", "epochs", "scope", "batch_size", "momentum",
+              "weight_decay", "normalize", "train_limit", "test_limit", "arch")
+
+
+def sweep_configs(sweep: dict, out_dir: Path) -> list[tuple[dict, Path]]:
+    """Every (pruning config, run directory) of the grid, seeds outermost."""
+    grid = []
+    for seed in sweep["seeds"]:
+        for schedule in sweep["schedules"]:
+            for method in sweep["methods"]:
+                for lr in sweep["lrs"]:
+                    config = {"arch": sweep["arch"], "schedule": schedule, "method": method, "scope": sweep["scope"],
+                              "lr": lr, "amounts": sweep["amounts"], "epochs": sweep["epochs"],
+                              "batch_size": sweep["batch_size"], "momentum": sweep["momentum"],
+                              "weight_decay": sweep["weight_decay"], "seed": seed, "normalize": sweep["normalize"],
+                              "train_limit": sweep["train_limit"], "test_limit": sweep["test_limit"],
+                              "baseline": str(out_dir / "baselines" / f"seed{seed}.h5"), "compact": False}
+                    grid.append((config, out_dir / "runs" / f"{schedule}-{method}-lr{lr:g}-seed{seed}"))
+    return grid
+
+
+def _worker_init(threads: int) -> None:
+    """Runs first in each sweep worker process: its share of the cores, before any kernel runs."""
+    import os
+
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    import numba
+
+    numba.set_num_threads(threads)
+
+
+def _train_baseline_job(args):
+    config, path, data_path, backend = args
+    from minicnn.train import run_training
+
+    result = run_training(config, path, data_path=data_path, backend=backend, echo=lambda *_: None)
+    return config["seed"], result["test_acc"]
+
+
+def _prune_job(args):
+    config, run_dir, data_path, backend = args
+    t0 = time.perf_counter()
+    rows = run_prune(config, run_dir, data_path=data_path, backend=backend, echo=lambda *_: None)
+    return str(run_dir), rows, time.perf_counter() - t0
+
+
+def collect_rows(grid) -> list[dict]:
+    """All finished rows of a sweep's runs, in grid order."""
+    from minicnn.checkpoint import load_results
+
+    rows = []
+    for _, run_dir in grid:
+        if (run_dir / "results.csv").exists():
+            rows.extend(load_results(run_dir))
+    return rows
+
+
+def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: str = "fast", force: bool = False,
+              echo=print) -> list[dict]:
+    """Run (or resume) a whole grid: one baseline per seed, then every configuration in ``jobs`` worker
+    processes that split the cores between them. Writes out_dir/results.csv/.h5 (all rows) after every
+    configuration; returns the rows."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from minicnn.checkpoint import save_results
+    from minicnn.data import load_cifar10
+
+    out_dir = Path(out_dir)
+    stored = _read_json(out_dir / "sweep.json")
+    if stored is not None and not force:
+        diffs = [f"{k}: {stored.get(k)!r} -> {sweep.get(k)!r}" for k in SWEEP_KEYS if stored.get(k) != sweep.get(k)]
+        if diffs:
+            raise MiniCNNError(f"{out_dir} holds a sweep with other settings ({'; '.join(diffs)}); "
+                               f"choose another --out or pass --force to start over")
+    if force:
+        for name in ("runs", "baselines", "results.csv", "results.h5", "sweep.json"):
+            p = out_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    from minicnn.checkpoint import check_writable
+
+    check_writable(out_dir / "sweep.json")
+    _write_json(out_dir / "sweep.json", sweep)
+    load_cifar10(data_path, train_limit=1, test_limit=1)  # fail early (and build the cache once) if data is missing
+
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(jobs, cores))
+    threads = max(1, cores // jobs)
+    grid = sweep_configs(sweep, out_dir)
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        base_jobs = []
+        for seed in sweep["seeds"]:
+            cfg = baseline_config(seed, sweep["normalize"], sweep["train_limit"], sweep["test_limit"], sweep["arch"])
+            base_jobs.append((cfg, str(out_dir / "baselines" / f"seed{seed}.h5"), data_path, backend))
+        echo(f"sweep: {len(grid)} configurations x {len(sweep['amounts'])} amounts, {jobs} worker(s) x "
+             f"{threads} thread(s); baselines first")
+        for seed, acc in pool.map(_train_baseline_job, base_jobs):
+            echo(f"baseline seed {seed}: test acc {acc:.2%}")
+
+        t0 = time.perf_counter()
+        futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend)) for cfg, run_dir in grid]
+        finished = 0
+        with click_progress(len(grid), "configurations") as advance:
+            for fut in as_completed(futures):
+                run_dir, rows, seconds = fut.result()
+                finished += 1
+                save_results(collect_rows(grid), out_dir / "results.csv", out_dir / "results.h5")
+                elapsed = time.perf_counter() - t0
+                eta = elapsed / finished * (len(grid) - finished)
+                last = rows[-1] if rows else None
+                echo(f"\n{Path(run_dir).name}: {seconds:.0f} s"
+                     + (f", at amount {last['amount']:g}: test acc {last['test_acc_after']:.2%}" if last else "")
+                     + f"; {finished}/{len(grid)} done, about {eta / 60:.1f} min left")
+                advance(1)
+    rows = collect_rows(grid)
+    save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
+    echo(f"sweep finished in {(time.perf_counter() - t0) / 60:.1f} min (after baselines): {len(rows)} rows")
+    return rows
+
+
+def click_progress(total: int, label: str):
+    """A click progress bar over ``total`` items; the context value advances it."""
+    import contextlib
+
+    import click
+
+    @contextlib.contextmanager
+    def bar():
+        with click.progressbar(length=total, label=label) as b:
+            yield b.update
+
+    return bar()
