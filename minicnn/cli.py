@@ -324,9 +324,12 @@ OUT/results.csv/.h5; rerunning with the same OUT resumes at the first unfinished
 @_backend_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory [default: runs/prune-SCHEDULE-METHOD-lrLR].")
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="Fine-tune structured-pruned models with removed filters physically dropped (same "
+                   "results, faster); checkpoints stay full-size.")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a run with other settings.")
 def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batch_size, momentum, weight_decay,
-          seed, data_path, normalize, train_limit, test_limit, backend, out, force):
+          seed, data_path, normalize, train_limit, test_limit, backend, out, compact, force):
     from minicnn.prune import parse_amounts
     from minicnn.study import format_table, run_prune
 
@@ -335,7 +338,7 @@ def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batc
     config = {"arch": arch, "schedule": schedule, "method": method, "scope": scope, "lr": lr,
               "amounts": parse_amounts(amounts), "epochs": epochs, "batch_size": batch_size, "momentum": momentum,
               "weight_decay": weight_decay, "seed": seed, "normalize": normalize, "train_limit": train_limit,
-              "test_limit": test_limit, "baseline": baseline, "compact": False}
+              "test_limit": test_limit, "baseline": baseline, "compact": compact}
     rows = run_prune(config, out, data_path=data_path, backend=backend, force=force, echo=click.echo,
                      progress_factory=_progress)
     click.echo("")
@@ -380,9 +383,11 @@ def _choice_list(text: str, choices: tuple, name: str) -> list[str]:
 @_data_options
 @_backend_option
 @click.option("--out", type=click.Path(file_okay=False), default="runs/sweep", show_default=True)
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="Fine-tune structured-pruned models compacted (see `minicnn prune --help`).")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a sweep with other settings.")
 def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_size, jobs, data_path, normalize,
-          train_limit, test_limit, backend, out, force):
+          train_limit, test_limit, backend, out, compact, force):
     """Run the paper's whole ablation grid: schedules x methods x learning rates x amounts x seeds.
 
     One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
@@ -403,9 +408,33 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_si
               "methods": _choice_list(methods, METHODS, "--methods"), "lrs": _float_list(lrs, "--lrs"),
               "amounts": parse_amounts(amounts), "seeds": seed_list, "epochs": epochs, "scope": scope,
               "batch_size": batch_size, "momentum": 0.0, "weight_decay": 0.0, "normalize": normalize,
-              "train_limit": train_limit, "test_limit": test_limit, "arch": arch}
+              "train_limit": train_limit, "test_limit": test_limit, "arch": arch, "compact": compact}
     if scope == "global" and "structured" in config["methods"]:
         raise MiniCNNError("--scope global applies to unstructured pruning only; pass --methods unstructured")
     rows = run_sweep(config, out, jobs=jobs, data_path=data_path, backend=backend, force=force, echo=click.echo)
     click.echo(format_table(rows))
     click.echo(f"\nresults: {out}/results.csv")
+
+
+# ------------------------------------------------------------------------------------ compact
+@cli.command("compact")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the compact checkpoint [default: CHECKPOINT with suffix .compact.h5].")
+def compact_cmd(checkpoint, out):
+    """Physically drop the filters and neurons that structured pruning removed (and the next layer's
+    inputs that read them). The compact model computes exactly the same outputs, faster."""
+    from pathlib import Path
+
+    from minicnn.checkpoint import load_checkpoint, save_checkpoint
+    from minicnn.compact import compact, compact_summary
+
+    model, info = load_checkpoint(checkpoint, backend="ref")
+    small, _ = compact(model)
+    out = out or str(Path(checkpoint).with_suffix(".compact.h5"))
+    if Path(out).resolve() == Path(checkpoint).resolve():
+        raise MiniCNNError("--out must differ from CHECKPOINT (the full-size checkpoint is kept)")
+    save_checkpoint(out, small, config={**info["config"], "compacted_from": str(checkpoint)}, epoch=info["epoch"],
+                    history=info["history"], extra=info["extra"])
+    click.echo(f"{checkpoint}: {compact_summary(model, small)}; "
+               f"{model.num_params():,} -> {small.num_params():,} parameters -> {out}")

@@ -111,11 +111,12 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
 
     config: {'arch', 'schedule', 'method', 'scope', 'lr', 'amounts' (list), 'epochs', 'batch_size', 'momentum',
     'weight_decay', 'seed', 'normalize', 'train_limit', 'test_limit', 'baseline' (path or None),
-    'compact' (bool)}. Without a baseline path, the paper's baseline is trained into
+    'compact' (bool: fine-tune structured-pruned models with removed units physically dropped)}. Without a baseline path, the paper's baseline is trained into
     ``out_dir/baseline.h5`` (or reused if it is already there with the same settings).
     ``step_progress(done, total)`` is called as steps finish.
     """
     from minicnn.checkpoint import load_checkpoint, save_checkpoint, save_results
+    from minicnn.compact import compact, expand_into
     from minicnn.data import load_cifar10
     from minicnn.prune import METHODS, SCHEDULES, SCOPES, prune_model
     from minicnn.train import Optimizer, SGDConfig, evaluate, fit, make_normalizer, run_training
@@ -174,9 +175,15 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
         prune_model(model, amount, config["method"], config["scope"])
         before = evaluate(model, dataset.x_test, dataset.y_test, normalizer)["acc"]
         optimizer = Optimizer(SGDConfig(config["lr"], config["momentum"], config["weight_decay"]))
-        history = fit(model, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
+        # fine-tune the compact model (removed filters physically dropped: faster, same function),
+        # then write it back into the full-size model that checkpoints and masks describe
+        trained, kept = compact(model) if config["compact"] else (model, None)
+        history = fit(trained, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
                       normalizer=normalizer, seed=config["seed"] * 1000 + step + 1,
                       progress_factory=progress_factory)
+        if kept is not None:
+            expand_into(model, trained, kept)
+            optimizer = None  # its buffers have the compact shapes
         row = {"schedule": config["schedule"], "method": config["method"], "scope": config["scope"],
                "lr": config["lr"], "seed": config["seed"], "step": step, "amount": amount, "remaining": 1 - amount,
                "test_acc_before": before, "epochs": config["epochs"],
@@ -214,7 +221,7 @@ def format_table(rows: list[dict]) -> str:
 
 # ------------------------------------------------------------------------------------------ sweeps
 SWEEP_KEYS = ("schedules", "methods", "lrs", "amounts", "seeds", "epochs", "scope", "batch_size", "momentum",
-              "weight_decay", "normalize", "train_limit", "test_limit", "arch")
+              "weight_decay", "normalize", "train_limit", "test_limit", "arch", "compact")
 
 
 def sweep_configs(sweep: dict, out_dir: Path) -> list[tuple[dict, Path]]:
@@ -229,7 +236,8 @@ def sweep_configs(sweep: dict, out_dir: Path) -> list[tuple[dict, Path]]:
                               "batch_size": sweep["batch_size"], "momentum": sweep["momentum"],
                               "weight_decay": sweep["weight_decay"], "seed": seed, "normalize": sweep["normalize"],
                               "train_limit": sweep["train_limit"], "test_limit": sweep["test_limit"],
-                              "baseline": str(out_dir / "baselines" / f"seed{seed}.h5"), "compact": False}
+                              "baseline": str(out_dir / "baselines" / f"seed{seed}.h5"),
+                              "compact": sweep.get("compact", True)}
                     grid.append((config, out_dir / "runs" / f"{schedule}-{method}-lr{lr:g}-seed{seed}"))
     return grid
 

@@ -88,7 +88,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1,
     oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(width, kw, stride, pad)
     x = np.ascontiguousarray(x)
     out = np.empty((n, f, oh, ow), dtype=x.dtype)
-    w2 = np.ascontiguousarray(w, dtype=x.dtype).reshape(f, -1)
+    w2 = np.ascontiguousarray(w, dtype=x.dtype).reshape(f, int(np.prod(w.shape[1:])))
     _conv_forward(x, w2, b.astype(x.dtype), kh, kw, stride, pad, out.reshape(n, f, oh * ow),
                   max(1, min(num_threads(), n)))
     return out, (x, w, stride, pad)
@@ -141,9 +141,9 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     x, w, stride, pad = cache
     n, f = dout.shape[:2]
     kh, kw = w.shape[2:]
-    dout2 = np.ascontiguousarray(dout, dtype=x.dtype).reshape(n, f, -1)
+    dout2 = np.ascontiguousarray(dout, dtype=x.dtype).reshape(n, f, dout.shape[2] * dout.shape[3])
     parts = max(1, min(num_threads(), n))
-    dw_part = np.zeros((parts, f, w[0].size), dtype=x.dtype)
+    dw_part = np.zeros((parts, f, int(np.prod(w.shape[1:]))), dtype=x.dtype)
     db_part = np.zeros((parts, f), dtype=x.dtype)
     _conv_weight_grad(x, dout2, kh, kw, stride, pad, dw_part, db_part)
     dw = dw_part.sum(axis=0).reshape(w.shape)
@@ -151,6 +151,6 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     dx = None
     if need_dx:
         dx = np.zeros(x.shape, dtype=x.dtype)
-        w2 = np.ascontiguousarray(w, dtype=x.dtype).reshape(f, -1)
+        w2 = np.ascontiguousarray(w, dtype=x.dtype).reshape(f, int(np.prod(w.shape[1:])))
         _conv_input_grad(dout2, w2, kh, kw, stride, pad, dx, parts)
     return dx, dw, db

@@ -21,7 +21,7 @@ def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 def flatten_forward(x: np.ndarray):
     """x: (N, C, H, W)  ->  out: (N, C*H*W) in C order (as torch.flatten(x, 1)), cache."""
-    return x.reshape(x.shape[0], -1), x.shape
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), x.shape
 
 
 def flatten_backward(dout: np.ndarray, cache) -> np.ndarray:

@@ -24,7 +24,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1,
     oh = conv_output_size(h, kh, stride, pad)
     ow = conv_output_size(width, kw, stride, pad)
     cols = im2col(x, kh, kw, stride, pad)  # (N, K, P)
-    w2 = w.reshape(f, -1)  # (F, K)
+    w2 = w.reshape(f, w[0].size if f else int(np.prod(w.shape[1:])))  # (F, K)
     out = np.matmul(w2, cols) + b[None, :, None]  # (N, F, P)
     cache = (x.shape, cols, w, stride, pad)
     return out.reshape(n, f, oh, ow), cache
@@ -38,11 +38,11 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     x_shape, cols, w, stride, pad = cache
     n, f = dout.shape[:2]
     kh, kw = w.shape[2:]
-    d2 = dout.reshape(n, f, -1)  # (N, F, P)
+    d2 = dout.reshape(n, f, dout.shape[2] * dout.shape[3])  # (N, F, P)
     dw = np.einsum("nfp,nkp->fk", d2, cols).reshape(w.shape)
     db = d2.sum(axis=(0, 2))
     if not need_dx:
         return None, dw, db
-    dcols = np.matmul(w.reshape(f, -1).T, d2)  # (N, K, P)
+    dcols = np.matmul(w.reshape(f, int(np.prod(w.shape[1:]))).T, d2)  # (N, K, P)
     dx = col2im(dcols, x_shape, kh, kw, stride, pad)
     return dx, dw, db
