@@ -438,3 +438,100 @@ def compact_cmd(checkpoint, out):
                     history=info["history"], extra=info["extra"])
     click.echo(f"{checkpoint}: {compact_summary(model, small)}; "
                f"{model.num_params():,} -> {small.num_params():,} parameters -> {out}")
+
+
+# ------------------------------------------------------------------------------- plot / report
+def _results_base(results) -> "Path":
+    """The folder a results argument lives in (the argument itself when it is a folder)."""
+    from pathlib import Path
+
+    path = Path(results)
+    return path if path.is_dir() else path.parent
+
+
+def _load_result_rows(results) -> list:
+    from minicnn.checkpoint import load_results
+
+    rows = load_results(results)
+    if not rows:
+        raise MiniCNNError(f"{results} holds no result rows yet; let `minicnn prune` or `minicnn sweep` "
+                           f"finish at least one amount")
+    return rows
+
+
+@cli.command("plot")
+@click.argument("results", type=click.Path(), metavar="RESULTS")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Folder for the figures.  [default: RESULTS_DIR/figures]")
+def plot_cmd(results, out_dir):
+    """Draw the paper's figures from a results table.
+
+    RESULTS is the --out folder of `minicnn prune` / `minicnn sweep` (holding results.csv) or the CSV
+    itself. Writes PNG and SVG files and prints their paths:
+
+    \b
+      <schedule>_<method>_lr<lr>   one per configuration, the paper's Figures 2-13:
+                                   test accuracy after and before fine-tuning and
+                                   train accuracy (%) against the fraction of
+                                   parameters remaining (x axis from 1.0 to 0.0);
+                                   mean line and +-std band over seeds, red crosses
+                                   where a run diverged
+      summary_schedules            one-shot vs iterative, per method and lr
+      summary_lrs                  the learning rates compared, per schedule and method
+      summary_methods              structured vs unstructured, per schedule and lr
+      summary_flops                test accuracy vs effective training FLOPs per
+                                   image (log scale)
+
+    Figures without data are skipped, so a partial sweep plots what it has. Existing
+    files are replaced atomically.
+    """
+    from pathlib import Path
+
+    from plots.figures import make_figures
+
+    rows = _load_result_rows(results)
+    out = Path(out_dir) if out_dir else _results_base(results) / "figures"
+    paths = make_figures(rows, out)
+    if not paths:
+        raise MiniCNNError(f"{results} has no accuracy values to plot")
+    for path in paths:
+        click.echo(str(path))
+
+
+@cli.command("report")
+@click.argument("results", type=click.Path(), metavar="RESULTS")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Markdown file to write.  [default: RESULTS_DIR/REPORT.md]")
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Figures to link (drawn first if the folder holds none).  [default: RESULTS_DIR/figures]")
+def report_cmd(results, out_file, figures_dir):
+    """Write a markdown report of a results table and check the paper's claims.
+
+    RESULTS is the --out folder of `minicnn prune` / `minicnn sweep` (holding results.csv) or the CSV
+    itself. The report holds: what was run (rows, seeds, epochs, fine-tuning time), the setup next to
+    the paper's, one table per schedule x method x lr (amount, remaining, effective parameters and
+    FLOPs, test accuracy before and after fine-tuning, train accuracy; mean +- std over seeds), links
+    to the figures, and a Claims section: every result the paper states, each with its tolerance, our
+    measurement and a verdict (confirmed, partly, not confirmed, or not testable when the rows it needs
+    are missing).
+
+    Figures are drawn with `minicnn plot` when the figures folder has none; run `minicnn plot` again
+    to refresh them after the results change.
+    """
+    from pathlib import Path
+
+    from minicnn.report import VERDICTS, evaluate_claims, preferred_scope, write_report
+
+    rows = _load_result_rows(results)
+    base = _results_base(results)
+    out = Path(out_file) if out_file else base / "REPORT.md"
+    figures = Path(figures_dir) if figures_dir else base / "figures"
+    if not (figures.is_dir() and any(figures.glob("*.png"))):
+        from plots.figures import make_figures
+
+        for path in make_figures(rows, figures):
+            click.echo(str(path))
+    write_report(rows, out, figures)
+    claims = evaluate_claims(rows, preferred_scope(rows))
+    tally = ", ".join(f"{sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
+    click.echo(f"{out}: {len(claims)} claims: {tally}")

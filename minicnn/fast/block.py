@@ -41,7 +41,7 @@ def _fill_plane(x, n, pad, wp, plane):
                 plane[c, row + x_] = x[n, c, y, x_]
 
 
-@kernel
+@reduction_kernel
 def _forward(x, w, b, pad, pool_k, pool_s, out, arg, n_parts):
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
@@ -56,7 +56,8 @@ def _forward(x, w, b, pad, pool_k, pool_s, out, arg, n_parts):
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             _fill_plane(x, n, pad, wp, plane)
             for f in range(n_filt):
-                conv[:] = b[f]
+                for p in range(span):
+                    conv[p] = b[f]
                 for c in range(c_in):
                     for i in range(kh):
                         for j in range(kw):
