@@ -12,7 +12,7 @@ OPS = {
     "conv": ("conv2d_forward", "conv2d_backward"),
     "pool": ("maxpool2d_forward", "maxpool2d_backward"),
     "act": ("relu_forward", "relu_backward", "flatten_forward", "flatten_backward"),
-    "dense": ("linear_forward", "linear_backward"),
+    "dense": ("linear_forward", "linear_backward", "masked_linear_forward", "masked_linear_backward"),
     "loss": ("softmax_cross_entropy",),
     "sgd": ("sgd_step",),
     "im2col": ("im2col", "col2im"),

@@ -92,8 +92,11 @@ class Conv2d(Layer):
     def backward(self, dout, ops, need_dx=True):
         """dout is the gradient of this layer's output, or of the pool's output after forward_block."""
         fused, cache = self._cache
-        backward = ops.conv_relu_pool_backward if fused else ops.conv2d_backward
-        dx, self.grads["weight"], self.grads["bias"] = backward(dout, cache, need_dx)
+        if fused:  # the fused kernel skips the gradient of pruned weights (SGD would mask it anyway)
+            grads = ops.conv_relu_pool_backward(dout, cache, need_dx, self.masks.get("weight"))
+        else:
+            grads = ops.conv2d_backward(dout, cache, need_dx)
+        dx, self.grads["weight"], self.grads["bias"] = grads
         return dx
 
 
@@ -117,11 +120,18 @@ class Linear(Layer):
         return (self.out_features,)
 
     def forward(self, x, ops):
-        out, self._cache = ops.linear_forward(x, self.params["weight"], self.params["bias"])
+        mask = self.masks.get("weight")
+        if mask is None:
+            out, cache = ops.linear_forward(x, self.params["weight"], self.params["bias"])
+        else:  # pruned: the fast twin switches to a sparse kernel when few weights remain
+            out, cache = ops.masked_linear_forward(x, self.params["weight"], self.params["bias"], mask)
+        self._cache = (mask is not None, cache)
         return out
 
     def backward(self, dout, ops, need_dx=True):
-        dx, self.grads["weight"], self.grads["bias"] = ops.linear_backward(dout, self._cache, need_dx)
+        masked, cache = self._cache
+        backward = ops.masked_linear_backward if masked else ops.linear_backward
+        dx, self.grads["weight"], self.grads["bias"] = backward(dout, cache, need_dx)
         return dx
 
 

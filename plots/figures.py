@@ -24,6 +24,7 @@ functions (Agg canvas, no pyplot), so importing this module costs nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +104,24 @@ def _new_figure(width: float, height: float):
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     from minicnn.checkpoint import atomic_path
 
+    mode = 0o666 & ~_umask()
     paths = []
     for ext in FORMATS:
         path = out_dir / f"{stem}.{ext}"
         meta = {"Date": None} if ext == "svg" else {}
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
+            os.chmod(tmp, mode)  # the temporary file is private (0600); give the figure normal permissions
         paths.append(path)
+        # the layout is solved; keep it for the next format instead of solving it again (the slow part)
+        fig.set_layout_engine("none")
     return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _has(curve: Curve | None, metric: str = "test_acc_after") -> bool:

@@ -41,8 +41,20 @@ def _fill_plane(x, n, pad, wp, plane):
                 plane[c, row + x_] = x[n, c, y, x_]
 
 
+def _tap_lists(active: np.ndarray):
+    """active: (F, C, KH, KW) bool -> (counts (F,), taps (F, K)): for each filter the flat indices
+    c*KH*KW + i*KW + j of its active taps, so kernels loop over those only (no branch per tap)."""
+    flat = active.reshape(active.shape[0], -1)
+    counts = flat.sum(axis=1).astype(np.int64)
+    taps = np.zeros(flat.shape, dtype=np.int64)
+    for f in range(flat.shape[0]):
+        idx = np.flatnonzero(flat[f])
+        taps[f, : idx.size] = idx
+    return counts, taps
+
+
 @reduction_kernel
-def _forward(x, w, b, pad, pool_k, pool_s, out, arg, n_parts):
+def _forward(x, w, b, pad, pool_k, pool_s, tap_count, taps, out, arg, n_parts):
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     wp = width + 2 * pad
@@ -58,15 +70,13 @@ def _forward(x, w, b, pad, pool_k, pool_s, out, arg, n_parts):
             for f in range(n_filt):
                 for p in range(span):
                     conv[p] = b[f]
-                for c in range(c_in):
-                    for i in range(kh):
-                        for j in range(kw):
-                            wv = w[f, c, i, j]
-                            if wv == 0.0:  # pruned weight: nothing to add
-                                continue
-                            src = plane[c, i * wp + j : i * wp + j + span]
-                            for p in range(span):
-                                conv[p] += wv * src[p]
+                for q in range(tap_count[f]):  # nonzero weights only: pruned ones cost nothing
+                    k = taps[f, q]
+                    c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
+                    wv = w[f, c, i, j]
+                    src = plane[c, i * wp + j : i * wp + j + span]
+                    for p in range(span):
+                        conv[p] += wv * src[p]
                 for py in range(ph):
                     for px in range(pw):
                         base = py * pool_s * wp + px * pool_s
@@ -83,7 +93,7 @@ def _forward(x, w, b, pad, pool_k, pool_s, out, arg, n_parts):
 
 
 @reduction_kernel
-def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, dw_part, db_part, dx, need_dx):
+def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, dw_part, db_part, dx, need_dx):
     n_img, c_in, h, width = x.shape
     n_parts, n_filt = db_part.shape
     kh, kw = w.shape[2], w.shape[3]
@@ -100,7 +110,8 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, dw_part, db_part, dx, n
             if need_dx:
                 dplane[:, :] = 0.0
             for f in range(n_filt):
-                dconv[:] = 0.0
+                for p in range(span):
+                    dconv[p] = 0.0
                 for py in range(ph):
                     for px in range(pw):
                         if out[n, f, py, px] > 0.0:  # else ReLU blocks the gradient
@@ -108,19 +119,23 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, dw_part, db_part, dx, n
                             g = dout[n, f, py, px]
                             dconv[(py * pool_s + a // pool_k) * wp + px * pool_s + a % pool_k] += g
                             db_part[t, f] += g
-                for c in range(c_in):
-                    for i in range(kh):
-                        for j in range(kw):
-                            src = plane[c, i * wp + j : i * wp + j + span]
-                            acc = np.float32(0.0)
-                            for p in range(span):
-                                acc += dconv[p] * src[p]
-                            dw_part[t, f, c, i, j] += acc
-                            wv = w[f, c, i, j]
-                            if need_dx and wv != 0.0:
-                                dst = dplane[c, i * wp + j : i * wp + j + span]
-                                for p in range(span):
-                                    dst[p] += wv * dconv[p]
+                for q in range(grad_count[f]):  # taps whose gradient is wanted (masked ones are not)
+                    k = grad_taps[f, q]
+                    c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
+                    src = plane[c, i * wp + j : i * wp + j + span]
+                    acc = np.float32(0.0)
+                    for p in range(span):
+                        acc += dconv[p] * src[p]
+                    dw_part[t, f, c, i, j] += acc
+                if need_dx:
+                    for c in range(c_in):
+                        for i in range(kh):
+                            for j in range(kw):
+                                wv = w[f, c, i, j]
+                                if wv != 0.0:
+                                    dst = dplane[c, i * wp + j : i * wp + j + span]
+                                    for p in range(span):
+                                        dst[p] += wv * dconv[p]
             if need_dx:
                 for c in range(c_in):
                     for y in range(h):
@@ -145,21 +160,29 @@ def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: 
     w = np.ascontiguousarray(w, dtype=x.dtype)
     out = np.empty((n, f, ph, pw), dtype=x.dtype)
     arg = np.empty((n, f, ph, pw), dtype=np.int32)
-    _forward(x, w, b.astype(x.dtype), pad, pool_kernel, pool_stride, out, arg, max(1, min(num_threads(), n)))
+    tap_count, taps = _tap_lists(w != 0)
+    _forward(x, w, b.astype(x.dtype), pad, pool_kernel, pool_stride, tap_count, taps, out, arg,
+             max(1, min(num_threads(), n)))
     return out, ("fused", x, w, pad, pool_kernel, pool_stride, out, arg)
 
 
-def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True):
-    """dout: (N, F, PH, PW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,)."""
+def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True, weight_mask=None):
+    """dout: (N, F, PH, PW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,).
+
+    With ``weight_mask`` (F, C, KH, KW) of 0/1, dw is 0 where the mask is 0 (the reference multiplies
+    by the mask; here the masked taps are simply not computed: pruning makes backward cheaper).
+    """
     if cache[0] == "layers":
         _, conv_cache, relu_cache, pool_cache = cache
         d = relu_backward(maxpool2d_backward(dout, pool_cache), relu_cache)
-        return conv2d_backward(d, conv_cache, need_dx)
+        dx, dw, db = conv2d_backward(d, conv_cache, need_dx)
+        return dx, (dw if weight_mask is None else dw * weight_mask), db
     _, x, w, pad, pool_k, pool_s, out, arg = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     parts = max(1, min(num_threads(), x.shape[0]))
     dw_part = np.zeros((parts,) + w.shape, dtype=x.dtype)
     db_part = np.zeros((parts, w.shape[0]), dtype=x.dtype)
     dx = np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)
-    _backward(x, dout, out, arg, w, pad, pool_k, pool_s, dw_part, db_part, dx, need_dx)
+    grad_count, grad_taps = _tap_lists(np.ones(w.shape, bool) if weight_mask is None else weight_mask != 0)
+    _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, dw_part, db_part, dx, need_dx)
     return (dx if need_dx else None), dw_part.sum(axis=0), db_part.sum(axis=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel, reduction_kernel
+from minicnn.fast._jit import kernel, num_threads, reduction_kernel
 
 _BLOCK = 256  # columns of dw per task: O*256 floats stay in L1/L2
 
@@ -90,3 +90,91 @@ def linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
         dx = np.empty(x.shape, dtype=x.dtype)
         _linear_input_grad(dout, np.ascontiguousarray(w, dtype=x.dtype), dx)
     return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- sparse (pruned) weights
+#: Below this fraction of kept weights the sparse kernels beat the dense ones (measured with
+#: benchmarks/bench_pruning.py on the paper model's fc1: the gathers of the sparse kernels cost about
+#: 5-8x a vectorised dense multiply-add, so the sparse path pays once fewer than ~1/8 of weights remain).
+SPARSE_BELOW_DENSITY = 0.125
+
+
+def _csr(mask: np.ndarray):
+    """Row-compressed positions of the kept weights: indptr (O+1,), indices (nnz,) into the row."""
+    rows, cols = np.nonzero(mask)
+    indptr = np.zeros(mask.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=mask.shape[0]), out=indptr[1:])
+    return indptr, cols.astype(np.int64)
+
+
+@kernel
+def _sparse_forward(x, w, b, indptr, indices, out):
+    n_img = x.shape[0]
+    n_out = w.shape[0]
+    for n in prange(n_img):
+        xs = x[n]
+        for o in range(n_out):
+            acc = b[o]
+            for q in range(indptr[o], indptr[o + 1]):
+                acc += w[o, indices[q]] * xs[indices[q]]
+            out[n, o] = acc
+
+
+@kernel
+def _sparse_backward(dout, x, w, indptr, indices, dw_part, db, dx, need_dx):
+    n_img, d = x.shape
+    n_out = w.shape[0]
+    n_parts = dw_part.shape[0]
+    per_part = (n_img + n_parts - 1) // n_parts
+    for t in prange(n_parts):
+        for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
+            xs = x[n]
+            if need_dx:
+                for k in range(d):
+                    dx[n, k] = 0.0
+            for o in range(n_out):
+                g = dout[n, o]
+                for q in range(indptr[o], indptr[o + 1]):
+                    k = indices[q]
+                    dw_part[t, q] += g * xs[k]
+                    if need_dx:
+                        dx[n, k] += g * w[o, k]
+    for o in range(n_out):
+        total = 0.0
+        for n in range(n_img):
+            total += dout[n, o]
+        db[o] = total
+
+
+def masked_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, mask: np.ndarray):
+    """x: (N, D), w and mask: (O, D), b: (O,)  ->  out = x @ (w * mask).T + b: (N, O), cache.
+
+    Dense kernel while many weights are kept; below SPARSE_BELOW_DENSITY a row-compressed kernel that
+    touches only the kept weights (one gather per kept weight and image)."""
+    if np.count_nonzero(mask) >= SPARSE_BELOW_DENSITY * mask.size:
+        out, (x, _) = linear_forward(x, w * mask, b)
+        return out, ("dense", x, w, mask)
+    x = np.ascontiguousarray(x)
+    indptr, indices = _csr(mask)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    _sparse_forward(x, np.ascontiguousarray(w, dtype=x.dtype), b.astype(x.dtype), indptr, indices, out)
+    return out, ("sparse", x, w, (indptr, indices))
+
+
+def masked_linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
+    """dout: (N, O)  ->  dx: (N, D) or None, dw: (O, D) (0 where the mask is 0), db: (O,)."""
+    kind, x, w, extra = cache
+    if kind == "dense":
+        dx, dw, db = linear_backward(dout, (x, w * extra), need_dx)
+        return dx, dw * extra, db
+    indptr, indices = extra
+    dout = np.ascontiguousarray(dout, dtype=x.dtype)
+    parts = max(1, min(num_threads(), x.shape[0]))
+    dw_part = np.zeros((parts, indices.size), dtype=x.dtype)
+    db = np.empty(w.shape[0], dtype=x.dtype)
+    dx = np.empty(x.shape if need_dx else (1, 1), dtype=x.dtype)
+    _sparse_backward(dout, x, np.ascontiguousarray(w, dtype=x.dtype), indptr, indices, dw_part, db, dx, need_dx)
+    dw = np.zeros(w.shape, dtype=x.dtype)
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(indptr))
+    dw[rows, indices] = dw_part.sum(axis=0)
+    return (dx if need_dx else None), dw, db

@@ -22,9 +22,14 @@ def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: 
     return out, (conv_cache, relu_cache, pool_cache)
 
 
-def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True):
-    """dout: (N, F, PH, PW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,)."""
+def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True, weight_mask=None):
+    """dout: (N, F, PH, PW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,).
+
+    With ``weight_mask`` (0/1, shape of w), dw is multiplied by it: the gradient of pruned weights
+    is not wanted (SGD masks it anyway), which lets the fast twin skip computing it.
+    """
     conv_cache, relu_cache, pool_cache = cache
     d = maxpool2d_backward(dout, pool_cache)
     d = relu_backward(d, relu_cache)
-    return conv2d_backward(d, conv_cache, need_dx)
+    dx, dw, db = conv2d_backward(d, conv_cache, need_dx)
+    return dx, (dw if weight_mask is None else dw * weight_mask), db
