@@ -441,7 +441,7 @@ def compact_cmd(checkpoint, out):
 
 
 # ------------------------------------------------------------------------------- plot / report
-def _results_base(results) -> "Path":
+def _results_base(results):
     """The folder a results argument lives in (the argument itself when it is a folder)."""
     from pathlib import Path
 

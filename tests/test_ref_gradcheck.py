@@ -167,6 +167,40 @@ def test_softmax_cross_entropy_value():
     np.testing.assert_allclose(dlogits[0], (np.full(10, 0.1) - np.eye(10)[0]) / 4)
 
 
+# ------------------------------------------------------------------------ fused conv-relu-pool
+def _block_margin(x, wt, b, stride, pad, pk, ps) -> float:
+    z = ref.conv2d_forward(x, wt, b, stride, pad)[0]
+    r = np.maximum(z, 0.0)
+    cols = np.sort(ref.im2col(r.reshape(-1, 1, *r.shape[2:]), pk, pk, ps, 0), axis=1)
+    gaps = (cols[:, -1] - cols[:, -2])[cols[:, -1] > 0] if pk > 1 else np.array([np.inf])
+    return float(min(np.abs(z).min(), gaps.min() if gaps.size else np.inf))
+
+
+@pytest.mark.parametrize("n,c,h,w,f,k,stride,pad,pk,ps", [(1, 1, 4, 4, 1, 3, 1, 1, 2, 2), (2, 2, 6, 5, 2, 3, 1, 1, 2, 2),
+                                                          (1, 2, 7, 7, 2, 3, 2, 1, 2, 1), (2, 1, 6, 6, 3, 2, 1, 0, 3, 2)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_conv_relu_pool_gradients(n, c, h, w, f, k, stride, pad, pk, ps, masked, rng):
+    """The block's gradients (w.r.t. x, w, b), drawn away from ReLU's kink and from pooling ties."""
+    for _ in range(100):
+        x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
+        if _block_margin(x, wt, b, stride, pad, pk, ps) > 1e-3:
+            break
+    else:
+        pytest.fail("no draw away from the non-smooth points")
+    mask = (rng.random(wt.shape) > 0.4).astype(np.float64) if masked else None
+    out, cache = ref.conv_relu_pool_forward(x, wt, b, stride, pad, pk, ps)
+    g = rng.standard_normal(out.shape)
+    dx, dw, db = ref.conv_relu_pool_backward(g, cache, True, mask)
+
+    def loss():
+        return float((ref.conv_relu_pool_forward(x, wt, b, stride, pad, pk, ps)[0] * g).sum())
+
+    assert_grad(dx, numeric_grad(loss, x), "dx")
+    numeric_dw = numeric_grad(loss, wt)
+    assert_grad(dw, numeric_dw if mask is None else numeric_dw * mask, "dw")
+    assert_grad(db, numeric_grad(loss, b), "db")
+
+
 # ---------------------------------------------------------------------------------- im2col / col2im
 @pytest.mark.parametrize("n,c,h,w,kh,kw,stride,pad", [(1, 1, 3, 3, 3, 3, 1, 0), (2, 3, 5, 4, 3, 3, 1, 1),
                                                       (2, 2, 7, 6, 3, 2, 2, 1), (1, 2, 8, 9, 5, 5, 3, 2),

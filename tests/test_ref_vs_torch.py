@@ -161,6 +161,28 @@ def test_maxpool_first_max_rule_by_hand():
     np.testing.assert_array_equal(dx, [[[[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
 
 
+# ------------------------------------------------------------------------ fused conv-relu-pool
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5), (4, 2, 9, 11), (2, 3, 32, 32)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("k,stride,pad,pk,ps", [(3, 1, 1, 2, 2), (3, 1, 0, 3, 2), (5, 2, 2, 2, 1), (1, 1, 0, 2, 2)])
+def test_conv_relu_pool_matches_torch_with_ties(shape, k, stride, pad, pk, ps, rng):
+    """maxpool(relu(conv)) against torch on small integers: conv outputs are exact integers, so equal
+    outputs and zeros after ReLU are everywhere, and the gradient routing must still match torch."""
+    n, c, h, w = shape
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    wt = rng.integers(-1, 2, size=(4, c, k, k)).astype(np.float64)
+    b = rng.integers(-1, 2, size=4).astype(np.float64)
+    out, cache = ref.conv_relu_pool_forward(x, wt, b, stride, pad, pk, ps)
+    tx, tw, tb = t(x, True), t(wt, True), t(b, True)
+    tout = F.max_pool2d(torch.relu(F.conv2d(tx, tw, tb, stride=stride, padding=pad)), pk, ps)
+    close(out, tout, "forward")
+    g = rng.standard_normal(out.shape)
+    (tout * t(g)).sum().backward()
+    dx, dw, db = ref.conv_relu_pool_backward(g, cache)
+    close(dx, tx.grad, "dx")
+    close(dw, tw.grad, "dw")
+    close(db, tb.grad, "db")
+
+
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @pytest.mark.parametrize("n,k,scale", [(1, 10, 1.0), (7, 10, 3.0), (16, 3, 1.0), (5, 10, 1e4), (4, 2, 1e4)])
 def test_softmax_cross_entropy_matches_torch(n, k, scale, rng):

@@ -345,6 +345,22 @@ def test_huge_learning_rate_diverges_cleanly(synthetic, tmp_path, backend):
     assert again["diverged"] is True and any("nothing to do" in m for m in messages)
 
 
+@pytest.mark.parametrize("backend", [
+    "ref",
+    pytest.param("fast", marks=pytest.mark.xfail(
+        strict=True, reason="library bug: the fast ReLU / fused conv-relu-pool turn NaN into 0, so a NaN conv "
+                            "weight leaves the loss finite and divergence goes unnoticed")),
+])
+def test_nan_weight_makes_the_loss_nan(backend):
+    """Divergence detection relies on NaN reaching the loss (see minicnn/fast/_jit.py)."""
+    model = build_model("paper", np.random.default_rng(0), backend=backend)
+    model.layer("conv1").params["weight"][0, 0, 0, 0] = np.nan
+    x = data.normalize(np.random.default_rng(1).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8), "center")
+    with np.errstate(invalid="ignore"):
+        loss, _ = model.ops.softmax_cross_entropy(model.forward(x), np.arange(4))
+    assert math.isnan(loss)
+
+
 # -------------------------------------------------------------------------------------- real data
 @pytest.mark.slow
 def test_paper_model_learns_real_cifar10(real_data, tmp_path):

@@ -1,0 +1,130 @@
+"""Does pruning save time? Two tables for the paper model (batch 512), minicnn vs PyTorch, one run.
+
+1. Structured pruning + compaction: k of 8 conv filters left. Time per training epoch (50,000 images)
+   of minicnn with the model compacted (removed filters and fc1 columns physically dropped), of
+   minicnn running the full-size masked model, and of PyTorch (dense: masks do not save it time).
+2. Unstructured pruning: time per epoch at increasing sparsity. minicnn skips pruned conv taps and
+   switches fc1 to a sparse kernel below 1/8 density (fast.dense.SPARSE_BELOW_DENSITY); "dense" is
+   the same model with the skipping turned off (every tap, dense fc1), and PyTorch.
+
+    python benchmarks/bench_pruning.py [--batches 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+EPOCH = 50_000
+
+
+def seconds_per_epoch(step, batches, repeats):
+    step(batches[:1])
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step(batches)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / sum(len(b[1]) for b in batches) * EPOCH
+
+
+def minicnn_step(model, lr=0.01):
+    from minicnn.train import Optimizer, SGDConfig, train_step
+
+    opt = Optimizer(SGDConfig(lr=lr))
+
+    def run(batches):
+        for x, y in batches:
+            train_step(model, opt, x, y)
+
+    return run
+
+
+def torch_step(model):
+    import torch
+
+    from compare_torch_training import torch_model
+
+    net = torch_model(model)
+    with torch.no_grad():
+        for tl, layer in zip([m for m in net if hasattr(m, "weight")], model.param_layers()):
+            tl.weight.copy_(torch.from_numpy(layer.params["weight"]))
+            tl.bias.copy_(torch.from_numpy(layer.params["bias"]))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    tb = None
+
+    def run(batches):
+        nonlocal tb
+        if tb is None or len(tb) != len(batches):
+            tb = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+        for x, y in tb:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(x), y).backward()
+            opt.step()
+
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    import numba
+    import torch
+
+    import minicnn.fast.block as block
+    import minicnn.fast.dense as dense
+    from minicnn.compact import compact
+    from minicnn.model import build_model
+    from minicnn.prune import prune_model
+
+    torch.set_num_threads(numba.get_num_threads())
+    rng = np.random.default_rng(0)
+    batches = [((rng.integers(0, 256, (512, 3, 32, 32)) / 255 - 0.5).astype(np.float32), rng.integers(0, 10, 512))
+               for _ in range(args.batches)]
+    print(f"paper model, batch 512, {numba.get_num_threads()} threads, seconds per epoch of {EPOCH:,} images "
+          f"(median of {args.repeats})\n")
+
+    print("1. structured pruning: filters left vs time per epoch")
+    print(f"{'filters':>7s} {'compact s':>9s} {'masked s':>9s} {'torch s':>8s} {'compact/full':>12s} "
+          f"{'k/8':>5s} {'vs torch':>8s}")
+    full = None
+    for k in range(8, 0, -1):
+        model = build_model("paper", np.random.default_rng(0))
+        prune_model(model, (8 - k) / 8, "structured")
+        small, _ = compact(model)
+        t_small = seconds_per_epoch(minicnn_step(small), batches, args.repeats)
+        t_masked = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
+        t_torch = seconds_per_epoch(torch_step(model), batches, args.repeats)
+        full = full or t_small
+        print(f"{k:7d} {t_small:9.2f} {t_masked:9.2f} {t_torch:8.2f} {t_small / full:12.2f} {k / 8:5.2f} "
+              f"{t_torch / t_small:7.1f}x")
+
+    print("\n2. unstructured pruning: sparsity vs time per epoch")
+    print(f"{'sparsity':>8s} {'sparse s':>8s} {'dense s':>8s} {'torch s':>8s} {'dense/sparse':>12s} {'vs torch':>8s}")
+    all_taps = block._tap_lists
+    for amount in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99):
+        model = build_model("paper", np.random.default_rng(0))
+        prune_model(model, amount, "unstructured")
+        t_sparse = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
+        saved = dense.SPARSE_BELOW_DENSITY
+        try:  # the same model with pruning-awareness off: every conv tap, dense fc1
+            block._tap_lists = lambda active: all_taps(np.ones_like(active))
+            dense.SPARSE_BELOW_DENSITY = 0.0
+            t_dense = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
+        finally:
+            block._tap_lists = all_taps
+            dense.SPARSE_BELOW_DENSITY = saved
+        t_torch = seconds_per_epoch(torch_step(model), batches, args.repeats)
+        print(f"{amount:8.2f} {t_sparse:8.2f} {t_dense:8.2f} {t_torch:8.2f} {t_dense / t_sparse:12.2f} "
+              f"{t_torch / t_sparse:7.1f}x")
+
+
+if __name__ == "__main__":
+    main()
