@@ -111,7 +111,7 @@ def test_train_prints_progress_and_result(make_synthetic_cache, tmp_path):
     assert "final:" in result.output and str(out) in result.output
     _, info = load_checkpoint(out)
     assert info["epoch"] == 2
-    assert info["extra"]["final"]["test_acc"] > 0.5  # the synthetic colours are easy
+    assert info["extra"]["final"]["test_acc"] > 0.3  # chance is 0.1; the synthetic colours are easy
 
 
 def test_rerun_does_nothing_and_longer_run_resumes(work):

@@ -176,8 +176,10 @@ def _block_margin(x, wt, b, stride, pad, pk, ps) -> float:
     return float(min(np.abs(z).min(), gaps.min() if gaps.size else np.inf))
 
 
-@pytest.mark.parametrize("n,c,h,w,f,k,stride,pad,pk,ps", [(1, 1, 4, 4, 1, 3, 1, 1, 2, 2), (2, 2, 6, 5, 2, 3, 1, 1, 2, 2),
-                                                          (1, 2, 7, 7, 2, 3, 2, 1, 2, 1), (2, 1, 6, 6, 3, 2, 1, 0, 3, 2)])
+@pytest.mark.parametrize("n,c,h,w,f,k,stride,pad,pk,ps", [
+    (1, 1, 4, 4, 1, 3, 1, 1, 2, 2), (2, 2, 6, 5, 2, 3, 1, 1, 2, 2), (1, 2, 7, 7, 2, 3, 2, 1, 2, 1),
+    (2, 1, 6, 6, 3, 2, 1, 0, 3, 2),
+])
 @pytest.mark.parametrize("masked", [False, True])
 def test_conv_relu_pool_gradients(n, c, h, w, f, k, stride, pad, pk, ps, masked, rng):
     """The block's gradients (w.r.t. x, w, b), drawn away from ReLU's kink and from pooling ties."""

@@ -56,14 +56,16 @@ def synthetic():
 # order, fused multiply-adds, where the bias is added). That is harmless except at the two
 # non-smooth points of the network: a conv output within rounding (~1e-8) of ReLU's kink, or two
 # values of a pooling window within rounding of each other. There one implementation may route a
-# gradient that another blocks, a difference of ~1e-3 of one step's update. With 130k conv outputs
-# per batch this happens every few hundred steps, so the checks are built around it:
-#  - step by step (`_shadow_steps`): all three take one step from the SAME parameters (torch's), and
-#    must agree to float32 rounding unless that batch has a conv output or a pooling gap within
-#    KINK_MARGIN of a non-smooth point (computed in float64); such steps only need to agree loosely;
+# gradient that another blocks, a difference of a few percent of one step's update at most. With
+# 130k conv outputs per batch this happened in about 1 step in 100 (measured), so the checks are
+# built around it:
+#  - step by step (test_each_step_fast_ref_torch_agree): all three take one step from the SAME
+#    parameters (torch's), and must agree to float32 rounding unless that batch has a conv output
+#    or a pooling gap within KINK_MARGIN of a non-smooth point (computed in float64); such steps
+#    only need to agree loosely;
 #  - free-running for 20 steps: the end parameters agree to END_FRACTION of how far training moved
 #    them (measured worst case over 10 seeds x 2 momenta: 1.2%, from a few routed gradients).
-KINK_MARGIN = 1e-6  # 30x the largest rounding difference of a conv output seen between backends
+KINK_MARGIN = 1e-6  # 4x the largest rounding difference of a conv output seen between backends (2.4e-7)
 END_FRACTION = 0.05
 STEP_TOL = dict(rtol=1e-4, atol=1e-5)  # as test_fast_vs_ref, atol scaled by each tensor's magnitude
 
@@ -228,10 +230,12 @@ def test_ref_backend_trains_like_fast(synthetic):
     """One epoch on the reference backend ends where the fast backend ends (float32 rounding apart)."""
     small = data.Dataset(synthetic.x_train[:64], synthetic.y_train[:64], synthetic.x_test[:16],
                          synthetic.y_test[:16], synthetic.classes, synthetic.channel_mean, synthetic.channel_std)
+    start = build_model("paper", np.random.default_rng(2)).state()
     f, _, _ = _fit(small, 2, "fast", epochs=1)
     r, _, _ = _fit(small, 2, "ref", epochs=1)
-    for k in PARAM_KEYS:
-        np.testing.assert_allclose(f.state()[k], r.state()[k], rtol=1e-4, atol=1e-5)
+    for k in PARAM_KEYS:  # see the comment above END_FRACTION for why not float32 rounding
+        moved = float(np.abs(r.state()[k] - start[k]).max())
+        assert moved > 0 and float(np.abs(f.state()[k] - r.state()[k]).max()) <= END_FRACTION * moved, k
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -347,9 +351,7 @@ def test_huge_learning_rate_diverges_cleanly(synthetic, tmp_path, backend):
 
 @pytest.mark.parametrize("backend", [
     "ref",
-    pytest.param("fast", marks=pytest.mark.xfail(
-        strict=True, reason="library bug: the fast ReLU / fused conv-relu-pool turn NaN into 0, so a NaN conv "
-                            "weight leaves the loss finite and divergence goes unnoticed")),
+    "fast",
 ])
 def test_nan_weight_makes_the_loss_nan(backend):
     """Divergence detection relies on NaN reaching the loss (see minicnn/fast/_jit.py)."""

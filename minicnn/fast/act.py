@@ -19,7 +19,7 @@ __all__ = ["relu_forward", "relu_backward", "flatten_forward", "flatten_backward
 def _relu(x, out):
     for i in prange(x.size):
         v = x[i]
-        out[i] = v if v > 0 else 0.0
+        out[i] = 0.0 if v <= 0 else v  # NaN stays NaN (a diverged run must show it)
 
 
 @kernel

@@ -44,7 +44,7 @@ def _fill_plane(x, n, pad, wp, plane):
 def _tap_lists(active: np.ndarray):
     """active: (F, C, KH, KW) bool -> (counts (F,), taps (F, K)): for each filter the flat indices
     c*KH*KW + i*KW + j of its active taps, so kernels loop over those only (no branch per tap)."""
-    flat = active.reshape(active.shape[0], -1)
+    flat = active.reshape(active.shape[0], int(np.prod(active.shape[1:])))
     counts = flat.sum(axis=1).astype(np.int64)
     taps = np.zeros(flat.shape, dtype=np.int64)
     for f in range(flat.shape[0]):
@@ -85,10 +85,10 @@ def _forward(x, w, b, pad, pool_k, pool_s, tap_count, taps, out, arg, n_parts):
                         for i in range(pool_k):
                             for j in range(pool_k):
                                 v = conv[base + i * wp + j]
-                                if v > best:
+                                if v > best or (v != v and best == best):  # a NaN wins, as np.argmax
                                     best = v
                                     best_at = i * pool_k + j
-                        out[n, f, py, px] = best if best > 0.0 else 0.0  # ReLU commutes with max
+                        out[n, f, py, px] = 0.0 if best <= 0.0 else best  # ReLU commutes with max; NaN stays NaN
                         arg[n, f, py, px] = best_at
 
 

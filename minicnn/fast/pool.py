@@ -1,7 +1,7 @@
 """Numba max pooling: same contract as minicnn.ref.pool.
 
-Differences: one image per thread; the argmax of each window is stored as a small int8 offset
-(i*K + j) instead of a window tensor, and the comparison `v > best` (strict) keeps the first
+Differences: one image per thread; the argmax of each window is stored as an offset (i*K + j)
+instead of a window tensor, and the comparison `v > best` (strict) keeps the first
 maximum, the same tie rule as the reference and PyTorch.
 """
 
@@ -27,7 +27,7 @@ def _pool_forward(x, k, stride, out, arg):
                     for i in range(k):
                         for j in range(k):
                             v = x[n, c, y * stride + i, x_ * stride + j]
-                            if v > best:
+                            if v > best or (v != v and best == best):  # a NaN wins, as np.argmax
                                 best = v
                                 best_at = i * k + j
                     out[n, c, y, x_] = best
@@ -40,7 +40,7 @@ def maxpool2d_forward(x: np.ndarray, kernel: int = 2, stride: int | None = None)
     n, c, h, w = x.shape
     oh, ow = conv_output_size(h, kernel, stride, 0), conv_output_size(w, kernel, stride, 0)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    arg = np.empty((n, c, oh, ow), dtype=np.int8 if kernel * kernel < 128 else np.int32)
+    arg = np.empty((n, c, oh, ow), dtype=np.int32)
     _pool_forward(np.ascontiguousarray(x), kernel, stride, out, arg)
     return out, (x.shape, arg, kernel, stride)
 
