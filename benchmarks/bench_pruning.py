@@ -12,7 +12,13 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Both libraries use OpenMP threads; pin them to cores for both (minicnn does so by default, see
+# minicnn/fast/_jit.py), set before either library starts its thread pool.
+os.environ.setdefault("OMP_PROC_BIND", "true")
+
+import argparse  # noqa: E402
 import statistics
 import time
 

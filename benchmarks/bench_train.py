@@ -1,7 +1,8 @@
 """Training and inference throughput of minicnn (fast backend) vs PyTorch CPU, side by side.
 
 Same model, same batch size, same number of threads, float32 batches already normalised (both sides
-get the same arrays). Several repetitions, median reported. Ends with two lines:
+get the same arrays). Both sides are timed alternately, repeat after repeat (a noisy machine slows
+both alike); medians reported, the ratio is the median of the per-repeat ratios. Ends with two lines:
     train ratio: N.Nx
     inference ratio: N.Nx
 
@@ -10,7 +11,13 @@ get the same arrays). Several repetitions, median reported. Ends with two lines:
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Both libraries use OpenMP threads; pin them to cores for both (minicnn does so by default, see
+# minicnn/fast/_jit.py), set before either library starts its thread pool.
+os.environ.setdefault("OMP_PROC_BIND", "true")
+
+import argparse  # noqa: E402
 import statistics
 import time
 
@@ -75,15 +82,20 @@ def torch_runner(arch, x, y, lr, threads):
     return train, infer
 
 
-def images_per_s(fn, batches, repeats):
-    fn(batches[:2])  # warm-up (JIT, allocator)
-    n = sum(len(b[1]) for b in batches)
-    times = []
+def interleaved(mine, theirs, my_batches, their_batches, repeats):
+    """Time both sides alternately, repeat after repeat, so that a noisy neighbour slows both alike.
+    Returns (median images/s of mine, of theirs, median of the per-repeat ratios)."""
+    mine(my_batches[:2])  # warm-up (JIT, allocators)
+    theirs(their_batches[:2])
+    n = sum(len(b[1]) for b in my_batches)
+    ours, others = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(batches)
-        times.append(time.perf_counter() - t0)
-    return n / statistics.median(times)
+        for fn, batches, out in ((mine, my_batches, ours), (theirs, their_batches, others)):
+            t0 = time.perf_counter()
+            fn(batches)
+            out.append(n / (time.perf_counter() - t0))
+    ratios = [a / b for a, b in zip(ours, others)]
+    return statistics.median(ours), statistics.median(others), statistics.median(ratios)
 
 
 def main():
@@ -109,17 +121,17 @@ def main():
     m_train, m_infer = minicnn_runner(args.arch, x, y, args.lr)
     t_train, t_infer = torch_runner(args.arch, x, y, args.lr, threads)
     rows = [
-        ("train", images_per_s(m_train, np_batches, args.repeats), images_per_s(t_train, t_batches, args.repeats)),
-        ("inference", images_per_s(m_infer, np_batches, args.repeats),
-         images_per_s(t_infer, t_batches, args.repeats)),
+        ("train",) + interleaved(m_train, t_train, np_batches, t_batches, args.repeats),
+        ("inference",) + interleaved(m_infer, t_infer, np_batches, t_batches, args.repeats),
     ]
-    print(f"arch={args.arch} batch={args.batch_size} threads={threads} torch={torch.__version__} "
-          f"(median of {args.repeats} x {n} images)")
+    print(f"arch={args.arch} batch={args.batch_size} threads={threads} OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')} "
+          f"torch={torch.__version__} "
+          f"(medians of {args.repeats} interleaved repeats x {n} images; ratio = median of per-repeat ratios)")
     print(f"{'':10s} {'minicnn img/s':>14s} {'torch img/s':>12s} {'ratio':>6s}")
-    for name, mine, theirs in rows:
-        print(f"{name:10s} {mine:14,.0f} {theirs:12,.0f} {mine / theirs:5.1f}x")
-    for name, mine, theirs in rows:
-        print(f"{name} ratio: {mine / theirs:.1f}x")
+    for name, mine, theirs, ratio in rows:
+        print(f"{name:10s} {mine:14,.0f} {theirs:12,.0f} {ratio:5.1f}x")
+    for name, _, _, ratio in rows:
+        print(f"{name} ratio: {ratio:.1f}x")
 
 
 if __name__ == "__main__":

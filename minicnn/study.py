@@ -247,6 +247,8 @@ def _worker_init(threads: int) -> None:
     import os
 
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    if threads == 1:  # pinning one-thread workers would put them all on the first core
+        os.environ["OMP_PROC_BIND"] = "false"
     import numba
 
     numba.set_num_threads(threads)

@@ -41,6 +41,17 @@ def _fill_plane(x, n, pad, wp, plane):
                 plane[c, row + x_] = x[n, c, y, x_]
 
 
+@serial
+def _first_nan(conv, base, wp, pool_k):
+    """Window offset (i*K + j) of the first NaN of the pooling window at ``base``."""
+    for i in range(pool_k):
+        for j in range(pool_k):
+            v = conv[base + i * wp + j]
+            if v != v:
+                return i * pool_k + j
+    return 0
+
+
 def _tap_lists(active: np.ndarray):
     """active: (F, C, KH, KW) bool -> (counts (F,), taps (F, K)): for each filter the flat indices
     c*KH*KW + i*KW + j of its active taps, so kernels loop over those only (no branch per tap)."""
@@ -82,13 +93,25 @@ def _forward(x, w, b, pad, pool_k, pool_s, tap_count, taps, out, arg, n_parts):
                         base = py * pool_s * wp + px * pool_s
                         best = conv[base]
                         best_at = 0
-                        for i in range(pool_k):
-                            for j in range(pool_k):
-                                v = conv[base + i * wp + j]
-                                if v > best or (v != v and best == best):  # a NaN wins, as np.argmax
-                                    best = v
-                                    best_at = i * pool_k + j
-                        out[n, f, py, px] = 0.0 if best <= 0.0 else best  # ReLU commutes with max; NaN stays NaN
+                        nans = np.int64(best != best)
+                        # branch-free argmax (first maximum wins: strict >); an `if` here mispredicts
+                        # on every other window and doubled the kernel's time
+                        if pool_k == 2:  # the common 2x2 window, unrolled
+                            for k, v in ((1, conv[base + 1]), (2, conv[base + wp]), (3, conv[base + wp + 1])):
+                                best_at += (k - best_at) * np.int64(v > best)
+                                best = max(best, v)
+                                nans += np.int64(v != v)
+                        else:
+                            for i in range(pool_k):
+                                for j in range(pool_k):
+                                    v = conv[base + i * wp + j]
+                                    best_at += (i * pool_k + j - best_at) * np.int64(v > best)
+                                    best = max(best, v)
+                                    nans += np.int64(v != v)
+                        if nans:  # rare: a NaN wins, as np.argmax, so divergence stays visible
+                            best_at = _first_nan(conv, base, wp, pool_k)
+                            best = conv[base + (best_at // pool_k) * wp + best_at % pool_k]
+                        out[n, f, py, px] = 0.0 if best <= 0.0 else best  # ReLU commutes with max
                         arg[n, f, py, px] = best_at
 
 
@@ -112,13 +135,16 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, 
             for f in range(n_filt):
                 for p in range(span):
                     dconv[p] = 0.0
+                db_f = np.float32(0.0)
                 for py in range(ph):
                     for px in range(pw):
-                        if out[n, f, py, px] > 0.0:  # else ReLU blocks the gradient
-                            a = arg[n, f, py, px]
-                            g = dout[n, f, py, px]
-                            dconv[(py * pool_s + a // pool_k) * wp + px * pool_s + a % pool_k] += g
-                            db_part[t, f] += g
+                        # ReLU passes the gradient only where the pooled value is > 0; multiplying
+                        # by that test instead of branching on it avoids mispredictions
+                        g = dout[n, f, py, px] * np.float32(out[n, f, py, px] > 0.0)
+                        a = arg[n, f, py, px]
+                        dconv[(py * pool_s + a // pool_k) * wp + px * pool_s + a % pool_k] += g
+                        db_f += g
+                db_part[t, f] += db_f
                 for q in range(grad_count[f]):  # taps whose gradient is wanted (masked ones are not)
                     k = grad_taps[f, q]
                     c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
