@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from _torch_twin import torch_model
+
 EPOCH = 50_000
 
 
@@ -52,7 +54,6 @@ def minicnn_step(model, lr=0.01):
 def torch_step(model):
     import torch
 
-    from compare_torch_training import torch_model
 
     net = torch_model(model)
     with torch.no_grad():

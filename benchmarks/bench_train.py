@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from _torch_twin import torch_model
+
 
 def minicnn_runner(arch, x, y, lr):
     from minicnn.model import build_model
@@ -49,22 +51,7 @@ def torch_runner(arch, x, y, lr, threads):
     from minicnn.model import build_model
 
     torch.set_num_threads(threads)
-    template = build_model(arch, np.random.default_rng(0), backend="ref")
-    layers = []
-    for layer in template.layers:
-        cfg = layer.config()
-        if cfg["kind"] == "conv":
-            layers.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], cfg["stride"],
-                                    cfg["padding"]))
-        elif cfg["kind"] == "linear":
-            layers.append(nn.Linear(cfg["in_features"], cfg["out_features"]))
-        elif cfg["kind"] == "relu":
-            layers.append(nn.ReLU())
-        elif cfg["kind"] == "pool":
-            layers.append(nn.MaxPool2d(cfg["kernel_size"], cfg["stride"]))
-        else:
-            layers.append(nn.Flatten())
-    net = nn.Sequential(*layers)
+    net = torch_model(build_model(arch, np.random.default_rng(0), backend="ref"))
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 

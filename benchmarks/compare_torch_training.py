@@ -15,24 +15,7 @@ import time
 
 import numpy as np
 
-
-def torch_model(template):
-    from torch import nn
-
-    layers = []
-    for layer in template.layers:
-        c = layer.config()
-        if c["kind"] == "conv":
-            layers.append(nn.Conv2d(c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"], c["padding"]))
-        elif c["kind"] == "linear":
-            layers.append(nn.Linear(c["in_features"], c["out_features"]))
-        elif c["kind"] == "relu":
-            layers.append(nn.ReLU())
-        elif c["kind"] == "pool":
-            layers.append(nn.MaxPool2d(c["kernel_size"], c["stride"]))
-        else:
-            layers.append(nn.Flatten())
-    return nn.Sequential(*layers)
+from _torch_twin import torch_model
 
 
 def main():

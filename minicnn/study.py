@@ -55,35 +55,50 @@ def _write_json(path: Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def claim_dir(out_dir: Path, settings_name: str, config: dict, keys: tuple, force: bool, outputs: tuple,
+              what: str) -> None:
+    """Make ``out_dir`` hold the run described by ``config``, recorded in ``out_dir/settings_name``.
+
+    Settings that differ in any of ``keys`` from the recorded ones are refused (MiniCNNError naming
+    them), as are ``outputs`` lying there without a record; with ``force`` the record and those
+    outputs are deleted first, so the run starts over.
+    """
+    from minicnn.checkpoint import check_writable
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MiniCNNError(f"--out {out_dir} is a file; pass a directory")
+    stored = _read_json(out_dir / settings_name)
+    if not force:
+        if stored is not None:
+            diffs = [f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in keys if stored.get(k) != config.get(k)]
+            if diffs:
+                raise MiniCNNError(f"{out_dir} holds {what} with other settings ({'; '.join(diffs)}); "
+                                   f"choose another --out or pass --force to start over")
+        elif any((out_dir / name).exists() for name in outputs):
+            raise MiniCNNError(f"{out_dir} holds results without {settings_name}; choose another --out "
+                               f"or pass --force to start over")
+    else:
+        for name in outputs + (settings_name,):
+            path = out_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    check_writable(out_dir / settings_name)
+    _write_json(out_dir / settings_name, config)
+
+
 def prepare_run_dir(out_dir: Path, config: dict, force: bool) -> list[dict]:
     """Create or reopen a run directory; returns the rows already finished there.
 
     A directory holding a run with other settings is refused (MiniCNNError) unless ``force``, which
     deletes that run's steps and results first.
     """
-    from minicnn.checkpoint import check_writable, load_results
+    from minicnn.checkpoint import load_results
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MiniCNNError(f"--out {out_dir} is a file; pass a directory")
-    stored = _read_json(out_dir / "run.json")
-    if stored is not None and not force:
-        diffs = [f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in PRUNE_KEYS if stored.get(k) != config.get(k)]
-        if diffs:
-            raise MiniCNNError(f"{out_dir} holds a pruning run with other settings ({'; '.join(diffs)}); "
-                               f"choose another --out or pass --force to start over")
-    elif out_dir.exists() and any(out_dir.iterdir()) and stored is None and not force:
-        if (out_dir / "results.csv").exists() or (out_dir / "steps").exists():
-            raise MiniCNNError(f"{out_dir} holds results without run.json; pass --force to start over")
-    if force:
-        for name in ("steps", "results.csv", "results.h5", "run.json"):
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    check_writable(out_dir / "run.json")
-    _write_json(out_dir / "run.json", config)
+    claim_dir(out_dir, "run.json", config, PRUNE_KEYS, force, ("steps", "results.csv", "results.h5"),
+              "a pruning run")
     rows = load_results(out_dir) if (out_dir / "results.csv").exists() else []
     return [r for r in rows if step_path(out_dir, r["step"], r["amount"]).exists()]
 
@@ -293,23 +308,8 @@ def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: s
     from minicnn.data import load_cifar10
 
     out_dir = Path(out_dir)
-    stored = _read_json(out_dir / "sweep.json")
-    if stored is not None and not force:
-        diffs = [f"{k}: {stored.get(k)!r} -> {sweep.get(k)!r}" for k in SWEEP_KEYS if stored.get(k) != sweep.get(k)]
-        if diffs:
-            raise MiniCNNError(f"{out_dir} holds a sweep with other settings ({'; '.join(diffs)}); "
-                               f"choose another --out or pass --force to start over")
-    if force:
-        for name in ("runs", "baselines", "results.csv", "results.h5", "sweep.json"):
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    from minicnn.checkpoint import check_writable
-
-    check_writable(out_dir / "sweep.json")
-    _write_json(out_dir / "sweep.json", sweep)
+    claim_dir(out_dir, "sweep.json", sweep, SWEEP_KEYS, force, ("runs", "baselines", "results.csv", "results.h5"),
+              "a sweep")
     load_cifar10(data_path, train_limit=1, test_limit=1)  # fail early (and build the cache once) if data is missing
 
     cores = os.cpu_count() or 1
