@@ -193,9 +193,12 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
         # fine-tune the compact model (removed filters physically dropped: faster, same function),
         # then write it back into the full-size model that checkpoints and masks describe
         trained, kept = compact(model) if config["compact"] else (model, None)
+        step_bar = None
+        if progress_factory is not None:  # the epoch bars also say which step of the schedule this is
+            prefix = f"step {step + 1}/{len(amounts)} (amount {amount:g}),"
+            step_bar = lambda label, n, prefix=prefix: progress_factory(f"{prefix} {label}", n)  # noqa: E731
         history = fit(trained, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
-                      normalizer=normalizer, seed=config["seed"] * 1000 + step + 1,
-                      progress_factory=progress_factory)
+                      normalizer=normalizer, seed=config["seed"] * 1000 + step + 1, progress_factory=step_bar)
         if kept is not None:
             expand_into(model, trained, kept)
             optimizer = None  # its buffers have the compact shapes
