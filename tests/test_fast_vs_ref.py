@@ -664,3 +664,46 @@ def test_fast_maxpool_as_plain_python_on_a_wide_image():
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------- wide layers: im2col + BLAS path
+@pytest.mark.parametrize("n, c, h, w, f, k, stride, pad", [
+    (3, 16, 9, 7, 32, 3, 1, 1),   # 4608 weights: just above the threshold
+    (2, 64, 8, 8, 64, 3, 2, 1),   # Conv-2's 64x64x3x3, strided
+    (70, 48, 6, 6, 16, 3, 1, 0),  # 70 images: many im2col chunks
+])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv2d_wide_layers_use_matrix_products_and_agree(monkeypatch, n, c, h, w, f, k, stride, pad, need_dx, rng):
+    import minicnn.fast.conv as fast_conv
+
+    assert fast_conv.uses_gemm(np.zeros((f, c, k, k), np.float32))
+    monkeypatch.setattr(fast_conv, "_GEMM_CHUNK_BYTES", 4 * c * k * k * h * w * 3)  # a few images per chunk
+    check_conv(rng, n, c, h, w, f, k, k, stride, pad, need_dx=need_dx)
+
+
+def test_fused_block_on_a_wide_layer_agrees(rng):
+    x = f32(rng.standard_normal((3, 16, 8, 8)))
+    wt = f32(rng.standard_normal((32, 16, 3, 3)) * 0.2)
+    b = f32(rng.standard_normal(32) * 0.1)
+    out_f, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    assert_close(out_f, out_r, "wide block forward")
+    g = f32(rng.standard_normal(out_r.shape))
+    for got, want, what in zip(fast.conv_relu_pool_backward(g, cache_f), ref.conv_relu_pool_backward(g, cache_r),
+                               ("dx", "dw", "db")):
+        assert_close(got, want, f"wide block {what}")
+
+
+def test_linear_wide_layer_uses_blas_and_agrees(rng):
+    import minicnn.fast.dense as fast_dense
+
+    x = f32(rng.standard_normal((9, 20000)))
+    wt = f32(rng.standard_normal((7, 20000)) * 0.01)
+    assert wt.size >= fast_dense.BLAS_MIN_WEIGHTS
+    b = f32(rng.standard_normal(7))
+    out_f, cache_f = fast.linear_forward(x, wt, b)
+    out_r, cache_r = ref.linear_forward(x, wt, b)
+    assert_close(out_f, out_r, "wide linear forward")
+    g = f32(rng.standard_normal(out_r.shape))
+    for got, want, what in zip(fast.linear_backward(g, cache_f), ref.linear_backward(g, cache_r), ("dx", "dw", "db")):
+        assert_close(got, want, f"wide linear {what}")

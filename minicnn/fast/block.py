@@ -15,7 +15,8 @@ each row are junk that pooling never reads. Backward mirrors it: the gradient of
 except at each window's argmax (only if the pooled value is > 0, else ReLU blocks it); the junk
 columns stay 0, so dw[f, c, i, j] is one long dot product of that map with the same shifted plane.
 Ties follow the reference: the first maximum of a window in row-major order wins (strict `>`).
-Strides other than 1 fall back to the three separate fast ops.
+Strides other than 1, and filter banks wide enough for matrix products to win (fast.conv.uses_gemm),
+fall back to the three separate fast ops.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from numba import prange
 
 from minicnn.fast._jit import kernel, num_threads, reduction_kernel, serial
 from minicnn.fast.act import relu_backward, relu_forward
-from minicnn.fast.conv import conv2d_backward, conv2d_forward
+from minicnn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
 from minicnn.fast.pool import maxpool2d_backward, maxpool2d_forward
 from minicnn.ref.im2col import conv_output_size
 
@@ -173,7 +174,7 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, 
 def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int,
                            pool_kernel: int, pool_stride: int):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)  ->  maxpool(relu(conv(x))): (N, F, PH, PW), cache."""
-    if stride != 1:
+    if stride != 1 or uses_gemm(w):  # wide filter banks: matrix products win (see fast/conv.py)
         conv_out, conv_cache = conv2d_forward(x, w, b, stride, pad)
         relu_out, relu_cache = relu_forward(conv_out)
         out, pool_cache = maxpool2d_forward(relu_out, pool_kernel, pool_stride)
