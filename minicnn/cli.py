@@ -393,7 +393,7 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_si
     One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
     every configuration of that seed. Each configuration is a `minicnn prune` run in OUT/runs/...;
     all rows are merged into OUT/results.csv and OUT/results.h5 as configurations finish. Rerunning
-    with the same OUT resumes where it stopped.
+    with the same OUT resumes where it stopped; rerunning with more --seeds adds those seeds.
     """
     from minicnn.prune import METHODS, SCHEDULES, parse_amounts
     from minicnn.study import format_table, run_sweep

@@ -311,7 +311,11 @@ def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: s
     from minicnn.data import load_cifar10
 
     out_dir = Path(out_dir)
-    claim_dir(out_dir, "sweep.json", sweep, SWEEP_KEYS, force, ("runs", "baselines", "results.csv", "results.h5"),
+    stored = _read_json(out_dir / "sweep.json")
+    keys = SWEEP_KEYS
+    if stored is not None and set(stored.get("seeds", [])) <= set(sweep["seeds"]):
+        keys = tuple(k for k in SWEEP_KEYS if k != "seeds")  # more seeds extend a sweep; its runs are kept
+    claim_dir(out_dir, "sweep.json", sweep, keys, force, ("runs", "baselines", "results.csv", "results.h5"),
               "a sweep")
     load_cifar10(data_path, train_limit=1, test_limit=1)  # fail early (and build the cache once) if data is missing
 

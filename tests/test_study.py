@@ -261,3 +261,19 @@ def test_sweep_plot_report_smoke(tmp_path, make_synthetic_cache):
     assert result.exit_code == 0, result.output
     report = (out / "REPORT.md").read_text()
     assert "Claims" in report and "lr" in report
+
+
+def test_sweep_adds_seeds_and_refuses_other_changes(tmp_path, make_synthetic_cache):
+    data_path = str(make_synthetic_cache(256, 128, seed=4))
+    out = tmp_path / "S"
+    base = ["sweep", "--schedules", "oneshot", "--methods", "unstructured", "--lrs", "0.01", "--amounts", "0,.5",
+            "--epochs", "1", "--batch-size", "64", "--out", str(out), "--data", data_path]
+    runner = CliRunner()
+    assert runner.invoke(cli, base + ["--seeds", "0"]).exit_code == 0
+    first = (out / "runs" / "oneshot-unstructured-lr0.01-seed0" / "results.csv").read_bytes()
+    result = runner.invoke(cli, base + ["--seeds", "0,1"])
+    assert result.exit_code == 0, result.output
+    assert sorted({r["seed"] for r in load_results(out)}) == [0, 1]
+    assert (out / "runs" / "oneshot-unstructured-lr0.01-seed0" / "results.csv").read_bytes() == first
+    refused = runner.invoke(cli, base + ["--seeds", "0,1", "--lrs", "0.02"])  # the later --lrs wins
+    assert refused.exit_code != 0 and "other settings" in refused.output and "Traceback" not in refused.output
