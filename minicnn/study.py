@@ -337,18 +337,18 @@ def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: s
 
         t0 = time.perf_counter()
         futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend)) for cfg, run_dir in grid]
-        finished = 0
+        finished, worked = 0, 0  # worked: configurations that ran steps now (not finished earlier)
         with click_progress(len(grid), "configurations") as advance:
             for fut in as_completed(futures):
                 run_dir, rows, seconds = fut.result()
                 finished += 1
+                worked += seconds > 1.0
                 save_results(collect_rows(grid), out_dir / "results.csv", out_dir / "results.h5")
-                elapsed = time.perf_counter() - t0
-                eta = elapsed / finished * (len(grid) - finished)
+                eta = (time.perf_counter() - t0) / max(worked, 1) * (len(grid) - finished)
                 last = rows[-1] if rows else None
                 echo(f"\n{Path(run_dir).name}: {seconds:.0f} s"
                      + (f", at amount {last['amount']:g}: test acc {last['test_acc_after']:.2%}" if last else "")
-                     + f"; {finished}/{len(grid)} done, about {eta / 60:.1f} min left")
+                     + f"; {finished}/{len(grid)} done" + (f", about {eta / 60:.1f} min left" if worked else ""))
                 advance(1)
     rows = collect_rows(grid)
     save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
