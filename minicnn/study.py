@@ -126,13 +126,15 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
 
     config: {'arch', 'schedule', 'method', 'scope', 'lr', 'amounts' (list), 'epochs', 'batch_size', 'momentum',
     'weight_decay', 'seed', 'normalize', 'train_limit', 'test_limit', 'baseline' (path or None),
-    'compact' (bool: fine-tune structured-pruned models with removed units physically dropped)}. Without a baseline path, the paper's baseline is trained into
-    ``out_dir/baseline.h5`` (or reused if it is already there with the same settings).
+    'compact' (bool: fine-tune structured-pruned models with removed units physically dropped)}.
+    Without a baseline path, the paper's baseline is trained into ``out_dir/baseline.h5`` (or reused
+    if it is already there with the same settings).
     ``step_progress(done, total)`` is called as steps finish.
     """
     from minicnn.checkpoint import load_checkpoint, save_checkpoint, save_results
     from minicnn.compact import compact, expand_into
     from minicnn.data import load_cifar10
+    from minicnn.model import resolve_arch
     from minicnn.prune import METHODS, SCHEDULES, SCOPES, prune_model
     from minicnn.train import Optimizer, SGDConfig, evaluate, fit, make_normalizer, run_training
 
@@ -148,7 +150,7 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
     out_dir = Path(out_dir)
     rows = prepare_run_dir(out_dir, config, force)
     amounts = list(config["amounts"])
-    done = {(r["step"]) for r in rows}
+    done = {r["step"] for r in rows}
     if len(done) == len(amounts):
         echo(f"{out_dir}: all {len(amounts)} steps already finished")
         return sorted(rows, key=lambda r: r["step"])
@@ -166,13 +168,10 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
         run_training(base_cfg, baseline, dataset=dataset, backend=backend, progress_factory=progress_factory,
                      echo=echo)
     base_model, base_info = load_checkpoint(baseline, backend=backend)
-    from minicnn.model import resolve_arch
-
-    wanted_spec = resolve_arch(config["arch"])[1]
-    if base_model.spec != wanted_spec:
+    if base_model.spec != resolve_arch(config["arch"])[1]:
+        its_arch = base_model.arch if base_model.arch != "custom" else repr(base_model.spec)
         raise MiniCNNError(f"baseline {baseline} is a {base_model.arch!r} model ({base_model.spec}), not "
-                           f"{config['arch']!r}; pass --arch {base_model.arch if base_model.arch != 'custom' else base_model.spec!r} "
-                           f"or another --baseline")
+                           f"{config['arch']!r}; pass --arch {its_arch} or another --baseline")
     if base_info["config"].get("normalize", config["normalize"]) != config["normalize"]:
         raise MiniCNNError(f"baseline {baseline} was trained with --normalize "
                            f"{base_info['config'].get('normalize')}; pass the same --normalize")

@@ -56,7 +56,7 @@ def table(rows):
 def uninterrupted(tmp_path_factory, baseline):
     path, data_path = baseline
     out = tmp_path_factory.mktemp("full")
-    rows = run_prune(prune_config(baseline=path), out, data_path=data_path, echo=lambda *_: None)
+    run_prune(prune_config(baseline=path), out, data_path=data_path, echo=lambda *_: None)
     return table(load_results(out))
 
 
