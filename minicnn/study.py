@@ -19,8 +19,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from minicnn.errors import MiniCNNError
 
 #: The paper's baseline: lr 0.8, batch 512, plain SGD, 10 epochs.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel, num_threads, reduction_kernel, serial
+from minicnn.fast._jit import num_threads, reduction_kernel, serial
 from minicnn.fast.act import relu_backward, relu_forward
 from minicnn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
 from minicnn.fast.pool import maxpool2d_backward, maxpool2d_forward
