@@ -436,6 +436,47 @@ def test_conv_relu_pool_continuous(case, need_dx, rng):
     check_block(rng, x, wt, b, s, p, pk, ps, need_dx=need_dx, mask=None, exact=False)
 
 
+POOL2_GRID = [
+    # (N, C, H, W, F, K, pad): 2x2 pooling, stride 1 conv, the parity-split kernels
+    (3, 3, 32, 32, 8, 3, 1),  # the paper's block
+    (2, 2, 9, 11, 3, 3, 1),  # odd sizes: the last conv row/column is not pooled
+    (2, 3, 10, 8, 4, 3, 0),  # no padding
+    (2, 2, 7, 10, 3, 5, 2),  # 5x5 filters
+    (2, 1, 6, 6, 2, 2, 0),  # even kernel
+    (2, 3, 8, 9, 2, 1, 0),  # 1x1 filters
+]
+
+
+@pytest.mark.parametrize("case", POOL2_GRID, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("density", [1.0, 0.7, 0.2])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv_relu_pool_2x2_paths_exact(case, density, need_dx, rng):
+    """Both inner strategies of the 2x2 kernels (all 9 taps of a 3x3 channel per pass when most weights
+    are kept, one tap at a time when few are) route every gradient exactly as the composition."""
+    n, c, h, w, f, k, p = case
+    x, wt, b = grid(rng, (n, c, h, w), 4, 2), grid(rng, (f, c, k, k), 4, 2), grid(rng, f, 4, 2)
+    mask = None
+    if density < 1.0:
+        mask = f32(rng.random(wt.shape) < density)
+        wt *= mask
+    check_block(rng, x, wt, b, 1, p, 2, 2, need_dx=need_dx, mask=mask, exact=True)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_conv_relu_pool_backward_non_finite_gradient(bad, rng):
+    """A NaN or inf upstream gradient reaches only its window's argmax cell, as in the reference (the
+    fast kernel's multiply-by-mask shortcut must fall back to exact selects)."""
+    x, wt, b = grid(rng, (2, 2, 8, 8), 4, 2), grid(rng, (3, 2, 3, 3), 4, 2), grid(rng, 3, 4, 2)
+    wt[wt == 0] = 0.25  # (dx skips zero weights, where the reference spreads NaN * 0)
+    out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    _, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    g = grid(rng, out_r.shape, 8)
+    g[0, 1, 2, 3] = bad
+    for name, got, want in zip(("dx", "dw", "db"), fast.conv_relu_pool_backward(g, cache_f, True),
+                               ref.conv_relu_pool_backward(g, cache_r, True)):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 def test_conv_relu_pool_propagates_nan():
     x = np.ones((1, 1, 4, 4), np.float32)
     wt = np.ones((1, 1, 3, 3), np.float32)
