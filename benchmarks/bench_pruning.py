@@ -3,9 +3,12 @@
 1. Structured pruning + compaction: k of 8 conv filters left. Time per training epoch (50,000 images)
    of minicnn with the model compacted (removed filters and fc1 columns physically dropped), of
    minicnn running the full-size masked model, and of PyTorch (dense: masks do not save it time).
-2. Unstructured pruning: time per epoch at increasing sparsity. minicnn skips pruned conv taps and
-   switches fc1 to a sparse kernel below 1/8 density (fast.dense.SPARSE_BELOW_DENSITY); "dense" is
-   the same model with the skipping turned off (every tap, dense fc1), and PyTorch.
+2. Unstructured pruning: time per epoch at increasing sparsity. minicnn skips pruned conv weights
+   (whole channels, or tap by tap below fast.block.NINE_TAP_MIN_DENSITY) and switches fc1 to a sparse
+   kernel below 1/8 density (fast.dense.SPARSE_BELOW_DENSITY); "dense" is the same model with the
+   skipping turned off (every weight computed, dense fc1), and PyTorch.
+3. The conv crossover behind NINE_TAP_MIN_DENSITY: the fused conv-ReLU-pool forward + backward at
+   each density of kept conv weights, with all 9 taps of a channel per pass vs one pass per kept tap.
 
     python benchmarks/bench_pruning.py [--batches 10] [--repeats 3]
 """
@@ -115,22 +118,53 @@ def main():
 
     print("\n2. unstructured pruning: sparsity vs time per epoch")
     print(f"{'sparsity':>8s} {'sparse s':>8s} {'dense s':>8s} {'torch s':>8s} {'dense/sparse':>12s} {'vs torch':>8s}")
-    all_taps = block._tap_lists
+    skip_plan = block._skip_plan
     for amount in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99):
         model = build_model("paper", np.random.default_rng(0))
         prune_model(model, amount, "unstructured")
         t_sparse = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
         saved = dense.SPARSE_BELOW_DENSITY
         try:  # the same model with pruning-awareness off: every conv tap, dense fc1
-            block._tap_lists = lambda active: all_taps(np.ones_like(active))
+            block._skip_plan = lambda active: skip_plan(np.ones_like(active))
             dense.SPARSE_BELOW_DENSITY = 0.0
             t_dense = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
         finally:
-            block._tap_lists = all_taps
+            block._skip_plan = skip_plan
             dense.SPARSE_BELOW_DENSITY = saved
         t_torch = seconds_per_epoch(torch_step(model), batches, args.repeats)
         print(f"{amount:8.2f} {t_sparse:8.2f} {t_dense:8.2f} {t_torch:8.2f} {t_dense / t_sparse:12.2f} "
               f"{t_torch / t_sparse:7.1f}x")
+
+    print("\n3. conv weights kept vs time of the fused conv-ReLU-pool step (forward + backward, ms per batch)")
+    print(f"{'kept':>5s} {'9 taps/pass':>11s} {'tap by tap':>10s} {'chosen':>7s}")
+    saved = block.NINE_TAP_MIN_DENSITY
+    x = batches[0][0]
+    for density in (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1):
+        model = build_model("paper", np.random.default_rng(0))
+        w, b = model.layers[0].params["weight"], model.layers[0].params["bias"]
+        mask = (np.random.default_rng(1).random(w.shape) < density).astype(np.float32)
+        w = w * mask
+        g = np.random.default_rng(2).standard_normal((512, 8, 16, 16)).astype(np.float32)
+
+        def block_step():
+            _, cache = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
+            block.conv_relu_pool_backward(g, cache, False, mask)
+
+        times = {}
+        try:
+            for name, threshold in (("nine", 0.0), ("taps", 2.0)):
+                block.NINE_TAP_MIN_DENSITY = threshold
+                block_step()
+                runs = []
+                for _ in range(5 * args.repeats):
+                    t0 = time.perf_counter()
+                    block_step()
+                    runs.append(time.perf_counter() - t0)
+                times[name] = 1e3 * statistics.median(runs)
+        finally:
+            block.NINE_TAP_MIN_DENSITY = saved
+        chosen = "9 taps" if mask.mean() >= saved else "taps"
+        print(f"{mask.mean():5.2f} {times['nine']:11.2f} {times['taps']:10.2f} {chosen:>7s}")
 
 
 if __name__ == "__main__":

@@ -457,16 +457,21 @@ POOL2_GRID = [
 
 
 @pytest.mark.parametrize("case", POOL2_GRID, ids=lambda c: "-".join(map(str, c)))
-@pytest.mark.parametrize("density", [1.0, 0.7, 0.2])
+@pytest.mark.parametrize("density", [1.0, 0.5])
+@pytest.mark.parametrize("path", ["nine_taps", "tap_by_tap"])
 @pytest.mark.parametrize("need_dx", [True, False])
-def test_conv_relu_pool_2x2_paths_exact(case, density, need_dx, rng):
-    """Both inner strategies of the 2x2 kernels (all 9 taps of a 3x3 channel per pass when most weights
-    are kept, one tap at a time when few are) route every gradient exactly as the composition."""
+def test_conv_relu_pool_2x2_paths_exact(case, density, path, need_dx, rng, monkeypatch):
+    """Both inner strategies of the 2x2 kernels (all 9 taps of a 3x3 channel per pass, or one pass per
+    kept tap) route every gradient exactly as the composition, with and without pruned weights."""
+    import minicnn.fast.block as block
+
+    monkeypatch.setattr(block, "NINE_TAP_MIN_DENSITY", 0.0 if path == "nine_taps" else 2.0)
     n, c, h, w, f, k, p = case
     x, wt, b = grid(rng, (n, c, h, w), 4, 2), grid(rng, (f, c, k, k), 4, 2), grid(rng, f, 4, 2)
     mask = None
     if density < 1.0:
         mask = f32(rng.random(wt.shape) < density)
+        mask[0, 0] = 0.0  # a whole channel pruned: skipped by the 9-tap path
         wt *= mask
     check_block(rng, x, wt, b, 1, p, 2, 2, need_dx=need_dx, mask=mask, exact=True)
 

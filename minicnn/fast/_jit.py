@@ -33,12 +33,18 @@ def _allow_512_bit_vectors() -> None:
     import llvmlite.binding as llvm
 
     features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
-        if "numba" in sys.modules:  # imported already (a kernel module's `from numba import prange`):
-            from numba.core import config  # re-read the environment; code generation has not started yet
+    if not features.get("avx512f"):
+        return
+    wanted = features.flatten() + ",-prefer-256-bit"
+    if "numba" in sys.modules:
+        # Numba read the environment when it was imported, and re-reads it whenever it changes (which
+        # would also re-apply its thread settings): set its configuration directly instead. Its code
+        # generator starts with the first compilation, so this still applies to our kernels.
+        from numba.core import config
 
-            config.reload_config()
+        config.CPU_FEATURES = wanted
+    else:
+        os.environ["NUMBA_CPU_FEATURES"] = wanted
 
 
 _allow_512_bit_vectors()

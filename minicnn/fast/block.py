@@ -68,10 +68,19 @@ def _tap_lists(active: np.ndarray):
     return counts, taps
 
 
-def _three_by_three(active: np.ndarray) -> bool:
-    """Use the 9-taps-per-pass kernels? For 3x3 filters unless most weights are pruned: a pass over
-    a channel costs about as much as 4 single taps (measured), so it pays above ~4 live taps of 9."""
-    return active.shape[2:] == (3, 3) and active.mean() >= 0.45
+#: The 2x2 kernels' 3x3 filters take all 9 taps of a channel per pass (pruned ones multiply zeros)
+#: when at least this fraction of weights is kept, else one pass per kept tap. The crossover was
+#: measured with benchmarks/bench_pruning.py (table 3): the two tie at about 20 % of weights kept.
+NINE_TAP_MIN_DENSITY = 0.2
+
+
+def _skip_plan(active: np.ndarray):
+    """How the kernels skip pruned weights. active: (F, C, KH, KW) bool, the weights that are nonzero
+    (forward) or whose gradient is wanted (backward). Returns (nine_taps: bool, tap_count (F,),
+    taps (F, C*KH*KW), live (F, C): any active weight in the channel)."""
+    tap_count, taps = _tap_lists(active)
+    nine_taps = active.shape[2:] == (3, 3) and active.mean() >= NINE_TAP_MIN_DENSITY
+    return nine_taps, tap_count, taps, active.any(axis=(2, 3))
 
 
 @reduction_kernel
@@ -276,7 +285,7 @@ def _unpool2(dout, code, n, f, wh, grad, dconv):
 
 
 @reduction_kernel
-def _forward_pool2(x, w, b, pad, three_by_three, tap_count, taps, live, out, code, n_parts):
+def _forward_pool2(x, w, b, pad, nine_taps, tap_count, taps, live, out, code, n_parts):
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     wh = (width + 2 * pad + 1) // 2
@@ -292,7 +301,7 @@ def _forward_pool2(x, w, b, pad, three_by_three, tap_count, taps, live, out, cod
             for f in range(n_filt):
                 for q in range(span):
                     c00[q] = c01[q] = c10[q] = c11[q] = b[f]
-                if three_by_three:
+                if nine_taps:
                     for c in range(c_in):
                         if not live[f, c]:  # all 9 weights of this channel are 0
                             continue
@@ -341,7 +350,7 @@ def _forward_pool2(x, w, b, pad, three_by_three, tap_count, taps, live, out, cod
 
 
 @reduction_kernel
-def _backward_pool2(x, dout, code, w, pad, three_by_three, grad_count, grad_taps, live, dw_part, db_part,
+def _backward_pool2(x, dout, code, w, pad, nine_taps, grad_count, grad_taps, live, dw_part, db_part,
                     dx, need_dx):
     n_img, c_in, h, width = x.shape
     n_parts, n_filt = db_part.shape
@@ -362,7 +371,7 @@ def _backward_pool2(x, dout, code, w, pad, three_by_three, grad_count, grad_taps
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
                 db_part[t, f] += _unpool2(dout, code[n, f], n, f, wh, grad, dconv)
-                if three_by_three:
+                if nine_taps:
                     for c in range(c_in):
                         if not live[f, c]:  # no weight of this channel wants a gradient
                             continue
@@ -454,13 +463,11 @@ def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: 
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w, dtype=x.dtype)
     out = np.empty((n, f, ph, pw), dtype=x.dtype)
-    tap_count, taps = _tap_lists(w != 0)
+    nine_taps, tap_count, taps, live = _skip_plan(w != 0)
     parts = max(1, min(num_threads(), n))
     if pool_kernel == 2 and pool_stride == 2:  # the usual pool: the parity-split kernel
         code = np.empty((n, f, ph * ((width + 2 * pad + 1) // 2)), dtype=np.int8)
-        live = (w != 0).any(axis=(2, 3))
-        _forward_pool2(x, w, b.astype(x.dtype), pad, _three_by_three(w != 0), tap_count, taps, live, out, code,
-                       parts)
+        _forward_pool2(x, w, b.astype(x.dtype), pad, nine_taps, tap_count, taps, live, out, code, parts)
         return out, ("pool2", x, w, pad, pool_kernel, pool_stride, out, code)
     arg = np.empty((n, f, ph, pw), dtype=np.int32)
     _forward(x, w, b.astype(x.dtype), pad, pool_kernel, pool_stride, tap_count, taps, out, arg, parts)
@@ -485,15 +492,14 @@ def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True, weigh
     db_part = np.zeros((parts, w.shape[0]), dtype=x.dtype)
     dx = np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)
     wanted = np.ones(w.shape, bool) if weight_mask is None else weight_mask != 0
-    grad_count, grad_taps = _tap_lists(wanted)
+    nine_taps, grad_count, grad_taps, live = _skip_plan(wanted)
     if cache[0] == "pool2":
-        three_by_three = _three_by_three(wanted)
-        _backward_pool2(x, dout, arg, w, pad, three_by_three, grad_count, grad_taps,
-                        wanted.any(axis=(2, 3)), dw_part, db_part, dx, need_dx)
+        _backward_pool2(x, dout, arg, w, pad, nine_taps, grad_count, grad_taps, live, dw_part, db_part, dx,
+                        need_dx)
     else:
         _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, dw_part, db_part, dx,
                   need_dx)
     dw = dw_part.sum(axis=0)
     if weight_mask is not None:
-        dw *= wanted  # the 9-tap pass computes every tap of a live channel; drop the unwanted ones
+        dw *= wanted  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
     return (dx if need_dx else None), dw, db_part.sum(axis=0)
