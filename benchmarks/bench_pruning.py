@@ -79,6 +79,24 @@ def torch_step(model):
     return run
 
 
+def block_ms(block, x, w, b, mask, repeats):
+    """Median ms of the fused conv-ReLU-pool forward + backward (no input gradient) on batch x."""
+    _, cache = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
+    g = np.random.default_rng(2).standard_normal(cache[6].shape).astype(np.float32)
+
+    def run():
+        _, cache = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
+        block.conv_relu_pool_backward(g, cache, False, mask)
+
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=10)
@@ -101,10 +119,10 @@ def main():
     print(f"paper model, batch 512, {numba.get_num_threads()} threads, seconds per epoch of {EPOCH:,} images "
           f"(median of {args.repeats})\n")
 
-    print("1. structured pruning: filters left vs time per epoch")
+    print("1. structured pruning: filters left vs time per epoch, and vs the conv step's time alone")
     print(f"{'filters':>7s} {'compact s':>9s} {'masked s':>9s} {'torch s':>8s} {'compact/full':>12s} "
-          f"{'k/8':>5s} {'vs torch':>8s}")
-    full = None
+          f"{'conv ms':>8s} {'conv/full':>9s} {'k/8':>5s} {'vs torch':>8s}")
+    full = full_conv = None
     for k in range(8, 0, -1):
         model = build_model("paper", np.random.default_rng(0))
         prune_model(model, (8 - k) / 8, "structured")
@@ -112,9 +130,12 @@ def main():
         t_small = seconds_per_epoch(minicnn_step(small), batches, args.repeats)
         t_masked = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
         t_torch = seconds_per_epoch(torch_step(model), batches, args.repeats)
-        full = full or t_small
-        print(f"{k:7d} {t_small:9.2f} {t_masked:9.2f} {t_torch:8.2f} {t_small / full:12.2f} {k / 8:5.2f} "
-              f"{t_torch / t_small:7.1f}x")
+        conv = small.layers[0]
+        t_conv = block_ms(block, batches[0][0], conv.params["weight"], conv.params["bias"], None,
+                          5 * args.repeats)
+        full, full_conv = full or t_small, full_conv or t_conv
+        print(f"{k:7d} {t_small:9.2f} {t_masked:9.2f} {t_torch:8.2f} {t_small / full:12.2f} {t_conv:8.2f} "
+              f"{t_conv / full_conv:9.2f} {k / 8:5.2f} {t_torch / t_small:7.1f}x")
 
     print("\n2. unstructured pruning: sparsity vs time per epoch")
     print(f"{'sparsity':>8s} {'sparse s':>8s} {'dense s':>8s} {'torch s':>8s} {'dense/sparse':>12s} {'vs torch':>8s}")
@@ -144,23 +165,11 @@ def main():
         w, b = model.layers[0].params["weight"], model.layers[0].params["bias"]
         mask = (np.random.default_rng(1).random(w.shape) < density).astype(np.float32)
         w = w * mask
-        g = np.random.default_rng(2).standard_normal((512, 8, 16, 16)).astype(np.float32)
-
-        def block_step():
-            _, cache = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
-            block.conv_relu_pool_backward(g, cache, False, mask)
-
         times = {}
         try:
             for name, threshold in (("nine", 0.0), ("taps", 2.0)):
                 block.NINE_TAP_MIN_DENSITY = threshold
-                block_step()
-                runs = []
-                for _ in range(5 * args.repeats):
-                    t0 = time.perf_counter()
-                    block_step()
-                    runs.append(time.perf_counter() - t0)
-                times[name] = 1e3 * statistics.median(runs)
+                times[name] = block_ms(block, x, w, b, mask, 5 * args.repeats)
         finally:
             block.NINE_TAP_MIN_DENSITY = saved
         chosen = "9 taps" if mask.mean() >= saved else "taps"

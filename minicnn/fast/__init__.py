@@ -4,5 +4,3 @@ Each kernel says in a comment what it does differently from the reference and wh
 run as plain Python under NUMBA_DISABLE_JIT=1 (prange is then range), which the tests use to check
 the kernel logic itself.
 """
-
-from minicnn.fast import _jit  # noqa: F401, E402  (first: it sets the environment Numba reads at import)

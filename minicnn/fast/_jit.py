@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 # Pin the threads of parallel loops to cores. Measured on a 2-vCPU machine: unpinned, the OS moves
 # the two OpenMP threads around and a fused conv kernel ran slower on 2 threads than on 1 (27 ms vs
@@ -20,36 +19,7 @@ import sys
 if "OMP_PROC_BIND" not in os.environ and os.environ.get("NUMBA_NUM_THREADS", "") != "1" and (os.cpu_count() or 1) > 1:
     os.environ["OMP_PROC_BIND"] = "true"
 
-
-
-def _allow_512_bit_vectors() -> None:
-    """On AVX-512 CPUs LLVM still vectorises with 256-bit registers by default (a tuning choice made
-    for older chips, which slowed their clock on 512-bit code). Our kernels are arithmetic-bound loops
-    for which full-width vectors pay: measured on a Xeon (Sapphire Rapids), a single-threaded training
-    step ran 2-15% faster. Set only when the user has not chosen CPU features for Numba; Numba keys its
-    on-disk cache by CPU features, so this never mixes code compiled for different settings."""
-    if "NUMBA_CPU_FEATURES" in os.environ or "NUMBA_CPU_NAME" in os.environ:
-        return
-    import llvmlite.binding as llvm
-
-    features = llvm.get_host_cpu_features()
-    if not features.get("avx512f"):
-        return
-    wanted = features.flatten() + ",-prefer-256-bit"
-    if "numba" in sys.modules:
-        # Numba read the environment when it was imported, and re-reads it whenever it changes (which
-        # would also re-apply its thread settings): set its configuration directly instead. Its code
-        # generator starts with the first compilation, so this still applies to our kernels.
-        from numba.core import config
-
-        config.CPU_FEATURES = wanted
-    else:
-        os.environ["NUMBA_CPU_FEATURES"] = wanted
-
-
-_allow_512_bit_vectors()
-
-import numba  # noqa: E402  (after the environment above, which Numba and the OpenMP runtime read at start)
+import numba  # noqa: E402  (after the environment above, which the OpenMP runtime reads when it starts)
 
 REDUCTION_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
