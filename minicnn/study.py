@@ -101,14 +101,16 @@ def prepare_run_dir(out_dir: Path, config: dict, force: bool) -> list[dict]:
     return [r for r in rows if step_path(out_dir, r["step"], r["amount"]).exists()]
 
 
-def measure(model, dataset, normalizer) -> dict:
-    """Accuracy and loss on both splits and the parameter/FLOP counts of ``model``."""
+def measure(model, dataset, normalizer, run_model=None) -> dict:
+    """Accuracy and loss on both splits and the parameter/FLOP counts of ``model``. ``run_model``, if
+    given, computes the same function faster (the compacted model) and is the one evaluated."""
     from minicnn.flops import count
     from minicnn.train import evaluate
 
     totals = count(model)["totals"]
-    train_m = evaluate(model, dataset.x_train, dataset.y_train, normalizer)
-    test_m = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
+    run_model = model if run_model is None else run_model
+    train_m = evaluate(run_model, dataset.x_train, dataset.y_train, normalizer)
+    test_m = evaluate(run_model, dataset.x_test, dataset.y_test, normalizer)
     return {"params_total": totals["params"], "params_nonzero": totals["params_nonzero"],
             "params_effective": totals["params_effective"],
             "remaining_effective": totals["params_effective"] / totals["params"],
@@ -185,24 +187,26 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
         if model.arch != base_model.arch or model.spec != base_model.spec:
             raise MiniCNNError("a step checkpoint does not match the baseline's architecture; pass --force")
         prune_model(model, amount, config["method"], config["scope"])
-        before = evaluate(model, dataset.x_test, dataset.y_test, normalizer)["acc"]
         optimizer = Optimizer(SGDConfig(config["lr"], config["momentum"], config["weight_decay"]))
         # fine-tune the compact model (removed filters physically dropped: faster, same function),
         # then write it back into the full-size model that checkpoints and masks describe
         trained, kept = compact(model) if config["compact"] else (model, None)
+        before = evaluate(trained, dataset.x_test, dataset.y_test, normalizer)["acc"]
         step_bar = None
         if progress_factory is not None:  # the epoch bars also say which step of the schedule this is
             prefix = f"step {step + 1}/{len(amounts)} (amount {amount:g}),"
             step_bar = lambda label, n, prefix=prefix: progress_factory(f"{prefix} {label}", n)  # noqa: E731
         history = fit(trained, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
-                      normalizer=normalizer, seed=config["seed"] * 1000 + step + 1, progress_factory=step_bar)
+                      normalizer=normalizer, seed=config["seed"] * 1000 + step + 1, progress_factory=step_bar,
+                      test_every_epoch=False)  # the paper measures before and after fine-tuning: below
         if kept is not None:
             expand_into(model, trained, kept)
             optimizer = None  # its buffers have the compact shapes
+        measured = measure(model, dataset, normalizer, run_model=trained)
         row = {"schedule": config["schedule"], "method": config["method"], "scope": config["scope"],
                "lr": config["lr"], "seed": config["seed"], "step": step, "amount": amount, "remaining": 1 - amount,
                "test_acc_before": before, "epochs": config["epochs"],
-               "diverged": bool(history and history[-1]["diverged"]), **measure(model, dataset, normalizer)}
+               "diverged": bool(history and history[-1]["diverged"]), **measured}
         row["seconds"] = time.perf_counter() - t0
         save_checkpoint(step_path(out_dir, step, amount), model, optimizer, config={**config, "step": step},
                         epoch=len(history), history=history, extra={"row": row})

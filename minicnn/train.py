@@ -114,8 +114,11 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 
 def fit(model: Sequential, optimizer: Optimizer, dataset, *, epochs: int, batch_size: int, normalizer,
-        seed: int, start_epoch: int = 0, on_epoch=None, progress_factory=None) -> list[dict]:
-    """Train for epochs start_epoch..epochs-1; after each, evaluate on the test split.
+        seed: int, start_epoch: int = 0, on_epoch=None, progress_factory=None,
+        test_every_epoch: bool = True) -> list[dict]:
+    """Train for epochs start_epoch..epochs-1; after each, evaluate on the test split (with
+    ``test_every_epoch=False`` not at all: the caller measures the result itself, and a record's
+    test_loss/test_acc are NaN).
 
     ``on_epoch(epoch_index, record)`` is called after every epoch (to checkpoint); ``progress_factory(
     label, n_images)`` returns a context manager whose value is called as in train_epoch. Returns one
@@ -132,7 +135,10 @@ def fit(model: Sequential, optimizer: Optimizer, dataset, *, epochs: int, batch_
             with progress_factory(label, len(dataset.y_train)) as progress:
                 stats = train_epoch(model, optimizer, dataset.x_train, dataset.y_train, normalizer, batch_size,
                                     epoch_rng(seed, epoch), progress)
-        test = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
+        if test_every_epoch:
+            test = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
+        else:
+            test = {"loss": float("nan"), "acc": float("nan")}
         record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"],
                   "test_loss": test["loss"], "test_acc": test["acc"], "seconds": stats["seconds"],
                   "images_per_s": stats["images_per_s"], "diverged": stats["diverged"]}

@@ -103,6 +103,23 @@ def test_resume_mid_step_gives_the_same_table(tmp_path, baseline, uninterrupted)
     assert table(load_results(tmp_path)) == uninterrupted
 
 
+def test_recorded_accuracies_are_those_of_the_saved_full_size_model(tmp_path, baseline):
+    """A step measures its result on the compacted model (faster); the row must still be exactly the
+    accuracy of the full-size model it saves."""
+    from minicnn.train import evaluate, make_normalizer
+
+    path, data_path = baseline
+    rows = run_prune(prune_config(baseline=path, amounts=[0.0, 0.5], epochs=1), tmp_path, data_path=data_path,
+                     echo=lambda *_: None)
+    data = load_cifar10(data_path)
+    normalizer = make_normalizer("center", data)
+    for row in rows:
+        model, _ = load_checkpoint(step_path(tmp_path, row["step"], row["amount"]))
+        assert evaluate(model, data.x_test, data.y_test, normalizer)["acc"] == row["test_acc_after"]
+        assert evaluate(model, data.x_train, data.y_train, normalizer)["acc"] == row["train_acc"]
+    assert rows[1]["params_effective"] < rows[0]["params_effective"]  # filters were really removed
+
+
 def test_finished_run_is_not_redone(tmp_path, baseline):
     path, data_path = baseline
     config = prune_config(baseline=path, amounts=[0.0, 0.5], epochs=1)
