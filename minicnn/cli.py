@@ -297,6 +297,9 @@ Semantics (exactly as the paper's PyTorch pruning):
 Without --baseline, the paper's baseline (lr 0.8, batch 512, 10 epochs, same seed and data) is
 trained into OUT/baseline.h5 first, or reused if it is there. Every step writes OUT/steps/*.h5 and
 OUT/results.csv/.h5; rerunning with the same OUT resumes at the first unfinished step.
+
+Each step measures test accuracy right after pruning and, after fine-tuning, train and test accuracy
+on the full splits; the test split is not evaluated between fine-tuning epochs (as in the paper).
 """
 
 
