@@ -450,6 +450,7 @@ POOL2_GRID = [
     (3, 3, 32, 32, 8, 3, 1),  # the paper's block
     (2, 2, 9, 11, 3, 3, 1),  # odd sizes: the last conv row/column is not pooled
     (2, 3, 10, 8, 4, 3, 0),  # no padding
+    (2, 4, 11, 12, 3, 3, 2),  # 3x3 filters, wide padding: the input gradient reads the border
     (2, 2, 7, 10, 3, 5, 2),  # 5x5 filters
     (2, 1, 6, 6, 2, 2, 0),  # even kernel
     (2, 3, 8, 9, 2, 1, 0),  # 1x1 filters
@@ -736,12 +737,16 @@ def test_conv2d_wide_layers_use_matrix_products_and_agree(monkeypatch, n, c, h, 
     check_conv(rng, n, c, h, w, f, k, k, stride, pad, need_dx=need_dx)
 
 
-def test_fused_block_on_a_wide_layer_agrees(rng):
+@pytest.mark.parametrize("pool, path", [(2, "pool2"), (3, "layers")])
+def test_fused_block_on_a_wide_layer_agrees(pool, path, rng):
+    """A wide filter bank: the 2x2 pool keeps the parity-split kernels (they beat im2col + BLAS there),
+    other pools go through the matrix-product conv and the separate ops."""
     x = f32(rng.standard_normal((3, 16, 8, 8)))
     wt = f32(rng.standard_normal((32, 16, 3, 3)) * 0.2)
     b = f32(rng.standard_normal(32) * 0.1)
-    out_f, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
-    out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    out_f, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, pool, 2)
+    out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, pool, 2)
+    assert cache_f[0] == path
     assert_close(out_f, out_r, "wide block forward")
     g = f32(rng.standard_normal(out_r.shape))
     for got, want, what in zip(fast.conv_relu_pool_backward(g, cache_f), ref.conv_relu_pool_backward(g, cache_r),

@@ -16,7 +16,8 @@ Differences from the reference, and why:
 - Weights that are exactly 0 (pruned) are skipped in the multiply-add loops.
 - Wide filter banks (at least GEMM_MIN_WEIGHTS weights, e.g. Conv-2's 64x64x3x3) go another way:
   im2col a few images at a time, then NumPy's BLAS matrix product, which beats plain loops when the
-  arithmetic dominates.
+  arithmetic dominates. (A wide conv followed by ReLU and a 2x2 pool, as Conv-2's second, runs in the
+  fused kernels of fast/block.py instead.)
 """
 
 from __future__ import annotations
