@@ -19,9 +19,9 @@ Ties follow the reference: the first maximum of a window in row-major order wins
 The common 2x2, stride-2 pool has its own pair of kernels (_forward_pool2/_backward_pool2, below),
 on a parity-split version of this layout that also vectorises the pooling; the kernels above serve
 every other pool. The 2x2 kernels take every filter bank, even one as wide as Conv-2's 64x64x3x3:
-there, forward and backward ran 1.9x faster than im2col + BLAS followed by separate ReLU and pool passes. Strides other
-than 1, and wide filter banks with other pools (fast.conv.uses_gemm), fall back to the three separate
-fast ops.
+there, forward and backward ran 1.9x faster than im2col + BLAS followed by separate ReLU and pool
+passes. Strides other than 1, and wide filter banks with other pools (fast.conv.uses_gemm), fall back
+to the three separate fast ops.
 """
 
 from __future__ import annotations
