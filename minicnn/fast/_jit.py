@@ -26,6 +26,7 @@ REDUCTION_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 kernel = numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"})
 reduction_kernel = numba.njit(cache=True, parallel=True, nogil=True, fastmath=REDUCTION_FASTMATH)
 serial = numba.njit(cache=True, nogil=True, fastmath={"contract"})
+serial_reduction = numba.njit(cache=True, nogil=True, fastmath=REDUCTION_FASTMATH)
 
 
 def num_threads() -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import num_threads, reduction_kernel, serial
+from minicnn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction
 from minicnn.fast.act import relu_backward, relu_forward
 from minicnn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
 from minicnn.fast.pool import maxpool2d_backward, maxpool2d_forward
@@ -221,7 +221,7 @@ def _fill_quarters(x, n, pad, wh, planes):
 def _pool2(conv, wh, pooled, code, out, n, f):
     """out[n, f] = relu(max of each 2x2 window); code[q] = the window's pooling code (see above)."""
     c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
-    nan_probe = np.float32(0.0)
+    nans = np.int32(0)
     for q in range(pooled.size):  # one vector loop over all windows
         a0, a1, a2, a3 = c00[q], c01[q], c10[q], c11[q]
         # branch-free argmax (first maximum wins: strict >): integer arithmetic on the comparisons. As
@@ -233,10 +233,14 @@ def _pool2(conv, wh, pooled, code, out, n, f):
         best = max(best, a2)
         at += (3 - at) * np.int32(a3 > best)
         best = max(best, a3)
-        nan_probe += (a0 + a1) + (a2 + a3)  # NaN if any value is NaN (a cheap vector sum)
+        # any NaN in the window makes this sum NaN. An integer flag, not a float running sum: a float
+        # sum is a reduction LLVM may not reorder without 'reassoc', and it kept the whole loop scalar
+        # (measured 4x slower)
+        window_sum = (a0 + a1) + (a2 + a3)
+        nans |= np.int32(window_sum != window_sum)
         pooled[q] = max(best, np.float32(0.0))  # ReLU commutes with max
         code[q] = at + (4 - at) * np.int32(best <= 0.0)
-    if nan_probe != nan_probe:  # rare: a NaN in a window wins (as np.argmax), so divergence stays visible
+    if nans:  # rare (or inf + -inf): a NaN in a window wins (as np.argmax), so divergence stays visible
         for q in range(pooled.size):
             if c00[q] != c00[q] or c01[q] != c01[q] or c10[q] != c10[q] or c11[q] != c11[q]:
                 pooled[q] = np.nan
@@ -248,7 +252,7 @@ def _pool2(conv, wh, pooled, code, out, n, f):
             row[u] = src[u]
 
 
-@serial
+@serial_reduction  # the db sum may be reordered: without that, LLVM keeps the whole loop scalar
 def _unpool2(dout, code, n, f, wh, grad, dconv, lead):
     """dconv[:, :, lead : lead + PH*WH] = gradient of the split conv map from dout[n, f]; returns its
     sum (db). grad (PH*WH,) is scratch whose junk columns are 0. ReLU passes the gradient only where
@@ -260,7 +264,7 @@ def _unpool2(dout, code, n, f, wh, grad, dconv, lead):
             dst[u] = row[u]
     d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
     total = np.float32(0.0)
-    nan_probe = np.float32(0.0)
+    bad = np.int32(0)
     # Every cell is written (the argmax gets g, the others 0): no scatter, no zeroing. Multiplying by
     # 0/1 rather than selecting: LLVM turns four exclusive selects on k into a branchy switch (measured
     # 9x slower). A non-finite g would leave NaN (0 * inf) where the exact answer is 0, so that rare
@@ -272,8 +276,9 @@ def _unpool2(dout, code, n, f, wh, grad, dconv, lead):
         d10[q] = g * np.float32(k == 2)
         d11[q] = g * np.float32(k == 3)
         total += g * np.float32(k < 4)
-        nan_probe += g - g  # NaN if g is inf or NaN
-    if nan_probe != nan_probe:
+        g_minus_g = g - g  # NaN if g is inf or NaN, else 0
+        bad |= np.int32(g_minus_g != g_minus_g)
+    if bad:
         zero = np.float32(0.0)
         total = zero
         for q in range(grad.size):
