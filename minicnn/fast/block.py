@@ -207,14 +207,38 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, 
 
 @serial
 def _fill_quarters(x, n, pad, wh, planes):
-    """planes[R % 2, C % 2, c, (R // 2)*WH + C // 2] = padded image n at (R, C); the border stays 0."""
+    """planes[R % 2, C % 2, c, (R // 2)*WH + C // 2] = padded image n at (R, C); the border stays 0.
+    Row by row: the even and the odd pixels of an image row are two contiguous runs of one quarter-plane
+    row each, so two stride-2 copy loops (which LLVM vectorises; one scattered store per pixel was 2x
+    slower)."""
     c_in, h, width = x.shape[1], x.shape[2], x.shape[3]
     for c in range(c_in):
         for y in range(h):
-            row = y + pad
-            for x_ in range(width):
-                col = x_ + pad
-                planes[row & 1, col & 1, c, (row >> 1) * wh + (col >> 1)] = x[n, c, y, x_]
+            row, src = y + pad, x[n, c, y]
+            start = (row >> 1) * wh
+            # pixel x_ lands in column x_ + pad: quarter column parity (x_ + pad) & 1, index (x_ + pad) >> 1
+            even_x = planes[row & 1, pad & 1, c, start + (pad >> 1) :]
+            odd_x = planes[row & 1, (pad + 1) & 1, c, start + ((pad + 1) >> 1) :]
+            for u in range((width + 1) // 2):
+                even_x[u] = src[2 * u]
+            for u in range(width // 2):
+                odd_x[u] = src[2 * u + 1]
+
+
+@serial
+def _unfill_quarters(planes, n, pad, wh, dx):
+    """The reverse of _fill_quarters: dx[n, c, y, x_] = planes' entry for padded pixel (y + pad, x_ + pad)."""
+    c_in, h, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    for c in range(c_in):
+        for y in range(h):
+            row, dst = y + pad, dx[n, c, y]
+            start = (row >> 1) * wh
+            even_x = planes[row & 1, pad & 1, c, start + (pad >> 1) :]
+            odd_x = planes[row & 1, (pad + 1) & 1, c, start + ((pad + 1) >> 1) :]
+            for u in range((width + 1) // 2):
+                dst[2 * u] = even_x[u]
+            for u in range(width // 2):
+                dst[2 * u + 1] = odd_x[u]
 
 
 @serial
@@ -487,12 +511,7 @@ def _backward_pool2(x, dout, code, w, pad, nine_taps, grad_count, grad_taps, liv
                                             for q in range(span):
                                                 dst[q] += wv * d[q]
             if need_dx:
-                for c in range(c_in):
-                    for y in range(h):
-                        row = y + pad
-                        for x_ in range(width):
-                            col = x_ + pad
-                            dx[n, c, y, x_] = dplanes[row & 1, col & 1, c, (row >> 1) * wh + (col >> 1)]
+                _unfill_quarters(dplanes, n, pad, wh, dx)
 
 
 def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int,
