@@ -81,7 +81,7 @@ def _skip_plan(active: np.ndarray):
     (forward) or whose gradient is wanted (backward). Returns (nine_taps: bool, tap_count (F,),
     taps (F, C*KH*KW), live (F, C): any active weight in the channel)."""
     tap_count, taps = _tap_lists(active)
-    nine_taps = active.shape[2:] == (3, 3) and active.mean() >= NINE_TAP_MIN_DENSITY
+    nine_taps = active.shape[2:] == (3, 3) and active.size > 0 and active.mean() >= NINE_TAP_MIN_DENSITY
     return nine_taps, tap_count, taps, active.any(axis=(2, 3))
 
 
