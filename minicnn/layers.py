@@ -79,21 +79,28 @@ class Conv2d(Layer):
 
     def forward(self, x, ops):
         out, cache = ops.conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride, self.padding)
-        self._cache = (False, cache)
+        self._cache = (None, cache)
         return out
 
-    def forward_block(self, x, ops, pool: "MaxPool2d"):
-        """This conv, a ReLU and ``pool`` in one fused op (see minicnn/ref/block.py)."""
-        out, cache = ops.conv_relu_pool_forward(x, self.params["weight"], self.params["bias"], self.stride,
-                                                self.padding, pool.kernel_size, pool.stride)
-        self._cache = (True, cache)
+    def forward_block(self, x, ops, pool: "MaxPool2d | None"):
+        """This conv, a ReLU and ``pool`` (or no pool: None) in one fused op (see minicnn/ref/block.py)."""
+        w, b = self.params["weight"], self.params["bias"]
+        if pool is None:
+            out, cache = ops.conv_relu_forward(x, w, b, self.stride, self.padding)
+        else:
+            out, cache = ops.conv_relu_pool_forward(x, w, b, self.stride, self.padding, pool.kernel_size,
+                                                    pool.stride)
+        self._cache = ("relu" if pool is None else "relu_pool", cache)
         return out
 
     def backward(self, dout, ops, need_dx=True):
-        """dout is the gradient of this layer's output, or of the pool's output after forward_block."""
+        """dout is the gradient of this layer's output, or of the block's output after forward_block."""
         fused, cache = self._cache
-        if fused:  # the fused kernel skips the gradient of pruned weights (SGD would mask it anyway)
+        # the fused kernels skip the gradient of pruned weights (SGD would mask it anyway)
+        if fused == "relu_pool":
             grads = ops.conv_relu_pool_backward(dout, cache, need_dx, self.masks.get("weight"))
+        elif fused == "relu":
+            grads = ops.conv_relu_backward(dout, cache, need_dx, self.masks.get("weight"))
         else:
             grads = ops.conv2d_backward(dout, cache, need_dx)
         dx, self.grads["weight"], self.grads["bias"] = grads

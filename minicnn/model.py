@@ -54,14 +54,15 @@ class Sequential:
         self.ops = get_backend(name)
 
     def _steps(self) -> list[tuple[int, int]]:
-        """(first, last) layer indices of each execution step: a conv -> relu -> pool run is one
-        fused step (ops.conv_relu_pool_*), every other layer is a step of its own."""
+        """(first, last) layer indices of each execution step: a conv -> relu -> pool run is one fused
+        step (ops.conv_relu_pool_*), so is a conv -> relu not followed by a pool (ops.conv_relu_*);
+        every other layer is a step of its own."""
         steps, i, layers = [], 0, self.layers
         while i < len(layers):
-            if (i + 2 < len(layers) and isinstance(layers[i], Conv2d) and isinstance(layers[i + 1], ReLU)
-                    and isinstance(layers[i + 2], MaxPool2d)):
-                steps.append((i, i + 2))
-                i += 3
+            if i + 1 < len(layers) and isinstance(layers[i], Conv2d) and isinstance(layers[i + 1], ReLU):
+                pooled = i + 2 < len(layers) and isinstance(layers[i + 2], MaxPool2d)
+                steps.append((i, i + 2) if pooled else (i, i + 1))
+                i += 3 if pooled else 2
             else:
                 steps.append((i, i))
                 i += 1
@@ -70,10 +71,12 @@ class Sequential:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (N, C, H, W) float  ->  logits (N, classes)."""
         for first, last in self._steps():
+            layer = self.layers[first]
             if first == last:
-                x = self.layers[first].forward(x, self.ops)
-            else:
-                x = self.layers[first].forward_block(x, self.ops, self.layers[last])
+                x = layer.forward(x, self.ops)
+            else:  # a fused conv -> relu [-> pool] step
+                pool = self.layers[last] if isinstance(self.layers[last], MaxPool2d) else None
+                x = layer.forward_block(x, self.ops, pool)
         return x
 
     def backward(self, dlogits: np.ndarray) -> None:

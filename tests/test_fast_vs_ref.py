@@ -477,6 +477,84 @@ def test_conv_relu_pool_2x2_paths_exact(case, density, path, need_dx, rng, monke
     check_block(rng, x, wt, b, 1, p, 2, 2, need_dx=need_dx, mask=mask, exact=True)
 
 
+CONV_RELU_GRID = [
+    # (N, C, H, W, F, K, stride, pad): conv -> ReLU without a pool (Conv-2's first layer)
+    (2, 3, 32, 32, 8, 3, 1, 1),  # Conv-2's first layer, fewer filters
+    (2, 2, 9, 11, 3, 3, 1, 1),  # odd sizes: the split map's last row and column are half used
+    (2, 3, 10, 7, 4, 3, 1, 0),  # no padding
+    (2, 4, 11, 12, 3, 3, 1, 2),  # wide padding: the input gradient reads the border
+    (2, 2, 7, 10, 3, 5, 1, 2),  # 5x5 filters
+    (2, 1, 7, 6, 2, 2, 1, 0),  # even kernel, odd output height
+    (2, 3, 8, 9, 2, 1, 1, 0),  # 1x1 filters
+    (2, 2, 9, 9, 3, 3, 2, 1),  # stride 2: the separate ops
+]
+
+
+@pytest.mark.parametrize("case", CONV_RELU_GRID, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("density", [1.0, 0.5])
+@pytest.mark.parametrize("path", ["nine_taps", "tap_by_tap"])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv_relu_exact_on_grid(case, density, path, need_dx, rng, monkeypatch):
+    """relu(conv) fused, both inner strategies, with and without pruned weights: the same output and
+    gradients as the reference composition, exactly (grid values: ties at 0 everywhere)."""
+    import minicnn.fast.block as block
+
+    monkeypatch.setattr(block, "NINE_TAP_MIN_DENSITY", 0.0 if path == "nine_taps" else 2.0)
+    n, c, h, w, f, k, s, p = case
+    x, wt, b = grid(rng, (n, c, h, w), 4, 2), grid(rng, (f, c, k, k), 4, 2), grid(rng, f, 4, 2)
+    mask = None
+    if density < 1.0:
+        mask = f32(rng.random(wt.shape) < density)
+        mask[0, 0] = 0.0  # a whole channel pruned
+        wt *= mask
+    out_r, cache_r = ref.conv_relu_forward(x, wt, b, s, p)
+    out_f, cache_f = fast.conv_relu_forward(x, wt, b, s, p)
+    assert cache_f[0] == ("split" if s == 1 else "layers")
+    np.testing.assert_array_equal(out_f, out_r)
+    g = grid(rng, out_r.shape, 8)
+    got = fast.conv_relu_backward(g, cache_f, need_dx, mask)
+    want = ref.conv_relu_backward(g, cache_r, need_dx, mask)
+    for name, a, b_ in zip(("dx", "dw", "db"), got, want):
+        if name == "dx" and not need_dx:
+            assert a is None and b_ is None
+        else:
+            np.testing.assert_array_equal(a, b_, err_msg=f"conv-relu {name}")
+
+
+def test_conv_relu_continuous(rng):
+    """Continuous values, a wide filter bank: equal up to float32 rounding."""
+    x = f32(rng.standard_normal((3, 16, 10, 9)))
+    wt, b = f32(rng.standard_normal((32, 16, 3, 3)) * 0.1), f32(rng.standard_normal(32) * 0.1)
+    out_r, cache_r = ref.conv_relu_forward(x, wt, b, 1, 1)
+    out_f, cache_f = fast.conv_relu_forward(x, wt, b, 1, 1)
+    assert_close(out_f, out_r, "conv-relu forward")
+    g = f32(rng.standard_normal(out_r.shape))
+    for got, want, what in zip(fast.conv_relu_backward(g, cache_f), ref.conv_relu_backward(g, cache_r),
+                               ("dx", "dw", "db")):
+        assert_close(got, want, f"conv-relu {what}")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_conv_relu_non_finite(bad, rng):
+    """A NaN weight propagates NaN through the fused ReLU, and a NaN / inf upstream gradient times the
+    ReLU mask gives what the reference's multiplication gives (NaN where the mask is 0)."""
+    x, wt, b = grid(rng, (2, 2, 6, 6), 4, 2), grid(rng, (3, 2, 3, 3), 4, 2), grid(rng, 3, 4, 2)
+    wt[wt == 0] = 0.25  # (dx skips zero weights, where the reference spreads NaN * 0)
+    out_r, cache_r = ref.conv_relu_forward(x, wt, b, 1, 1)
+    out_f, cache_f = fast.conv_relu_forward(x, wt, b, 1, 1)
+    g = grid(rng, out_r.shape, 8)
+    g[0, 1, 2, 3], g[1, 2, 0, 0] = bad, bad
+    with np.errstate(invalid="ignore"):  # inf * 0 in the reference's ReLU mask
+        want = ref.conv_relu_backward(g, cache_r, True)
+    for name, got, want_ in zip(("dx", "dw", "db"), fast.conv_relu_backward(g, cache_f, True), want):
+        np.testing.assert_array_equal(got, want_, err_msg=name)
+    wt[1, 0, 1, 1] = np.nan
+    out_r, _ = ref.conv_relu_forward(x, wt, b, 1, 1)
+    out_f, _ = fast.conv_relu_forward(x, wt, b, 1, 1)
+    assert np.isnan(out_r[:, 1]).all()
+    np.testing.assert_array_equal(out_f, out_r)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_conv_relu_pool_backward_non_finite_gradient(bad, rng):
     """A NaN or inf upstream gradient reaches only its window's argmax cell, as in the reference (the
@@ -737,7 +815,7 @@ def test_conv2d_wide_layers_use_matrix_products_and_agree(monkeypatch, n, c, h, 
     check_conv(rng, n, c, h, w, f, k, k, stride, pad, need_dx=need_dx)
 
 
-@pytest.mark.parametrize("pool, path", [(2, "pool2"), (3, "layers")])
+@pytest.mark.parametrize("pool, path", [(2, "split"), (3, "layers")])
 def test_fused_block_on_a_wide_layer_agrees(pool, path, rng):
     """A wide filter bank: the 2x2 pool keeps the parity-split kernels (they beat im2col + BLAS there),
     other pools go through the matrix-product conv and the separate ops."""
@@ -767,3 +845,23 @@ def test_linear_wide_layer_uses_blas_and_agrees(rng):
     g = f32(rng.standard_normal(out_r.shape))
     for got, want, what in zip(fast.linear_backward(g, cache_f), ref.linear_backward(g, cache_r), ("dx", "dw", "db")):
         assert_close(got, want, f"wide linear {what}")
+
+
+# ------------------------------------------------------------------------------ whole models
+def test_model_steps_fuse_conv_relu_with_or_without_pool(rng):
+    """A Conv-2-like stack: conv -> relu and conv -> relu -> pool each run as one fused step, and the
+    fast model's logits and every gradient match the reference model's."""
+    from minicnn.model import build_model
+
+    spec = "conv6,relu,conv8,relu,pool2,flatten,linear12,relu,linear10"
+    models = [build_model(spec, np.random.default_rng(4), backend=b, input_shape=(3, 12, 10)) for b in ("fast", "ref")]
+    assert models[0]._steps() == [(0, 1), (2, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
+    x = f32(rng.standard_normal((5, 3, 12, 10)))
+    logits = [m.forward(x) for m in models]
+    assert_close(logits[0], logits[1], "logits")
+    g = f32(rng.standard_normal(logits[1].shape))
+    for m in models:
+        m.backward(g)
+    for fast_layer, ref_layer in zip(models[0].param_layers(), models[1].param_layers()):
+        for name in ref_layer.grads:
+            assert_close(fast_layer.grads[name], ref_layer.grads[name], f"{ref_layer.name}.{name}")

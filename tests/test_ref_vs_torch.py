@@ -31,6 +31,13 @@ def close(ours: np.ndarray, theirs, what: str = "") -> None:
     np.testing.assert_allclose(ours, theirs, err_msg=what, **TOL)
 
 
+def grads_match_torch(ours, tout, g, tx, tw, tb):
+    """ours = (dx, dw, db) for upstream gradient g; torch's from backpropagating g through tout."""
+    (tout * t(g)).sum().backward()
+    for name, mine, theirs in zip(("dx", "dw", "db"), ours, (tx.grad, tw.grad, tb.grad)):
+        close(mine, theirs, name)
+
+
 # ------------------------------------------------------------------------------------ convolution
 CONV_SHAPES = [(1, 3, 7, 5), (4, 2, 9, 11), (1, 1, 5, 5), (2, 3, 8, 6)]
 
@@ -52,11 +59,7 @@ def test_conv2d_matches_torch(shape, k, stride, pad, rng):
     tout = F.conv2d(tx, tw, tb, stride=stride, padding=pad)
     close(out, tout, "forward")
     g = rng.standard_normal(out.shape)
-    (tout * t(g)).sum().backward()
-    dx, dw, db = ref.conv2d_backward(g, cache)
-    close(dx, tx.grad, "dx")
-    close(dw, tw.grad, "dw")
-    close(db, tb.grad, "db")
+    grads_match_torch(ref.conv2d_backward(g, cache), tout, g, tx, tw, tb)
 
 
 def test_conv2d_rectangular_kernel_matches_torch(rng):
@@ -176,11 +179,22 @@ def test_conv_relu_pool_matches_torch_with_ties(shape, k, stride, pad, pk, ps, r
     tout = F.max_pool2d(torch.relu(F.conv2d(tx, tw, tb, stride=stride, padding=pad)), pk, ps)
     close(out, tout, "forward")
     g = rng.standard_normal(out.shape)
-    (tout * t(g)).sum().backward()
-    dx, dw, db = ref.conv_relu_pool_backward(g, cache)
-    close(dx, tx.grad, "dx")
-    close(dw, tw.grad, "dw")
-    close(db, tb.grad, "db")
+    grads_match_torch(ref.conv_relu_pool_backward(g, cache), tout, g, tx, tw, tb)
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 1, 0), (5, 2, 2), (2, 1, 0)])
+def test_conv_relu_matches_torch_with_ties(k, stride, pad, rng):
+    """relu(conv) against torch on small integers (many outputs exactly 0: ReLU's gradient there is 0)."""
+    x = rng.integers(-2, 3, size=(2, 3, 9, 8)).astype(np.float64)
+    wt = rng.integers(-1, 2, size=(4, 3, k, k)).astype(np.float64)
+    b = rng.integers(-1, 2, size=4).astype(np.float64)
+    out, cache = ref.conv_relu_forward(x, wt, b, stride, pad)
+    tx, tw, tb = t(x, True), t(wt, True), t(b, True)
+    tout = torch.relu(F.conv2d(tx, tw, tb, stride=stride, padding=pad))
+    close(out, tout, "forward")
+    assert (out == 0).any()
+    g = rng.standard_normal(out.shape)
+    grads_match_torch(ref.conv_relu_backward(g, cache), tout, g, tx, tw, tb)
 
 
 # ----------------------------------------------------------------------------- softmax cross-entropy

@@ -1,4 +1,4 @@
-"""Fused conv -> ReLU -> max-pool: same contract as minicnn.ref.block, one pass per image.
+"""Fused conv -> ReLU -> max-pool, and conv -> ReLU: same contracts as minicnn.ref.block, one pass per image.
 
 Why fuse: run layer by layer, the (N, F, OH, OW) conv output is written, read by ReLU, written
 again, read by the pool: four trips through memory of an array much larger than the cache, for
@@ -16,12 +16,13 @@ except at each window's argmax (only if the pooled value is > 0, else ReLU block
 columns stay 0, so dw[f, c, i, j] is one long dot product of that map with the same shifted plane.
 Ties follow the reference: the first maximum of a window in row-major order wins (strict `>`).
 
-The common 2x2, stride-2 pool has its own pair of kernels (_forward_pool2/_backward_pool2, below),
+The common 2x2, stride-2 pool has its own pair of kernels (_forward_split/_backward_split, below),
 on a parity-split version of this layout that also vectorises the pooling; the kernels above serve
-every other pool. The 2x2 kernels take every filter bank, even one as wide as Conv-2's 64x64x3x3:
+every other pool. The split kernels take every filter bank, even one as wide as Conv-2's 64x64x3x3:
 there, forward and backward ran 1.9x faster than im2col + BLAS followed by separate ReLU and pool
-passes. Strides other than 1, and wide filter banks with other pools (fast.conv.uses_gemm), fall back
-to the three separate fast ops.
+passes. Without a pool (conv -> ReLU, as Conv-2's first layer) the same kernels write relu(conv)
+back in NCHW order instead of pooling it. Strides other than 1, and wide filter banks with other
+pools (fast.conv.uses_gemm), fall back to the separate fast ops.
 """
 
 from __future__ import annotations
@@ -316,6 +317,42 @@ def _unpool2(dout, code, n, f, wh, grad, dconv, lead):
 
 
 @serial
+def _relu_unsplit(conv, wh, out, n, f):
+    """out[n, f] = relu of the split conv map (no pooling): conv[y % 2, x % 2, (y // 2)*WH + x // 2]."""
+    oh, ow = out.shape[2], out.shape[3]
+    for y in range(oh):
+        row, start = out[n, f, y], (y >> 1) * wh
+        even_x, odd_x = conv[y & 1, 0, start:], conv[y & 1, 1, start:]
+        for u in range((ow + 1) // 2):
+            v = even_x[u]
+            row[2 * u] = 0.0 if v <= 0.0 else v  # NaN stays NaN (a diverged run must show it)
+        for u in range(ow // 2):
+            v = odd_x[u]
+            row[2 * u + 1] = 0.0 if v <= 0.0 else v
+
+
+@serial_reduction  # the db sum may be reordered (else LLVM keeps the loops scalar)
+def _relu_split(dout, out, n, f, wh, dconv, lead):
+    """dconv[:, :, lead:] = dout[n, f] * (out[n, f] > 0), split by parity as the conv map; returns its
+    sum (db). Multiplying by the mask, as the reference does, keeps NaN * 0 = NaN alike. Entries that
+    no pixel maps to are never written and stay 0."""
+    oh, ow = dout.shape[2], dout.shape[3]
+    total = np.float32(0.0)
+    for y in range(oh):
+        g_row, o_row, start = dout[n, f, y], out[n, f, y], lead + (y >> 1) * wh
+        even_x, odd_x = dconv[y & 1, 0, start:], dconv[y & 1, 1, start:]
+        for u in range((ow + 1) // 2):
+            g = g_row[2 * u] * np.float32(o_row[2 * u] > 0.0)
+            even_x[u] = g
+            total += g
+        for u in range(ow // 2):
+            g = g_row[2 * u + 1] * np.float32(o_row[2 * u + 1] > 0.0)
+            odd_x[u] = g
+            total += g
+    return total
+
+
+@serial
 def _tap_run(planes, c, i, j, r, e, wh):
     """The run of padded pixels that tap (i, j) reads for conv quarter (r, e): padded pixel
     (2yy + r + i, 2u + e + j) of channel c at index q."""
@@ -323,15 +360,26 @@ def _tap_run(planes, c, i, j, r, e, wh):
     return planes[(r + i) & 1, (e + j) & 1, c, start:]
 
 
+@serial
+def _split_sizes(h, width, pad, kh, kw, out_rows, pool):
+    """(WH, span, plane_len) of the split layout: span = conv-map entries computed per quarter (whole
+    rows of WH; with pooling only the pooled rows), plane_len = quarter-plane length, one junk row and
+    KW entries longer than the padded image so that every tap's run stays inside."""
+    wh = (width + 2 * pad + 1) // 2
+    span = (out_rows if pool else (out_rows + 1) // 2) * wh
+    return wh, span, ((h + 2 * pad + 1) // 2 + 1) * wh + kw
+
+
 @reduction_kernel
-def _forward_pool2(x, w, b, pad, nine_taps, tap_count, taps, live, out, code, n_parts):
+def _forward_split(x, w, b, pad, pool, nine_taps, tap_count, taps, live, out, code, n_parts):
+    """pool: out (N, F, PH, PW) = 2x2 max-pool of relu(conv), code (N, F, span) its pooling codes;
+    else out (N, F, OH, OW) = relu(conv) (code unused)."""
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
-    wh = (width + 2 * pad + 1) // 2
-    span = out.shape[2] * wh
+    wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, out.shape[2], pool)
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
-        planes = np.zeros((2, 2, c_in, ((h + 2 * pad + 1) // 2) * wh + kw), dtype=x.dtype)  # + kw: reads stay inside
+        planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         conv = np.empty((2, 2, span), dtype=x.dtype)
         c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
         pooled = np.empty(span, dtype=x.dtype)
@@ -384,24 +432,27 @@ def _forward_pool2(x, w, b, pad, nine_taps, tap_count, taps, live, out, code, n_
                                 src, dst = _tap_run(planes, c, i, j, r, e, wh), conv[r, e]
                                 for q in range(span):
                                     dst[q] += wv * src[q]
-                _pool2(conv, wh, pooled, code[n, f], out, n, f)
+                if pool:
+                    _pool2(conv, wh, pooled, code[n, f], out, n, f)
+                else:
+                    _relu_unsplit(conv, wh, out, n, f)
 
 
 @reduction_kernel
-def _backward_pool2(x, dout, code, w, pad, nine_taps, grad_count, grad_taps, live, dw_part, db_part,
+def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad_taps, live, dw_part, db_part,
                     dx, need_dx):
+    """The gradients of _forward_split: dout and out (its output) are (N, F, PH, PW) with pool, else
+    (N, F, OH, OW)."""
     n_img, c_in, h, width = x.shape
     n_parts, n_filt = db_part.shape
     kh, kw = w.shape[2], w.shape[3]
-    wh = (width + 2 * pad + 1) // 2
-    span = dout.shape[2] * wh
+    wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, dout.shape[2], pool)
     # The conv-map gradient sits at dconv[r, e, lead : lead + span], zeros on both sides, so the input
     # gradient can read it shifted back by up to lead = WH + 1 (see the 9-tap input gradient below).
     lead = wh + 1
     dx_span = span + lead  # quarter-plane entries a 3x3 transposed conv writes
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
-        plane_len = ((h + 2 * pad + 1) // 2) * wh + kw
         planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         dplanes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         dconv = np.zeros((2, 2, lead + span + lead), dtype=x.dtype)
@@ -412,7 +463,10 @@ def _backward_pool2(x, dout, code, w, pad, nine_taps, grad_count, grad_taps, liv
             if need_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
-                db_part[t, f] += _unpool2(dout, code[n, f], n, f, wh, grad, dconv, lead)
+                if pool:
+                    db_part[t, f] += _unpool2(dout, code[n, f], n, f, wh, grad, dconv, lead)
+                else:
+                    db_part[t, f] += _relu_split(dout, out, n, f, wh, dconv, lead)
                 if nine_taps:
                     for c in range(c_in):
                         if not live[f, c]:  # no weight of this channel wants a gradient
@@ -534,8 +588,8 @@ def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: 
     parts = max(1, min(num_threads(), n))
     if pool2:  # the usual pool: the parity-split kernel, which beats matrix products even for wide banks
         code = np.empty((n, f, ph * ((width + 2 * pad + 1) // 2)), dtype=np.int8)
-        _forward_pool2(x, w, b.astype(x.dtype), pad, nine_taps, tap_count, taps, live, out, code, parts)
-        return out, ("pool2", x, w, pad, pool_kernel, pool_stride, out, code)
+        _forward_split(x, w, b.astype(x.dtype), pad, True, nine_taps, tap_count, taps, live, out, code, parts)
+        return out, ("split", x, w, pad, True, out, code)
     arg = np.empty((n, f, ph, pw), dtype=np.int32)
     _forward(x, w, b.astype(x.dtype), pad, pool_kernel, pool_stride, tap_count, taps, out, arg, parts)
     return out, ("fused", x, w, pad, pool_kernel, pool_stride, out, arg)
@@ -552,20 +606,69 @@ def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True, weigh
         d = relu_backward(maxpool2d_backward(dout, pool_cache), relu_cache)
         dx, dw, db = conv2d_backward(d, conv_cache, need_dx)
         return dx, (dw if weight_mask is None else dw * weight_mask), db
+    if cache[0] == "split":
+        return _split_backward(dout, cache, need_dx, weight_mask)
     _, x, w, pad, pool_k, pool_s, out, arg = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
+    dw_part, db_part, dx = _gradient_buffers(x, w, need_dx)
+    _, grad_count, grad_taps, _ = _skip_plan(_wanted(w, weight_mask))
+    _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, dw_part, db_part, dx, need_dx)
+    return (dx if need_dx else None), dw_part.sum(axis=0), db_part.sum(axis=0)
+
+
+def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)  ->  relu(conv(x)): (N, F, OH, OW), cache.
+
+    Stride 1 runs the parity-split kernels without the pool: the conv map of one image and filter
+    is computed in L1 and written once, already through ReLU (no separate pass over the activation).
+    """
+    if stride != 1:
+        conv_out, conv_cache = conv2d_forward(x, w, b, stride, pad)
+        out, relu_cache = relu_forward(conv_out)
+        return out, ("layers", conv_cache, relu_cache)
+    n, _, h, width = x.shape
+    f, _, kh, kw = w.shape
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    out = np.empty((n, f, conv_output_size(h, kh, 1, pad), conv_output_size(width, kw, 1, pad)), dtype=x.dtype)
+    nine_taps, tap_count, taps, live = _skip_plan(w != 0)
+    no_codes = np.empty((1, 1, 1), dtype=np.int8)
+    _forward_split(x, w, b.astype(x.dtype), pad, False, nine_taps, tap_count, taps, live, out, no_codes,
+                   max(1, min(num_threads(), n)))
+    return out, ("split", x, w, pad, False, out, no_codes)
+
+
+def conv_relu_backward(dout: np.ndarray, cache, need_dx: bool = True, weight_mask=None):
+    """dout: (N, F, OH, OW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,); ``weight_mask``
+    as in conv_relu_pool_backward."""
+    if cache[0] == "layers":
+        _, conv_cache, relu_cache = cache
+        dx, dw, db = conv2d_backward(relu_backward(dout, relu_cache), conv_cache, need_dx)
+        return dx, (dw if weight_mask is None else dw * weight_mask), db
+    return _split_backward(dout, cache, need_dx, weight_mask)
+
+
+def _wanted(w: np.ndarray, weight_mask) -> np.ndarray:
+    """(F, C, KH, KW) bool: the weights whose gradient is computed."""
+    return np.ones(w.shape, bool) if weight_mask is None else weight_mask != 0
+
+
+def _gradient_buffers(x: np.ndarray, w: np.ndarray, need_dx: bool):
+    """Per-thread partials of dw and db (summed after the kernel), and dx (a dummy without need_dx)."""
     parts = max(1, min(num_threads(), x.shape[0]))
     dw_part = np.zeros((parts,) + w.shape, dtype=x.dtype)
     db_part = np.zeros((parts, w.shape[0]), dtype=x.dtype)
-    dx = np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)
-    wanted = np.ones(w.shape, bool) if weight_mask is None else weight_mask != 0
+    return dw_part, db_part, np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)
+
+
+def _split_backward(dout: np.ndarray, cache, need_dx: bool, weight_mask):
+    _, x, w, pad, pool, out, code = cache
+    dout = np.ascontiguousarray(dout, dtype=x.dtype)
+    dw_part, db_part, dx = _gradient_buffers(x, w, need_dx)
+    wanted = _wanted(w, weight_mask)
     nine_taps, grad_count, grad_taps, live = _skip_plan(wanted)
-    if cache[0] == "pool2":
-        _backward_pool2(x, dout, arg, w, pad, nine_taps, grad_count, grad_taps, live, dw_part, db_part, dx,
-                        need_dx)
-    else:
-        _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, dw_part, db_part, dx,
-                  need_dx)
+    _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad_taps, live, dw_part, db_part,
+                    dx, need_dx)
     dw = dw_part.sum(axis=0)
     if weight_mask is not None:
         dw *= wanted  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones

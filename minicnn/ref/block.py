@@ -1,7 +1,7 @@
-"""conv -> ReLU -> max-pool as one operation: the composition of the three reference ops.
+"""conv -> ReLU -> max-pool, and conv -> ReLU, as one operation each: compositions of the reference ops.
 
-This exists so the fast backend can run the three layers as one fused kernel (see
-minicnn/fast/block.py) while the tests hold it to exactly this definition.
+These exist so the fast backend can run the layers as one fused kernel (see minicnn/fast/block.py)
+while the tests hold it to exactly these definitions.
 """
 
 from __future__ import annotations
@@ -32,4 +32,19 @@ def conv_relu_pool_backward(dout: np.ndarray, cache, need_dx: bool = True, weigh
     d = maxpool2d_backward(dout, pool_cache)
     d = relu_backward(d, relu_cache)
     dx, dw, db = conv2d_backward(d, conv_cache, need_dx)
+    return dx, (dw if weight_mask is None else dw * weight_mask), db
+
+
+def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)  ->  relu(conv(x)): (N, F, OH, OW), cache."""
+    conv_out, conv_cache = conv2d_forward(x, w, b, stride, pad)
+    out, relu_cache = relu_forward(conv_out)
+    return out, (conv_cache, relu_cache)
+
+
+def conv_relu_backward(dout: np.ndarray, cache, need_dx: bool = True, weight_mask=None):
+    """dout: (N, F, OH, OW)  ->  dx: (N, C, H, W) or None, dw: (F, C, KH, KW), db: (F,); ``weight_mask``
+    as in conv_relu_pool_backward."""
+    conv_cache, relu_cache = cache
+    dx, dw, db = conv2d_backward(relu_backward(dout, relu_cache), conv_cache, need_dx)
     return dx, (dw if weight_mask is None else dw * weight_mask), db
