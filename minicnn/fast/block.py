@@ -71,10 +71,11 @@ def _tap_lists(active: np.ndarray):
     return counts, taps
 
 
-#: The 2x2 kernels' 3x3 filters take all 9 taps of a channel per pass (pruned ones multiply zeros)
+#: The split kernels' 3x3 filters take all 9 taps of a channel per pass (pruned ones multiply zeros)
 #: when at least this fraction of weights is kept, else one pass per kept tap. The crossover was
-#: measured with benchmarks/bench_pruning.py (table 3): the two tie at about 20 % of weights kept.
-NINE_TAP_MIN_DENSITY = 0.2
+#: measured with benchmarks/bench_pruning.py (table 3), paper model: the two tie at about 28 % of
+#: weights kept (tap by tap / 9 taps = 0.92 at 25 %, 1.05 at 31 %, timed interleaved).
+NINE_TAP_MIN_DENSITY = 0.28
 
 
 def _skip_plan(active: np.ndarray):
