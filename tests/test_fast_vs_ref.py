@@ -198,6 +198,18 @@ def test_relu_propagates_nan():
     np.testing.assert_array_equal(out_f, out_r)
 
 
+def test_relu_backward_non_finite_gradient():
+    """A NaN or inf upstream gradient where the input is <= 0: the reference multiplies by the mask
+    (NaN * 0 = NaN), and so must the fast twin."""
+    x = np.array([-1.0, 0.0, 2.0, -3.0, 1.0], np.float32)
+    g = np.array([np.nan, np.inf, np.nan, -np.inf, 1.0], np.float32)
+    (_, cache_r), (_, cache_f) = ref.relu_forward(x), fast.relu_forward(x)
+    with np.errstate(invalid="ignore"):
+        want = ref.relu_backward(g, cache_r)
+    assert np.isnan(want[:2]).all() and np.isnan(want[3])
+    np.testing.assert_array_equal(fast.relu_backward(g, cache_f), want)
+
+
 # ------------------------------------------------------------------------------------- max pooling
 POOL_GRID = [
     # (N, C, H, W, K, stride)
