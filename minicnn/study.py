@@ -299,6 +299,18 @@ def collect_rows(grid) -> list[dict]:
     return rows
 
 
+def submission_order(grid):
+    """The grid with its methods interleaved (unstructured, structured, unstructured, ...). The first
+    configurations to finish are then a fair sample for the estimate of the time left: unstructured
+    steps take about 1.7x as long as compacted structured ones, and the grid lists them first."""
+    import itertools
+
+    by_method: dict[str, list] = {}
+    for item in grid:
+        by_method.setdefault(item[0]["method"], []).append(item)
+    return [item for group in itertools.zip_longest(*by_method.values()) for item in group if item is not None]
+
+
 def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: str = "fast", force: bool = False,
               echo=print) -> list[dict]:
     """Run (or resume) a whole grid: one baseline per seed, then every configuration in ``jobs`` worker
@@ -337,7 +349,8 @@ def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: s
             echo(f"baseline seed {seed}: test acc {acc:.2%}")
 
         t0 = time.perf_counter()
-        futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend)) for cfg, run_dir in grid]
+        futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend))
+                   for cfg, run_dir in submission_order(grid)]
         finished, worked = 0, 0  # worked: configurations that ran steps now (not finished earlier)
         with click_progress(len(grid), "configurations") as advance:
             for fut in as_completed(futures):

@@ -294,3 +294,21 @@ def test_sweep_adds_seeds_and_refuses_other_changes(tmp_path, make_synthetic_cac
     assert (out / "runs" / "oneshot-unstructured-lr0.01-seed0" / "results.csv").read_bytes() == first
     refused = runner.invoke(cli, base + ["--seeds", "0,1", "--lrs", "0.02"])  # the later --lrs wins
     assert refused.exit_code != 0 and "other settings" in refused.output and "Traceback" not in refused.output
+
+
+def test_sweep_submits_methods_interleaved(tmp_path):
+    """Every configuration is submitted once, alternating methods, so that the first ones to finish are
+    a fair sample for the time-left estimate."""
+    from pathlib import Path
+
+    from minicnn.study import submission_order, sweep_configs
+
+    sweep = {"seeds": [0, 1], "schedules": ["oneshot", "iterative"], "methods": ["unstructured", "structured"],
+             "lrs": [0.8, 0.01, 0.0001], "amounts": [0.0, 0.5], "epochs": 1, "scope": "layer", "batch_size": 8,
+             "momentum": 0.0, "weight_decay": 0.0, "normalize": "center", "train_limit": None, "test_limit": None,
+             "arch": "paper"}
+    grid = sweep_configs(sweep, Path(tmp_path))
+    order = submission_order(grid)
+    assert sorted(str(d) for _, d in order) == sorted(str(d) for _, d in grid)
+    assert [cfg["method"] for cfg, _ in order] == ["unstructured", "structured"] * (len(grid) // 2)
+    assert [cfg["method"] for cfg, _ in grid[:2]] == ["unstructured", "unstructured"]  # the grid's own order
