@@ -39,7 +39,7 @@ def minicnn_runner(arch, x, y, lr):
 
     def infer(batches):
         for xb, _ in batches:
-            model.forward(xb)
+            model.forward(xb, for_backward=False)  # as torch.inference_mode below
 
     return train, infer
 

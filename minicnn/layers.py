@@ -82,19 +82,23 @@ class Conv2d(Layer):
         self._cache = (None, cache)
         return out
 
-    def forward_block(self, x, ops, pool: "MaxPool2d | None"):
-        """This conv, a ReLU and ``pool`` (or no pool: None) in one fused op (see minicnn/ref/block.py)."""
+    def forward_block(self, x, ops, pool: "MaxPool2d | None", for_backward: bool = True):
+        """This conv, a ReLU and ``pool`` (or no pool: None) in one fused op (see minicnn/ref/block.py).
+        for_backward=False: inference, no backward follows (the fast kernels then skip its caches)."""
         w, b = self.params["weight"], self.params["bias"]
         if pool is None:
             out, cache = ops.conv_relu_forward(x, w, b, self.stride, self.padding)
         else:
             out, cache = ops.conv_relu_pool_forward(x, w, b, self.stride, self.padding, pool.kernel_size,
-                                                    pool.stride)
-        self._cache = ("relu" if pool is None else "relu_pool", cache)
+                                                    pool.stride, for_backward)
+        self._cache = ("relu" if pool is None else "relu_pool", cache) if for_backward else None
         return out
 
     def backward(self, dout, ops, need_dx=True):
         """dout is the gradient of this layer's output, or of the block's output after forward_block."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward without a forward pass for backward "
+                               "(the last forward ran with for_backward=False)")
         fused, cache = self._cache
         # the fused kernels skip the gradient of pruned weights (SGD would mask it anyway)
         if fused == "relu_pool":

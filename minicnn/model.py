@@ -68,15 +68,16 @@ class Sequential:
                 i += 1
         return steps
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """x: (N, C, H, W) float  ->  logits (N, classes)."""
+    def forward(self, x: np.ndarray, for_backward: bool = True) -> np.ndarray:
+        """x: (N, C, H, W) float  ->  logits (N, classes). for_backward=False: inference, no backward
+        follows (as torch.inference_mode: the fused kernels skip what only backward needs)."""
         for first, last in self._steps():
             layer = self.layers[first]
             if first == last:
                 x = layer.forward(x, self.ops)
             else:  # a fused conv -> relu [-> pool] step
                 pool = self.layers[last] if isinstance(self.layers[last], MaxPool2d) else None
-                x = layer.forward_block(x, self.ops, pool)
+                x = layer.forward_block(x, self.ops, pool, for_backward)
         return x
 
     def backward(self, dlogits: np.ndarray) -> None:

@@ -52,7 +52,7 @@ def train_step(model: Sequential, optimizer: Optimizer, x: np.ndarray, y: np.nda
 
 def predict(model: Sequential, x: np.ndarray) -> np.ndarray:
     """x: (N, C, H, W) float32 -> logits (N, classes)."""
-    return model.forward(x)
+    return model.forward(x, for_backward=False)
 
 
 def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, normalize, batch_size: int = 1024) -> dict:
@@ -63,7 +63,7 @@ def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, normaliz
     for lo in range(0, n, batch_size):
         x = normalize(images[lo : lo + batch_size])
         y = labels[lo : lo + batch_size]
-        logits = model.forward(x)
+        logits = model.forward(x, for_backward=False)
         loss, _ = model.ops.softmax_cross_entropy(logits, y)
         loss_sum += loss * len(y)
         correct += int((logits.argmax(axis=1) == y).sum())

@@ -877,3 +877,26 @@ def test_model_steps_fuse_conv_relu_with_or_without_pool(rng):
     for fast_layer, ref_layer in zip(models[0].param_layers(), models[1].param_layers()):
         for name in ref_layer.grads:
             assert_close(fast_layer.grads[name], ref_layer.grads[name], f"{ref_layer.name}.{name}")
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_inference_forward_equals_training_forward(nan, rng):
+    """for_backward=False (inference) skips the pooling codes: the same output, no cache, and a model
+    refuses a backward after such a forward."""
+    from minicnn.model import build_model
+
+    x, wt = f32(rng.standard_normal((3, 3, 12, 12))), f32(rng.standard_normal((4, 3, 3, 3)))
+    b = f32(rng.standard_normal(4))
+    if nan:
+        x[1, 0, 5, 5] = np.nan
+    out, cache = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    out_inf, cache_inf = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2, for_backward=False)
+    assert cache is not None and cache_inf is None
+    np.testing.assert_array_equal(out_inf, out)
+    assert np.isnan(out).any() == nan
+    model = build_model("conv6,relu,conv8,relu,pool2,flatten,linear10", np.random.default_rng(0),
+                        input_shape=(3, 12, 12))
+    np.testing.assert_array_equal(model.forward(x, for_backward=False), model.forward(x))
+    model.forward(x, for_backward=False)
+    with pytest.raises(RuntimeError, match="for_backward=False"):
+        model.backward(f32(rng.standard_normal((3, 10))))

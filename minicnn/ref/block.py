@@ -14,8 +14,12 @@ from minicnn.ref.pool import maxpool2d_backward, maxpool2d_forward
 
 
 def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int,
-                           pool_kernel: int, pool_stride: int):
-    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)  ->  maxpool(relu(conv(x))): (N, F, PH, PW), cache."""
+                           pool_kernel: int, pool_stride: int, for_backward: bool = True):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,)  ->  maxpool(relu(conv(x))): (N, F, PH, PW), cache.
+
+    for_backward=False promises that no backward follows (inference): the fast twin then skips what
+    only backward needs, and its cache must not be passed to conv_relu_pool_backward. Here it changes
+    nothing."""
     conv_out, conv_cache = conv2d_forward(x, w, b, stride, pad)
     relu_out, relu_cache = relu_forward(conv_out)
     out, pool_cache = maxpool2d_forward(relu_out, pool_kernel, pool_stride)
