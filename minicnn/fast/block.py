@@ -208,6 +208,16 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, 
 
 
 @serial
+def _row_runs(planes, c, row, pad, wh):
+    """The two quarter-plane runs that padded row ``row`` of channel c is split into: (pixels x_ of
+    even index, pixels x_ of odd index). Pixel x_ lands in padded column x_ + pad, i.e. quarter column
+    parity (x_ + pad) & 1 at index (x_ + pad) >> 1."""
+    start = (row >> 1) * wh
+    return (planes[row & 1, pad & 1, c, start + (pad >> 1) :],
+            planes[row & 1, (pad + 1) & 1, c, start + ((pad + 1) >> 1) :])
+
+
+@serial
 def _fill_quarters(x, n, pad, wh, planes):
     """planes[R % 2, C % 2, c, (R // 2)*WH + C // 2] = padded image n at (R, C); the border stays 0.
     Row by row: the even and the odd pixels of an image row are two contiguous runs of one quarter-plane
@@ -216,11 +226,8 @@ def _fill_quarters(x, n, pad, wh, planes):
     c_in, h, width = x.shape[1], x.shape[2], x.shape[3]
     for c in range(c_in):
         for y in range(h):
-            row, src = y + pad, x[n, c, y]
-            start = (row >> 1) * wh
-            # pixel x_ lands in column x_ + pad: quarter column parity (x_ + pad) & 1, index (x_ + pad) >> 1
-            even_x = planes[row & 1, pad & 1, c, start + (pad >> 1) :]
-            odd_x = planes[row & 1, (pad + 1) & 1, c, start + ((pad + 1) >> 1) :]
+            src = x[n, c, y]
+            even_x, odd_x = _row_runs(planes, c, y + pad, pad, wh)
             for u in range((width + 1) // 2):
                 even_x[u] = src[2 * u]
             for u in range(width // 2):
@@ -233,10 +240,8 @@ def _unfill_quarters(planes, n, pad, wh, dx):
     c_in, h, width = dx.shape[1], dx.shape[2], dx.shape[3]
     for c in range(c_in):
         for y in range(h):
-            row, dst = y + pad, dx[n, c, y]
-            start = (row >> 1) * wh
-            even_x = planes[row & 1, pad & 1, c, start + (pad >> 1) :]
-            odd_x = planes[row & 1, (pad + 1) & 1, c, start + ((pad + 1) >> 1) :]
+            dst = dx[n, c, y]
+            even_x, odd_x = _row_runs(planes, c, y + pad, pad, wh)
             for u in range((width + 1) // 2):
                 dst[2 * u] = even_x[u]
             for u in range(width // 2):
@@ -616,7 +621,7 @@ def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: 
     nine_taps, tap_count, taps, live = _skip_plan(w != 0)
     parts = max(1, min(num_threads(), n))
     if pool2:  # the usual pool: the parity-split kernel, which beats matrix products even for wide banks
-        span = ph * ((width + 2 * pad + 1) // 2)
+        _, span, _ = _split_sizes(h, width, pad, kh, kw, ph, True)
         code = np.empty((n, f, span) if for_backward else (1, 1, 1), dtype=np.int8)
         _forward_split(x, w, b.astype(x.dtype), pad, True, for_backward, nine_taps, tap_count, taps, live, out,
                        code, parts)
