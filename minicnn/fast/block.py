@@ -251,6 +251,13 @@ def _unfill_quarters(planes, n, pad, wh, dx):
 @serial
 def _pool2(conv, wh, pooled, code, out, n, f):
     """out[n, f] = relu(max of each 2x2 window); code[q] = the window's pooling code (see above)."""
+    _pool2_codes(conv, pooled, code)
+    _copy_rows(pooled, wh, out, n, f)
+
+
+@serial
+def _pool2_codes(conv, pooled, code):
+    """pooled[q] = relu(max of the 2x2 window q of the split conv map), code[q] = its pooling code."""
     c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
     nans = np.int32(0)
     for q in range(pooled.size):  # one vector loop over all windows
@@ -276,7 +283,6 @@ def _pool2(conv, wh, pooled, code, out, n, f):
             if c00[q] != c00[q] or c01[q] != c01[q] or c10[q] != c10[q] or c11[q] != c11[q]:
                 pooled[q] = np.nan
                 code[q] = 4
-    _copy_rows(pooled, wh, out, n, f)
 
 
 @serial
@@ -307,16 +313,23 @@ def _copy_rows(pooled, wh, out, n, f):
             row[u] = src[u]
 
 
-@serial_reduction  # the db sum may be reordered: without that, LLVM keeps the whole loop scalar
+@serial
 def _unpool2(dout, code, n, f, wh, grad, dconv, lead):
     """dconv[:, :, lead : lead + PH*WH] = gradient of the split conv map from dout[n, f]; returns its
-    sum (db). grad (PH*WH,) is scratch whose junk columns are 0. ReLU passes the gradient only where
-    the pooled value is > 0, which code 4 marks."""
+    sum (db). grad (PH*WH,) is scratch whose junk columns are 0."""
     ph, pw = dout.shape[2], dout.shape[3]
     for py in range(ph):
         row, dst = dout[n, f, py], grad[py * wh :]
         for u in range(pw):
             dst[u] = row[u]
+    return _unpool2_codes(code, grad, dconv, lead)
+
+
+@serial_reduction  # the db sum may be reordered: without that, LLVM keeps the whole loop scalar
+def _unpool2_codes(code, grad, dconv, lead):
+    """dconv[:, :, lead : lead + span] = gradient of the split conv map, given grad (span,), the
+    gradient of the pooled map in the same split rows (junk columns 0), and the pooling codes; returns
+    its sum (db). ReLU passes the gradient only where the pooled value is > 0, which code 4 marks."""
     d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
     total = np.float32(0.0)
     bad = np.int32(0)
@@ -400,6 +413,127 @@ def _split_sizes(h, width, pad, kh, kw, out_rows, pool):
     return wh, span, ((h + 2 * pad + 1) // 2 + 1) * wh + kw
 
 
+@serial_reduction  # as the kernels that call it (reassociation lets LLVM schedule the 9-term sums)
+def _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv):
+    """conv[r, e, q] = b[f] + the conv of filter f at output (2yy + r, 2u + e), q = yy*WH + u, from the
+    quarter planes of one image (planes (2, 2, C, plane_len), conv (2, 2, span)); see _skip_plan for
+    nine_taps, tap_count, taps and live."""
+    kh, kw = w.shape[2], w.shape[3]
+    span = conv.shape[2]
+    c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
+    c_in = planes.shape[2]
+    for q in range(span):
+        c00[q] = c01[q] = c10[q] = c11[q] = b[f]
+    if nine_taps:
+        for c in range(c_in):
+            if not live[f, c]:  # all 9 weights of this channel are 0
+                continue
+            # v[R][C][q] = padded pixel (2yy + R, 2u + C): the 16 runs a 3x3 window at the
+            # four conv positions (2yy + r, 2u + e) of q reads. Each slice starts at index 0 on
+            # purpose: with an index like `q + WH` Numba must allow for a negative (wrap-
+            # around) index, and LLVM then gathers element by element instead of loading vectors.
+            # (Written out in both helpers: returned from a helper of their own, they ran 1.5x slower.)
+            v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
+            v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
+            v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
+            v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
+            v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
+            v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
+            w00, w01, w02 = w[f, c, 0, 0], w[f, c, 0, 1], w[f, c, 0, 2]
+            w10, w11, w12 = w[f, c, 1, 0], w[f, c, 1, 1], w[f, c, 1, 2]
+            w20, w21, w22 = w[f, c, 2, 0], w[f, c, 2, 1], w[f, c, 2, 2]
+            # all 9 taps of the channel for the four conv positions of each window in one
+            # pass: 16 loads feed 36 multiply-adds. A tap at a time is bound by the loads and
+            # stores of the conv map instead (measured 1.6x slower).
+            for q in range(span):
+                p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
+                p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
+                p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
+                p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
+                c00[q] += (w00 * p00 + w01 * p01 + w02 * p02 + w10 * p10 + w11 * p11 + w12 * p12
+                           + w20 * p20 + w21 * p21 + w22 * p22)
+                c01[q] += (w00 * p01 + w01 * p02 + w02 * p03 + w10 * p11 + w11 * p12 + w12 * p13
+                           + w20 * p21 + w21 * p22 + w22 * p23)
+                c10[q] += (w00 * p10 + w01 * p11 + w02 * p12 + w10 * p20 + w11 * p21 + w12 * p22
+                           + w20 * p30 + w21 * p31 + w22 * p32)
+                c11[q] += (w00 * p11 + w01 * p12 + w02 * p13 + w10 * p21 + w11 * p22 + w12 * p23
+                           + w20 * p31 + w21 * p32 + w22 * p33)
+    else:  # any kernel size, one contiguous multiply-add per nonzero tap and conv quarter
+        for q_ in range(tap_count[f]):
+            k = taps[f, q_]
+            c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
+            wv = w[f, c, i, j]
+            for r in range(2):
+                for e in range(2):
+                    src, dst = _tap_run(planes, c, i, j, r, e, wh), conv[r, e]
+                    for q in range(span):
+                        dst[q] += wv * src[q]
+
+
+@serial_reduction  # the 9 sums over q may be reordered (vector lanes)
+def _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh, dw_f):
+    """dw_f (C, KH, KW) += the weight gradient of filter f from one image: its quarter planes and the
+    gradient of its split conv map, dconv[r, e, lead : lead + span]."""
+    kh, kw = dw_f.shape[1], dw_f.shape[2]
+    span = dconv.shape[2] - 2 * lead
+    c_in = planes.shape[2]
+    d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
+    if nine_taps:
+        for c in range(c_in):
+            if not live[f, c]:  # no weight of this channel wants a gradient
+                continue
+            # v[R][C][q] = padded pixel (2yy + R, 2u + C): the 16 runs a 3x3 window at the
+            # four conv positions (2yy + r, 2u + e) of q reads. Each slice starts at index 0 on
+            # purpose: with an index like `q + WH` Numba must allow for a negative (wrap-
+            # around) index, and LLVM then gathers element by element instead of loading vectors.
+            # (Written out in both helpers: returned from a helper of their own, they ran 1.5x slower.)
+            v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
+            v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
+            v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
+            v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
+            v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
+            v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
+            g00 = g01 = g02 = g10 = g11 = g12 = g20 = g21 = g22 = np.float32(0.0)
+            # dw[i, j] = sum over the four conv quarters (r, e) of dconv * v[r + i][e + j]:
+            # the 9 gradients of a channel in one pass, 9 vector accumulators
+            for q in range(span):
+                e00, e01, e10, e11 = d00[q], d01[q], d10[q], d11[q]
+                p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
+                p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
+                p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
+                p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
+                g00 += e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11
+                g01 += e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12
+                g02 += e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13
+                g10 += e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21
+                g11 += e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22
+                g12 += e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23
+                g20 += e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31
+                g21 += e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32
+                g22 += e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33
+            dw = dw_f[c]
+            dw[0, 0] += g00
+            dw[0, 1] += g01
+            dw[0, 2] += g02
+            dw[1, 0] += g10
+            dw[1, 1] += g11
+            dw[1, 2] += g12
+            dw[2, 0] += g20
+            dw[2, 1] += g21
+            dw[2, 2] += g22
+    else:
+        for q_ in range(grad_count[f]):  # taps whose gradient is wanted (masked ones are not)
+            k = grad_taps[f, q_]
+            c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
+            acc = np.float32(0.0)
+            for r in range(2):
+                for e in range(2):
+                    src, d = _tap_run(planes, c, i, j, r, e, wh), dconv[r, e, lead:]
+                    for q in range(span):
+                        acc += d[q] * src[q]
+            dw_f[c, i, j] += acc
+
+
 @reduction_kernel
 def _forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, live, out, code, n_parts):
     """pool: out (N, F, PH, PW) = 2x2 max-pool of relu(conv), and with keep_codes code (N, F, span) its
@@ -412,57 +546,11 @@ def _forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, l
     for t in prange(n_parts):
         planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         conv = np.empty((2, 2, span), dtype=x.dtype)
-        c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
         pooled = np.empty(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             _fill_quarters(x, n, pad, wh, planes)
             for f in range(n_filt):
-                for q in range(span):
-                    c00[q] = c01[q] = c10[q] = c11[q] = b[f]
-                if nine_taps:
-                    for c in range(c_in):
-                        if not live[f, c]:  # all 9 weights of this channel are 0
-                            continue
-                        # v[R][C][q] = padded pixel (2yy + R, 2u + C): the 16 runs a 3x3 window at the
-                        # four conv positions (2yy + r, 2u + e) of q reads. Each slice starts at index 0 on
-                        # purpose: with an index like `q + WH` Numba must allow for a negative (wrap-
-                        # around) index, and LLVM then gathers element by element instead of loading vectors.
-                        # (Written out in both kernels: returned from a helper, they ran 1.5x slower.)
-                        v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
-                        v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
-                        v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
-                        v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
-                        v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
-                        v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
-                        w00, w01, w02 = w[f, c, 0, 0], w[f, c, 0, 1], w[f, c, 0, 2]
-                        w10, w11, w12 = w[f, c, 1, 0], w[f, c, 1, 1], w[f, c, 1, 2]
-                        w20, w21, w22 = w[f, c, 2, 0], w[f, c, 2, 1], w[f, c, 2, 2]
-                        # all 9 taps of the channel for the four conv positions of each window in one
-                        # pass: 16 loads feed 36 multiply-adds. A tap at a time is bound by the loads and
-                        # stores of the conv map instead (measured 1.6x slower).
-                        for q in range(span):
-                            p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
-                            p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
-                            p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
-                            p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
-                            c00[q] += (w00 * p00 + w01 * p01 + w02 * p02 + w10 * p10 + w11 * p11 + w12 * p12
-                                       + w20 * p20 + w21 * p21 + w22 * p22)
-                            c01[q] += (w00 * p01 + w01 * p02 + w02 * p03 + w10 * p11 + w11 * p12 + w12 * p13
-                                       + w20 * p21 + w21 * p22 + w22 * p23)
-                            c10[q] += (w00 * p10 + w01 * p11 + w02 * p12 + w10 * p20 + w11 * p21 + w12 * p22
-                                       + w20 * p30 + w21 * p31 + w22 * p32)
-                            c11[q] += (w00 * p11 + w01 * p12 + w02 * p13 + w10 * p21 + w11 * p22 + w12 * p23
-                                       + w20 * p31 + w21 * p32 + w22 * p33)
-                else:  # any kernel size, one contiguous multiply-add per nonzero tap and conv quarter
-                    for q_ in range(tap_count[f]):
-                        k = taps[f, q_]
-                        c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
-                        wv = w[f, c, i, j]
-                        for r in range(2):
-                            for e in range(2):
-                                src, dst = _tap_run(planes, c, i, j, r, e, wh), conv[r, e]
-                                for q in range(span):
-                                    dst[q] += wv * src[q]
+                _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
                 if pool and keep_codes:
                     _pool2(conv, wh, pooled, code[n, f], out, n, f)
                 elif pool:  # inference: no codes wanted
@@ -489,7 +577,6 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
         planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         dplanes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         dconv = np.zeros((2, 2, lead + span + lead), dtype=x.dtype)
-        d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
         grad = np.zeros(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             _fill_quarters(x, n, pad, wh, planes)
@@ -500,60 +587,8 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
                     db_part[t, f] += _unpool2(dout, code[n, f], n, f, wh, grad, dconv, lead)
                 else:
                     db_part[t, f] += _relu_split(dout, out, n, f, wh, dconv, lead)
-                if nine_taps:
-                    for c in range(c_in):
-                        if not live[f, c]:  # no weight of this channel wants a gradient
-                            continue
-                        # v[R][C][q] = padded pixel (2yy + R, 2u + C): the 16 runs a 3x3 window at the
-                        # four conv positions (2yy + r, 2u + e) of q reads. Each slice starts at index 0 on
-                        # purpose: with an index like `q + WH` Numba must allow for a negative (wrap-
-                        # around) index, and LLVM then gathers element by element instead of loading vectors.
-                        # (Written out in both kernels: returned from a helper, they ran 1.5x slower.)
-                        v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
-                        v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
-                        v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
-                        v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
-                        v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
-                        v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
-                        g00 = g01 = g02 = g10 = g11 = g12 = g20 = g21 = g22 = np.float32(0.0)
-                        # dw[i, j] = sum over the four conv quarters (r, e) of dconv * v[r + i][e + j]:
-                        # the 9 gradients of a channel in one pass, 9 vector accumulators
-                        for q in range(span):
-                            e00, e01, e10, e11 = d00[q], d01[q], d10[q], d11[q]
-                            p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
-                            p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
-                            p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
-                            p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
-                            g00 += e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11
-                            g01 += e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12
-                            g02 += e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13
-                            g10 += e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21
-                            g11 += e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22
-                            g12 += e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23
-                            g20 += e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31
-                            g21 += e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32
-                            g22 += e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33
-                        dw = dw_part[t, f, c]
-                        dw[0, 0] += g00
-                        dw[0, 1] += g01
-                        dw[0, 2] += g02
-                        dw[1, 0] += g10
-                        dw[1, 1] += g11
-                        dw[1, 2] += g12
-                        dw[2, 0] += g20
-                        dw[2, 1] += g21
-                        dw[2, 2] += g22
-                else:
-                    for q_ in range(grad_count[f]):  # taps whose gradient is wanted (masked ones are not)
-                        k = grad_taps[f, q_]
-                        c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
-                        acc = np.float32(0.0)
-                        for r in range(2):
-                            for e in range(2):
-                                src, d = _tap_run(planes, c, i, j, r, e, wh), dconv[r, e, lead:]
-                                for q in range(span):
-                                    acc += d[q] * src[q]
-                        dw_part[t, f, c, i, j] += acc
+                _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
+                                      dw_part[t, f])
                 if need_dx and nine_taps:
                     for c in range(c_in):
                         w00, w01, w02 = w[f, c, 0, 0], w[f, c, 0, 1], w[f, c, 0, 2]

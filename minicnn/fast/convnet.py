@@ -1,0 +1,139 @@
+"""A whole one-conv network and its loss in one pass per image: same contract as minicnn.ref.convnet.
+
+Why: run layer by layer, the paper's model writes the pooled maps (8 KB per image) and their pooling
+codes, reads them back for the linear layer, writes the gradient of the pooled maps, reads it back
+with the codes, and fills each image's quarter planes twice. Its linear layer is small (K = 10
+outputs), so one thread can carry an image all the way through instead: conv -> ReLU -> pool (the
+split kernels of minicnn/fast/block.py), logits, softmax cross-entropy, the gradient of the logits,
+the linear layer's gradients, the gradient of the pooled maps, un-pooling and the conv's weight
+gradient, while the image's planes, maps and codes stay in the L1/L2 cache of its core. Nothing of
+the image is written to memory but its K logits.
+
+Layout: the pooled maps stay in the split kernels' rows of WH entries (PW real, the rest junk, set
+to 0 here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F, span)
+with zeros in the junk columns: one flat dot product per class, no unsplitting per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from minicnn.fast._jit import num_threads, reduction_kernel
+from minicnn.fast.block import (_conv_quarters, _fill_quarters, _pool2_codes, _skip_plan, _split_sizes,
+                                _unpool2_codes, _wanted, _weight_grad_quarters)
+from minicnn.ref.im2col import conv_output_size
+
+
+@reduction_kernel
+def _loss_and_gradients(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
+                        grad_live, fc_split, fc_b, labels, logits, loss_part, dw_part, db_part, dfc_part, dfcb_part):
+    """Per thread t, over its slice of the batch: loss_part[t] (sum of the images' losses), the partial
+    gradients dw_part[t] (F, C, KH, KW), db_part[t] (F,), dfc_part[t] (K, F, span) in split rows and
+    dfcb_part[t] (K,); logits (N, K) in full. fc_split: (K, F, span), the linear weight in split rows."""
+    n_img, c_in, h, width = x.shape
+    n_filt, _, kh, kw = w.shape
+    n_class = fc_b.shape[0]
+    n_parts = db_part.shape[0]
+    ph, pw = (h + 2 * pad - kh + 1) // 2, (width + 2 * pad - kw + 1) // 2
+    wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
+    lead = wh + 1  # zero margins of the conv-map gradient (see _backward_split)
+    inv_n = 1.0 / n_img  # the loss is the batch mean
+    per_part = (n_img + n_parts - 1) // n_parts
+    for t in prange(n_parts):
+        planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
+        conv = np.empty((2, 2, span), dtype=x.dtype)
+        pooled = np.empty((n_filt, span), dtype=x.dtype)
+        code = np.empty((n_filt, span), dtype=np.int8)
+        dpooled = np.empty((n_filt, span), dtype=x.dtype)
+        dconv = np.zeros((2, 2, lead + span + lead), dtype=x.dtype)
+        z = np.empty(n_class, dtype=np.float64)
+        dz = np.empty(n_class, dtype=x.dtype)
+        for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
+            # forward: conv -> ReLU -> pool, filter by filter, into pooled (junk columns 0)
+            _fill_quarters(x, n, pad, wh, planes)
+            for f in range(n_filt):
+                _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
+                _pool2_codes(conv, pooled[f], code[f])
+                for py in range(ph):
+                    for u in range(pw, wh):
+                        pooled[f, py * wh + u] = 0.0
+            # logits and softmax cross-entropy: loss = logsumexp(z) - z[label], dz = (softmax(z) - onehot) / N
+            for k in range(n_class):
+                acc = fc_b[k]
+                for f in range(n_filt):
+                    wk, pf = fc_split[k, f], pooled[f]
+                    for q in range(span):
+                        acc += wk[q] * pf[q]
+                z[k] = acc
+                logits[n, k] = acc
+            top = z.max()  # NaN-propagating, as the reference: a diverged step shows NaN everywhere
+            total = 0.0
+            for k in range(n_class):
+                total += math.exp(z[k] - top)
+            log_total = math.log(total)
+            label = labels[n]
+            loss_part[t] += log_total + top - z[label]
+            for k in range(n_class):
+                dz[k] = (math.exp(z[k] - top - log_total) - (1.0 if k == label else 0.0)) * inv_n
+            # linear layer: its gradients, and the gradient of the pooled maps (junk columns stay 0)
+            dpooled[:, :] = 0.0
+            for k in range(n_class):
+                g = dz[k]
+                dfcb_part[t, k] += g
+                for f in range(n_filt):
+                    wk, pf, dwk, dpf = fc_split[k, f], pooled[f], dfc_part[t, k, f], dpooled[f]
+                    for q in range(span):
+                        dwk[q] += g * pf[q]
+                        dpf[q] += g * wk[q]
+            # backward through pool, ReLU and conv: un-pool with the codes, then the weight gradient
+            for f in range(n_filt):
+                db_part[t, f] += _unpool2_codes(code[f], dpooled[f], dconv, lead)
+                _weight_grad_quarters(planes, dconv, lead, f, grad_nine_taps, grad_count, grad_taps, grad_live, wh,
+                                      dw_part[t, f])
+
+
+def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
+                               fc_b: np.ndarray, labels: np.ndarray, weight_mask=None, fc_mask=None):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,)
+    -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.ref.convnet for the contract."""
+    x = np.ascontiguousarray(x)
+    n, _, h, width = x.shape
+    n_filt, _, kh, kw = w.shape
+    n_class = fc_b.shape[0]
+    ph, pw = conv_output_size(h, kh, 1, pad) // 2, conv_output_size(width, kw, 1, pad) // 2
+    if fc_w.shape != (n_class, n_filt * ph * pw):
+        raise ValueError(f"fc_w has shape {fc_w.shape}; the pooled maps need ({n_class}, {n_filt * ph * pw})")
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= n_class)):
+        raise ValueError(f"labels must be {n} integers in [0, {n_class})")
+    dtype = x.dtype
+    w = np.ascontiguousarray(w, dtype=dtype)
+    wh, span, _ = _split_sizes(h, width, pad, kh, kw, ph, True)
+    fc_split = np.zeros((n_class, n_filt, ph, wh), dtype=dtype)
+    fc_split[..., :pw] = fc_w.reshape(n_class, n_filt, ph, pw)
+    fc_split = fc_split.reshape(n_class, n_filt, span)
+
+    nine_taps, tap_count, taps, live = _skip_plan(w != 0)
+    wanted = _wanted(w, weight_mask)
+    grad_nine_taps, grad_count, grad_taps, grad_live = _skip_plan(wanted)
+    parts = max(1, min(num_threads(), n))
+    logits = np.empty((n, n_class), dtype=dtype)
+    loss_part = np.zeros(parts)
+    dw_part = np.zeros((parts,) + w.shape, dtype=dtype)
+    db_part = np.zeros((parts, n_filt), dtype=dtype)
+    dfc_part = np.zeros((parts, n_class, n_filt, span), dtype=dtype)
+    dfcb_part = np.zeros((parts, n_class), dtype=dtype)
+    _loss_and_gradients(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count,
+                        grad_taps, grad_live, fc_split, fc_b.astype(dtype), labels, logits, loss_part, dw_part,
+                        db_part, dfc_part, dfcb_part)
+
+    dw = dw_part.sum(axis=0)
+    if weight_mask is not None:
+        dw *= wanted  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
+    dfc_w = dfc_part.sum(axis=0).reshape(n_class, n_filt, ph, wh)[..., :pw].reshape(n_class, n_filt * ph * pw)
+    if fc_mask is not None:
+        dfc_w = dfc_w * fc_mask
+    return float(loss_part.sum() / max(n, 1)), logits, dw, db_part.sum(axis=0), dfc_w, dfcb_part.sum(axis=0)
