@@ -17,6 +17,7 @@ OPS = {
     "sgd": ("sgd_step",),
     "im2col": ("im2col", "col2im"),
     "block": ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_forward", "conv_relu_backward"),
+    "convnet": ("conv_relu_pool_linear_loss", "conv_relu_pool_linear_forward"),
 }
 _loaded: dict[str, SimpleNamespace] = {}
 

@@ -52,6 +52,7 @@ class Sequential:
     def set_backend(self, name: str):
         self.backend = name
         self.ops = get_backend(name)
+        self._backward_ready = False
 
     def _steps(self) -> list[tuple[int, int]]:
         """(first, last) layer indices of each execution step: a conv -> relu -> pool run is one fused
@@ -68,9 +69,46 @@ class Sequential:
                 i += 1
         return steps
 
+    def _one_conv_net(self):
+        """(conv, linear) if the model is conv (stride 1) -> ReLU -> 2x2 max-pool (stride 2) -> flatten ->
+        linear, as the paper's: the ops.conv_relu_pool_linear_* run it whole, image by image. Else None."""
+        kinds = [type(layer) for layer in self.layers]
+        if kinds != [Conv2d, ReLU, MaxPool2d, Flatten, Linear]:
+            return None
+        conv, pool = self.layers[0], self.layers[2]
+        if conv.stride != 1 or pool.kernel_size != 2 or pool.stride != 2:
+            return None
+        return conv, self.layers[4]
+
+    def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        """One training pass: x (N, C, H, W) float, labels (N,) -> (mean softmax cross-entropy, logits
+        (N, classes)), and every layer's ``grads`` filled. A one-conv network (see _one_conv_net) runs
+        as one op, forward and backward together; any other model layer by layer."""
+        net = self._one_conv_net()
+        if net is None:
+            logits = self.forward(x)
+            loss, dlogits = self.ops.softmax_cross_entropy(logits, labels)
+            self.backward(dlogits)
+            return loss, logits
+        conv, fc = net
+        loss, logits, dw, db, dfc_w, dfc_b = self.ops.conv_relu_pool_linear_loss(
+            x, conv.params["weight"], conv.params["bias"], conv.padding, fc.params["weight"], fc.params["bias"],
+            labels, conv.masks.get("weight"), fc.masks.get("weight"))
+        conv.grads["weight"], conv.grads["bias"] = dw, db
+        fc.grads["weight"], fc.grads["bias"] = dfc_w, dfc_b
+        self._backward_ready = False  # the layers hold no caches of this pass
+        return loss, logits
+
     def forward(self, x: np.ndarray, for_backward: bool = True) -> np.ndarray:
         """x: (N, C, H, W) float  ->  logits (N, classes). for_backward=False: inference, no backward
-        follows (as torch.inference_mode: the fused kernels skip what only backward needs)."""
+        follows (as torch.inference_mode: the fused kernels skip what only backward needs, and a
+        one-conv network runs as one op)."""
+        self._backward_ready = for_backward
+        net = None if for_backward else self._one_conv_net()
+        if net is not None:
+            conv, fc = net
+            return self.ops.conv_relu_pool_linear_forward(x, conv.params["weight"], conv.params["bias"], conv.padding,
+                                                          fc.params["weight"], fc.params["bias"])
         for first, last in self._steps():
             layer = self.layers[first]
             if first == last:
@@ -83,6 +121,9 @@ class Sequential:
     def backward(self, dlogits: np.ndarray) -> None:
         """Fill every layer's ``grads`` from dL/dlogits (N, classes). The first layer's input
         gradient is never computed (the input is data)."""
+        if not self._backward_ready:
+            raise RuntimeError("backward needs a forward pass for backward just before it; the last pass was an "
+                               "inference forward (for_backward=False) or loss_and_gradients")
         d = dlogits
         for first, _ in reversed(self._steps()):
             d = self.layers[first].backward(d, self.ops, need_dx=first > 0)

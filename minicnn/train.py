@@ -43,9 +43,7 @@ class Optimizer:
 
 def train_step(model: Sequential, optimizer: Optimizer, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     """One SGD step on a batch. x: (N, C, H, W) float32, y: (N,) ints -> (mean loss, number correct)."""
-    logits = model.forward(x)
-    loss, dlogits = model.ops.softmax_cross_entropy(logits, y)
-    model.backward(dlogits)
+    loss, logits = model.loss_and_gradients(x, y)
     optimizer.step(model)
     return loss, int((logits.argmax(axis=1) == y).sum())
 

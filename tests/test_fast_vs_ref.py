@@ -568,17 +568,19 @@ def test_conv_relu_non_finite(bad, rng):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_conv_relu_pool_backward_non_finite_gradient(bad, rng):
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_conv_relu_pool_backward_non_finite_gradient(bad, need_dx, rng):
     """A NaN or inf upstream gradient reaches only its window's argmax cell, as in the reference (the
-    fast kernel's multiply-by-mask shortcut must fall back to exact selects)."""
+    fast kernel's multiply-by-mask shortcuts must fall back to exact selects; without dx, the weight
+    gradient taken straight from the pooling codes too)."""
     x, wt, b = grid(rng, (2, 2, 8, 8), 4, 2), grid(rng, (3, 2, 3, 3), 4, 2), grid(rng, 3, 4, 2)
     wt[wt == 0] = 0.25  # (dx skips zero weights, where the reference spreads NaN * 0)
     out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
     _, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
     g = grid(rng, out_r.shape, 8)
     g[0, 1, 2, 3] = bad
-    for name, got, want in zip(("dx", "dw", "db"), fast.conv_relu_pool_backward(g, cache_f, True),
-                               ref.conv_relu_pool_backward(g, cache_r, True)):
+    for name, got, want in zip(("dx", "dw", "db"), fast.conv_relu_pool_backward(g, cache_f, need_dx),
+                               ref.conv_relu_pool_backward(g, cache_r, need_dx)):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
@@ -744,6 +746,21 @@ for (n, c, h, w, f, k, s, p, pk, ps) in [(2, 2, 6, 7, 3, 3, 1, 1, 2, 2), (1, 2, 
                                ref.conv_relu_pool_backward(g, crr, True, m)):
             err(name, a, b_)
 
+for (n, c, h, w, f, k, p, classes) in [(3, 2, 6, 7, 3, 3, 1, 4), (2, 1, 7, 6, 2, 3, 0, 3)]:
+    x = f32(rng.integers(-2, 3, size=(n, c, h, w)) / 4)
+    wt = f32(rng.integers(-2, 3, size=(f, c, k, k)) / 4)
+    b = f32(rng.integers(-2, 3, size=f) / 4)
+    ph, pw = (h + 2 * p - k + 1) // 2, (w + 2 * p - k + 1) // 2
+    fw = f32(rng.integers(-2, 3, size=(classes, f * ph * pw)) / 8)
+    fb = f32(rng.integers(-2, 3, size=classes) / 4)
+    labels = rng.integers(0, classes, size=n)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fw, fb, labels)
+    want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fw, fb, labels)
+    for name, a, b_ in zip(("convnet loss", "convnet logits", "convnet dw", "convnet db", "convnet dfc_w",
+                            "convnet dfc_b"), got, want):
+        err(name, a, b_)
+    err("convnet inference", fast.conv_relu_pool_linear_forward(x, wt, b, p, fw, fb), want[1])
+
 x = f32(rng.integers(-2, 3, size=(2, 3, 4, 4)) * rng.random((2, 3, 4, 4)))
 (orr, crr), (of, cf) = ref.relu_forward(x), fast.relu_forward(x)
 err("relu forward", of, orr)
@@ -790,7 +807,8 @@ def test_fast_kernels_as_plain_python():
     expected = {"conv forward", "conv dx", "conv dw", "conv db", "im2col", "col2im", "pool forward",
                 "pool backward", "relu forward", "relu backward", "linear forward", "linear dx", "linear dw",
                 "linear db", "softmax loss", "softmax dlogits", "sgd m=0.0", "sgd m=0.9", "block forward",
-                "block dx", "block dw", "block db"}
+                "block dx", "block dw", "block db", "convnet loss", "convnet logits", "convnet dw", "convnet db",
+                "convnet dfc_w", "convnet dfc_b", "convnet inference"}
     assert set(errors) == expected
     # each value is max |fast - ref| / (ATOL + RTOL |ref|): below 1 means within tolerance
     bad = {k: v for k, v in errors.items() if not v <= 1.0}
@@ -900,3 +918,132 @@ def test_inference_forward_equals_training_forward(nan, rng):
     model.forward(x, for_backward=False)
     with pytest.raises(RuntimeError, match="for_backward=False"):
         model.backward(f32(rng.standard_normal((3, 10))))
+
+
+# ------------------------------------------------- the one-conv network as one op (paper's model)
+CONVNET_GRID = [
+    # (N, C, H, W, F, K, pad, classes)
+    (4, 3, 32, 32, 8, 3, 1, 10),  # the paper's model
+    (5, 2, 9, 11, 3, 3, 1, 4),  # odd sizes: the last conv row and column are not pooled
+    (3, 3, 10, 8, 4, 3, 0, 3),  # no padding
+    (2, 2, 7, 10, 3, 5, 2, 5),  # 5x5 filters: one pass per tap
+    (3, 1, 6, 6, 1, 3, 1, 2),  # one channel, one filter
+]
+
+
+def convnet_inputs(rng, case, pruned):
+    """Grid values (see grid): the conv, pooling decisions and logits are exact in both backends, so
+    only the softmax's rounding separates them. pruned: None, 'conv', 'both' (conv and linear masks)
+    or 'sparse' (a conv so sparse the kernels go tap by tap, and a sparse linear layer)."""
+    n, c, h, w, f, k, p, classes = case
+    x, wt, b = grid(rng, (n, c, h, w), 4, 2), grid(rng, (f, c, k, k), 4, 2), grid(rng, f, 4, 2)
+    ph, pw = (h + 2 * p - k + 1) // 2, (w + 2 * p - k + 1) // 2
+    fc_w, fc_b = grid(rng, (classes, f * ph * pw), 8, 2), grid(rng, classes, 4, 2)
+    labels = rng.integers(0, classes, size=n)
+    mask = fc_mask = None
+    if pruned in ("conv", "both", "sparse"):
+        mask = f32(rng.random(wt.shape) < (0.15 if pruned == "sparse" else 0.6))
+        mask[0, 0] = 0.0  # a whole channel pruned
+        wt *= mask
+    if pruned in ("both", "sparse"):
+        fc_mask = f32(rng.random(fc_w.shape) < (0.05 if pruned == "sparse" else 0.5))
+        fc_w *= fc_mask
+    return x, wt, b, p, fc_w, fc_b, labels, mask, fc_mask
+
+
+@pytest.mark.parametrize("case", CONVNET_GRID, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("pruned", [None, "conv", "both", "sparse"])
+def test_conv_relu_pool_linear_loss(case, pruned, rng):
+    """The whole network's loss, logits and four gradients equal the reference composition."""
+    x, wt, b, p, fc_w, fc_b, labels, mask, fc_mask = convnet_inputs(rng, case, pruned)
+    want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask, fc_mask)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask, fc_mask)
+    assert isinstance(got[0], float)
+    assert abs(got[0] - want[0]) <= ATOL + RTOL * abs(want[0]), (got[0], want[0])
+    for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
+        assert_close(a, b_, f"convnet {name}")
+    if mask is not None:
+        assert np.all(got[2][mask == 0] == 0.0)
+    if fc_mask is not None:
+        assert np.all(got[4][fc_mask == 0] == 0.0)
+    logits = fast.conv_relu_pool_linear_forward(x, wt, b, p, fc_w, fc_b)
+    assert_close(logits, ref.conv_relu_pool_linear_forward(x, wt, b, p, fc_w, fc_b), "convnet inference logits")
+    np.testing.assert_array_equal(logits, got[1])  # inference computes the same sums as training
+
+
+def test_conv_relu_pool_linear_loss_continuous(rng):
+    """Continuous values, the paper's shapes, float32 and float64: equal up to rounding."""
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((6, 3, 32, 32)).astype(dtype)
+        wt, b = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(dtype), (rng.standard_normal(8) * 0.1).astype(dtype)
+        fc_w, fc_b = (rng.standard_normal((10, 2048)) * 0.02).astype(dtype), (rng.standard_normal(10) * 0.1).astype(dtype)
+        labels = rng.integers(0, 10, size=6)
+        if block_kink_margin(x, wt, b, 1, 1, 2, 2) < 1e-6:
+            continue  # (a near tie may route a gradient differently under rounding)
+        want = ref.conv_relu_pool_linear_loss(x, wt, b, 1, fc_w, fc_b, labels)
+        got = fast.conv_relu_pool_linear_loss(x, wt, b, 1, fc_w, fc_b, labels)
+        assert abs(got[0] - want[0]) <= ATOL + RTOL * abs(want[0])
+        for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
+            assert_close(a, b_, f"convnet {name} {np.dtype(dtype).name}")
+
+
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_conv_relu_pool_linear_loss_non_finite(where, rng):
+    """A NaN in the input or the weights makes the loss and every gradient NaN where the reference's are
+    (the kernel's weight gradient straight from the pooling codes must fall back for NaN gradients)."""
+    x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (3, 2, 8, 8, 3, 3, 1, 4), None)
+    if where == "input":
+        x[1, 0, 3, 4] = np.nan
+    else:
+        wt[2, 1, 1, 1] = np.nan
+    with np.errstate(invalid="ignore"):
+        want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels)
+    assert np.isnan(got[0]) and np.isnan(want[0])
+    for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
+        if where == "weight" and name in ("dw", "db"):
+            # A pooling window whose maximum is NaN passes no gradient in the fast kernels (its code
+            # says "no gradient", as the layer-by-layer kernels do), where the reference's ReLU mask
+            # turns it into NaN * 0 = NaN: no NaN the reference lacks, the loss NaN in both.
+            assert np.isnan(b_)[np.isnan(a)].all(), name
+        else:
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b_), err_msg=name)
+
+
+def test_conv_relu_pool_linear_loss_rejects_bad_labels_and_shapes(rng):
+    x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (3, 2, 8, 8, 3, 3, 1, 4), None)
+    for bad in (np.array([0, 1, 4]), np.array([0, -1, 2]), np.array([0, 1])):
+        with pytest.raises(ValueError, match="labels"):
+            fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, bad)
+    with pytest.raises(ValueError, match="fc_w"):
+        fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w[:, 1:], fc_b, labels)
+
+
+def test_one_conv_model_trains_through_the_whole_network_op(rng):
+    """A conv -> relu -> pool2 -> flatten -> linear model takes one op per training pass: the same loss,
+    logits and gradients as layer by layer; any other model goes layer by layer; and a backward after
+    such a pass is refused (the layers hold no caches of it)."""
+    from minicnn.model import build_model
+
+    x = f32(rng.standard_normal((5, 3, 12, 12)))
+    labels = rng.integers(0, 10, size=5)
+    model = build_model("conv4,relu,pool2,flatten,linear10", np.random.default_rng(0), input_shape=(3, 12, 12))
+    model.layers[0].masks["weight"] = f32(rng.random(model.layers[0].params["weight"].shape) < 0.7)
+    model.layers[0].params["weight"] *= model.layers[0].masks["weight"]
+    assert model._one_conv_net() is not None
+    loss, logits = model.loss_and_gradients(x, labels)
+    fused = {f"{layer.name}.{k}": v.copy() for layer in model.param_layers() for k, v in layer.grads.items()}
+    with pytest.raises(RuntimeError, match="loss_and_gradients"):
+        model.backward(np.zeros((5, 10), np.float32))
+    layer_logits = model.forward(x)
+    layer_loss, dlogits = model.ops.softmax_cross_entropy(layer_logits, labels)
+    model.backward(dlogits)
+    assert abs(loss - layer_loss) <= ATOL + RTOL * abs(layer_loss)
+    assert_close(logits, layer_logits, "logits")
+    for layer in model.param_layers():
+        for k, v in layer.grads.items():
+            assert_close(fused[f"{layer.name}.{k}"], v, f"{layer.name}.{k}")
+    assert_close(model.forward(x, for_backward=False), layer_logits, "inference logits")
+    for spec in ("conv4,relu,pool2,flatten,linear5,relu,linear10", "conv4s2,relu,pool2,flatten,linear10",
+                 "conv4,relu,pool3,flatten,linear10", "conv4,pool2,relu,flatten,linear10"):
+        assert build_model(spec, np.random.default_rng(0), input_shape=(3, 12, 12))._one_conv_net() is None, spec

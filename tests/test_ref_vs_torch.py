@@ -197,6 +197,29 @@ def test_conv_relu_matches_torch_with_ties(k, stride, pad, rng):
     grads_match_torch(ref.conv_relu_backward(g, cache), tout, g, tx, tw, tb)
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 9, 11), (4, 3, 32, 32)], ids=lambda s: "x".join(map(str, s)))
+def test_whole_one_conv_network_matches_torch(shape, rng):
+    """conv -> ReLU -> 2x2 max-pool -> flatten -> linear -> cross-entropy as one op (the paper's model):
+    loss, logits and all four gradients against torch autograd, with ties in the pooling windows."""
+    n, c, h, w = shape
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    wt = rng.integers(-1, 2, size=(4, c, 3, 3)).astype(np.float64)
+    b = rng.integers(-1, 2, size=4).astype(np.float64)
+    fc_w, fc_b = rng.standard_normal((10, 4 * (h // 2) * (w // 2))) * 0.1, rng.standard_normal(10)
+    labels = rng.integers(0, 10, size=n)
+    loss, logits, dw, db, dfc_w, dfc_b = ref.conv_relu_pool_linear_loss(x, wt, b, 1, fc_w, fc_b, labels)
+    tw, tb, tfw, tfb = t(wt, True), t(b, True), t(fc_w, True), t(fc_b, True)
+    pooled = F.max_pool2d(torch.relu(F.conv2d(t(x), tw, tb, padding=1)), 2, 2)
+    tlogits = F.linear(pooled.flatten(1), tfw, tfb)
+    tloss = F.cross_entropy(tlogits, torch.tensor(labels))
+    tloss.backward()
+    close(np.array(loss), tloss, "loss")
+    close(logits, tlogits, "logits")
+    for name, mine, theirs in zip(("dw", "db", "dfc_w", "dfc_b"), (dw, db, dfc_w, dfc_b),
+                                  (tw.grad, tb.grad, tfw.grad, tfb.grad)):
+        close(mine, theirs, name)
+
+
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @pytest.mark.parametrize("n,k,scale", [(1, 10, 1.0), (7, 10, 3.0), (16, 3, 1.0), (5, 10, 1e4), (4, 2, 1e4)])
 def test_softmax_cross_entropy_matches_torch(n, k, scale, rng):

@@ -40,3 +40,12 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     _, dw, db = conv_relu_pool_backward(flatten_backward(dflat, flat_cache), block_cache, need_dx=False,
                                         weight_mask=weight_mask)
     return loss, logits, dw, db, dfc_w, dfc_b
+
+
+def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
+                                  fc_b: np.ndarray) -> np.ndarray:
+    """Inference through the same network: x, w, b, pad, fc_w, fc_b as in conv_relu_pool_linear_loss
+    -> logits (N, K). (Pruned weights are already 0 in w and fc_w, so no mask is needed.)"""
+    pooled, _ = conv_relu_pool_forward(x, w, b, 1, pad, 2, 2, for_backward=False)
+    logits, _ = linear_forward(flatten_forward(pooled)[0], fc_w, fc_b)
+    return logits
