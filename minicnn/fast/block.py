@@ -73,9 +73,9 @@ def _tap_lists(active: np.ndarray):
 
 #: The split kernels' 3x3 filters take all 9 taps of a channel per pass (pruned ones multiply zeros)
 #: when at least this fraction of weights is kept, else one pass per kept tap. The crossover was
-#: measured with benchmarks/bench_pruning.py (table 3), paper model: the two tie at about 28 % of
-#: weights kept (tap by tap / 9 taps = 0.92 at 25 %, 1.05 at 31 %, timed interleaved).
-NINE_TAP_MIN_DENSITY = 0.28
+#: measured with benchmarks/bench_pruning.py (table 3), paper model, 512-bit vectors: the two tie at
+#: about 24 % of weights kept (tap by tap / 9 taps = 1.06 at 28 %, 0.94 at 20 %, timed interleaved).
+NINE_TAP_MIN_DENSITY = 0.24
 
 
 def _skip_plan(active: np.ndarray):
