@@ -5,12 +5,13 @@ codes, reads them back for the linear layer, writes the gradient of the pooled m
 with the codes, and fills each image's quarter planes twice. Its linear layer is small (K = 10
 outputs), so one thread can carry an image all the way through instead: conv -> ReLU -> pool (the
 split kernels of minicnn/fast/block.py), logits, softmax cross-entropy, the gradient of the logits,
-the linear layer's gradients, the gradient of the pooled maps, un-pooling and the conv's weight
-gradient, while the image's planes, maps and codes stay in the L1/L2 cache of its core. Nothing of
-the image is written to memory but its K logits.
+the linear layer's gradients, the gradient of the pooled maps and the conv's weight gradient (read
+straight from the pooling codes), while the image's planes, maps and codes stay in the L1/L2 cache of
+its core. Nothing of the image is written to memory but its K logits. Measured against the layer-by-
+layer kernels, alternating: training 1.04-1.16x, inference 1.03-1.14x.
 
 Layout: the pooled maps stay in the split kernels' rows of WH entries (PW real, the rest junk, set
-to 0 here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F, span)
+to 0 here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F*span)
 with zeros in the junk columns: one flat dot product per class, no unsplitting per image.
 """
 
@@ -43,7 +44,7 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
     wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
     lead = wh + 1  # zero margins of the conv-map gradient (see _backward_split)
     flat_len = n_filt * span
-    inv_n = 1.0 / n_img  # the loss is the batch mean
+    inv_n = 1.0 / max(n_img, 1)  # the loss is the batch mean
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
         planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
