@@ -417,6 +417,17 @@ def _split_sizes(h, width, pad, kh, kw, out_rows, pool):
     return wh, span, ((h + 2 * pad + 1) // 2 + 1) * wh + kw
 
 
+@serial
+def _unsigned_offsets(wh, span):
+    """The 9-tap loops index a few flat arrays at q plus a constant rather than slicing 16 runs: with
+    16 slices LLVM ran out of registers for their addresses and reloaded ten of them from the stack
+    every step (the same loop in C, on four base pointers, ran 1.5x faster; here 1.45-1.6x). The
+    indices are unsigned: with a signed index Numba must allow for a negative one (wrap-around) and
+    LLVM then gathers element by element. -> (1, WH, WH + 1, span, 2*span, 3*span, span) as uint64."""
+    u = np.uint64
+    return u(1), u(wh), u(wh + 1), u(span), u(2 * span), u(3 * span), u(span)
+
+
 @serial_reduction  # as the kernels that call it (reassociation lets LLVM schedule the 9-term sums)
 def _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv):
     """conv[r, e, q] = b[f] + the conv of filter f at output (2yy + r, 2u + e), q = yy*WH + u, from the
@@ -429,39 +440,34 @@ def _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv):
     for q in range(span):
         c00[q] = c01[q] = c10[q] = c11[q] = b[f]
     if nine_taps:
+        # Flat, unsigned indexing (see _unsigned_offsets): the four quarter planes of a channel are read
+        # at q, q + 1, q + WH and q + WH + 1, the four conv quarters written at q + k*span.
+        one, row, row1, s1, s2, s3, n = _unsigned_offsets(wh, span)
+        flat = conv.reshape(conv.size)
         for c in range(c_in):
             if not live[f, c]:  # all 9 weights of this channel are 0
                 continue
-            # v[R][C][q] = padded pixel (2yy + R, 2u + C): the 16 runs a 3x3 window at the
-            # four conv positions (2yy + r, 2u + e) of q reads. Each slice starts at index 0 on
-            # purpose: with an index like `q + WH` Numba must allow for a negative (wrap-
-            # around) index, and LLVM then gathers element by element instead of loading vectors.
-            # (Written out in both helpers: returned from a helper of their own, they ran 1.5x slower.)
-            v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
-            v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
-            v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
-            v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
-            v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
-            v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
+            a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
             w00, w01, w02 = w[f, c, 0, 0], w[f, c, 0, 1], w[f, c, 0, 2]
             w10, w11, w12 = w[f, c, 1, 0], w[f, c, 1, 1], w[f, c, 1, 2]
             w20, w21, w22 = w[f, c, 2, 0], w[f, c, 2, 1], w[f, c, 2, 2]
             # all 9 taps of the channel for the four conv positions of each window in one
             # pass: 16 loads feed 36 multiply-adds. A tap at a time is bound by the loads and
-            # stores of the conv map instead (measured 1.6x slower).
-            for q in range(span):
-                p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
-                p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
-                p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
-                p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
-                c00[q] += (w00 * p00 + w01 * p01 + w02 * p02 + w10 * p10 + w11 * p11 + w12 * p12
-                           + w20 * p20 + w21 * p21 + w22 * p22)
-                c01[q] += (w00 * p01 + w01 * p02 + w02 * p03 + w10 * p11 + w11 * p12 + w12 * p13
-                           + w20 * p21 + w21 * p22 + w22 * p23)
-                c10[q] += (w00 * p10 + w01 * p11 + w02 * p12 + w10 * p20 + w11 * p21 + w12 * p22
-                           + w20 * p30 + w21 * p31 + w22 * p32)
-                c11[q] += (w00 * p11 + w01 * p12 + w02 * p13 + w10 * p21 + w11 * p22 + w12 * p23
-                           + w20 * p31 + w21 * p32 + w22 * p33)
+            # stores of the conv map instead (measured 1.6x slower). p<R><C> = padded pixel
+            # (2yy + R, 2u + C), the 4x4 tile that the window's four conv positions read.
+            for q in range(n):
+                p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
+                p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
+                p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
+                p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
+                flat[q] += (w00 * p00 + w01 * p01 + w02 * p02 + w10 * p10 + w11 * p11 + w12 * p12
+                            + w20 * p20 + w21 * p21 + w22 * p22)
+                flat[q + s1] += (w00 * p01 + w01 * p02 + w02 * p03 + w10 * p11 + w11 * p12 + w12 * p13
+                                 + w20 * p21 + w21 * p22 + w22 * p23)
+                flat[q + s2] += (w00 * p10 + w01 * p11 + w02 * p12 + w10 * p20 + w11 * p21 + w12 * p22
+                                 + w20 * p30 + w21 * p31 + w22 * p32)
+                flat[q + s3] += (w00 * p11 + w01 * p12 + w02 * p13 + w10 * p21 + w11 * p22 + w12 * p23
+                                 + w20 * p31 + w21 * p32 + w22 * p33)
     else:  # any kernel size, one contiguous multiply-add per nonzero tap and conv quarter
         for q_ in range(tap_count[f]):
             k = taps[f, q_]
@@ -497,29 +503,20 @@ def _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_ta
     c_in = planes.shape[2]
     d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
     if nine_taps:
+        one, row, row1, _, _, _, n = _unsigned_offsets(wh, span)  # flat unsigned indexing: see there
         for c in range(c_in):
             if not live[f, c]:  # no weight of this channel wants a gradient
                 continue
-            # v[R][C][q] = padded pixel (2yy + R, 2u + C): the 16 runs a 3x3 window at the
-            # four conv positions (2yy + r, 2u + e) of q reads. Each slice starts at index 0 on
-            # purpose: with an index like `q + WH` Numba must allow for a negative (wrap-
-            # around) index, and LLVM then gathers element by element instead of loading vectors.
-            # (Written out in both helpers: returned from a helper of their own, they ran 1.5x slower.)
-            v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
-            v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
-            v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
-            v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
-            v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
-            v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
+            a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
             g00 = g01 = g02 = g10 = g11 = g12 = g20 = g21 = g22 = np.float32(0.0)
             # dw[i, j] = sum over the four conv quarters (r, e) of dconv * v[r + i][e + j]:
             # the 9 gradients of a channel in one pass, 9 vector accumulators
-            for q in range(span):
+            for q in range(n):
                 e00, e01, e10, e11 = d00[q], d01[q], d10[q], d11[q]
-                p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
-                p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
-                p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
-                p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
+                p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
+                p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
+                p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
+                p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
                 g00 += e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11
                 g01 += e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12
                 g02 += e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13
@@ -551,27 +548,23 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
     Never storing the map's gradient saves a pass that writes four arrays (LLVM keeps such a loop at
     half width) and four loads per step of this one: the backward of the paper's conv ran 1.09x faster.
     The loop is _weight_grad_quarters' 9-tap loop but for where e00..e11 come from (a helper computing
-    them inside the loop is one more thing for LLVM to inline, or not, in the hottest loop we have). grad must be finite (0 * inf would be NaN where
-    the exact gradient is 0): _unpool2_codes handles the rest."""
-    span = grad.size
+    them inside the loop is one more thing for LLVM to inline, or not, in the hottest loop we have).
+    grad must be finite (0 * inf would be NaN where the exact gradient is 0): _unpool2_codes handles
+    the rest."""
+    one, row, row1, _, _, _, n = _unsigned_offsets(wh, grad.size)  # flat unsigned indexing: see there
     for c in range(planes.shape[2]):
         if not live[f, c]:  # no weight of this channel wants a gradient
             continue
-        v00, v01, v02, v03 = planes[0, 0, c], planes[0, 1, c], planes[0, 0, c, 1:], planes[0, 1, c, 1:]
-        v10, v11, v12, v13 = planes[1, 0, c], planes[1, 1, c], planes[1, 0, c, 1:], planes[1, 1, c, 1:]
-        v20, v21 = planes[0, 0, c, wh:], planes[0, 1, c, wh:]
-        v22, v23 = planes[0, 0, c, wh + 1 :], planes[0, 1, c, wh + 1 :]
-        v30, v31 = planes[1, 0, c, wh:], planes[1, 1, c, wh:]
-        v32, v33 = planes[1, 0, c, wh + 1 :], planes[1, 1, c, wh + 1 :]
+        a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
         g00 = g01 = g02 = g10 = g11 = g12 = g20 = g21 = g22 = np.float32(0.0)
-        for q in range(span):
+        for q in range(n):
             k, g = code[q], grad[q]
             e00, e01 = g * np.float32(k == 0), g * np.float32(k == 1)  # the argmax cell gets g, the others 0
             e10, e11 = g * np.float32(k == 2), g * np.float32(k == 3)
-            p00, p01, p02, p03 = v00[q], v01[q], v02[q], v03[q]
-            p10, p11, p12, p13 = v10[q], v11[q], v12[q], v13[q]
-            p20, p21, p22, p23 = v20[q], v21[q], v22[q], v23[q]
-            p30, p31, p32, p33 = v30[q], v31[q], v32[q], v33[q]
+            p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
+            p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
+            p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
+            p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
             g00 += e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11
             g01 += e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12
             g02 += e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13
@@ -636,11 +629,13 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
     # gradient can read it shifted back by up to lead = WH + 1 (see the 9-tap input gradient below).
     lead = wh + 1
     dx_span = span + lead  # quarter-plane entries a 3x3 transposed conv writes
+    one, row, row1, _, _, _, n_dx = _unsigned_offsets(wh, dx_span)
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
         planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         dplanes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
         dconv = np.zeros((2, 2, lead + span + lead), dtype=x.dtype)
+        d00, d01, d10, d11 = dconv[0, 0], dconv[0, 1], dconv[1, 0], dconv[1, 1]
         grad = np.zeros(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             _fill_quarters(x, n, pad, wh, planes)
@@ -670,19 +665,16 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
                             continue
                         # The transposed conv, all 9 taps per pass, gathered rather than scattered: quarter
                         # plane (R, C) at p receives tap (i, j) of conv quarter (r, e) with r + i in {R, R + 2}
-                        # and e + j in {C, C + 2}, read at p - 0, p - 1, p - WH, p - WH - 1. s<r><e><shift>
-                        # are those runs of the gradient map (slices from index 0, as above): 16 loads feed
-                        # 36 multiply-adds into 4 outputs, where a tap at a time is bound by the stores.
-                        s000, s001, s00w, s00x = dconv[0, 0, lead:], dconv[0, 0, wh:], dconv[0, 0, 1:], dconv[0, 0]
-                        s010, s011, s01w, s01x = dconv[0, 1, lead:], dconv[0, 1, wh:], dconv[0, 1, 1:], dconv[0, 1]
-                        s100, s101, s10w, s10x = dconv[1, 0, lead:], dconv[1, 0, wh:], dconv[1, 0, 1:], dconv[1, 0]
-                        s110, s111, s11w, s11x = dconv[1, 1, lead:], dconv[1, 1, wh:], dconv[1, 1, 1:], dconv[1, 1]
+                        # and e + j in {C, C + 2}, read at p - 0, p - 1, p - WH, p - WH - 1 of the gradient
+                        # map, i.e. at p + lead - 0, ... of d<r><e> (lead = WH + 1; flat unsigned indexing,
+                        # see _unsigned_offsets): 16 loads feed 36 multiply-adds into 4 outputs, where a tap
+                        # at a time is bound by the stores.
                         x00, x01, x10, x11 = dplanes[0, 0, c], dplanes[0, 1, c], dplanes[1, 0, c], dplanes[1, 1, c]
-                        for p in range(dx_span):
-                            a000, a001, a00w, a00x = s000[p], s001[p], s00w[p], s00x[p]
-                            a010, a011, a01w, a01x = s010[p], s011[p], s01w[p], s01x[p]
-                            a100, a101, a10w, a10x = s100[p], s101[p], s10w[p], s10x[p]
-                            a110, a111, a11w, a11x = s110[p], s111[p], s11w[p], s11x[p]
+                        for p in range(n_dx):
+                            a000, a001, a00w, a00x = d00[p + row1], d00[p + row], d00[p + one], d00[p]
+                            a010, a011, a01w, a01x = d01[p + row1], d01[p + row], d01[p + one], d01[p]
+                            a100, a101, a10w, a10x = d10[p + row1], d10[p + row], d10[p + one], d10[p]
+                            a110, a111, a11w, a11x = d11[p + row1], d11[p + row], d11[p + one], d11[p]
                             # plane (R, C): rows r + i in {R, R + 2}, columns e + j in {C, C + 2}
                             x00[p] += (w00 * a000 + w02 * a001 + w01 * a011 + w20 * a00w + w10 * a10w
                                        + w22 * a00x + w21 * a01x + w12 * a10x + w11 * a11x)
