@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction
+from minicnn.fast._jit import inlined, num_threads, reduction_kernel, serial, serial_reduction
 from minicnn.fast.act import relu_backward, relu_forward
 from minicnn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
 from minicnn.fast.pool import maxpool2d_backward, maxpool2d_forward
@@ -480,18 +480,43 @@ def _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv):
                         dst[q] += wv * src[q]
 
 
+_NINE_ZEROS = (np.float32(0.0),) * 9  # the nine sums of a 9-tap weight-gradient pass, before it
+
+
 @serial
-def _add_3x3(dw, g00, g01, g02, g10, g11, g12, g20, g21, g22):
-    """dw (3, 3) += the nine sums of a 9-tap weight-gradient pass."""
-    dw[0, 0] += g00
-    dw[0, 1] += g01
-    dw[0, 2] += g02
-    dw[1, 0] += g10
-    dw[1, 1] += g11
-    dw[1, 2] += g12
-    dw[2, 0] += g20
-    dw[2, 1] += g21
-    dw[2, 2] += g22
+def _add_3x3(dw, g):
+    """dw (3, 3) += g, the nine sums of a 9-tap weight-gradient pass in row-major order."""
+    dw[0, 0] += g[0]
+    dw[0, 1] += g[1]
+    dw[0, 2] += g[2]
+    dw[1, 0] += g[3]
+    dw[1, 1] += g[4]
+    dw[1, 2] += g[5]
+    dw[2, 0] += g[6]
+    dw[2, 1] += g[7]
+    dw[2, 2] += g[8]
+
+
+@inlined
+def _nine_tap_step(g, e00, e01, e10, e11, a0, a1, b0, b1, q, one, row, row1):
+    """One step of a 9-tap weight-gradient pass: g (the nine sums dw[i, j], row-major) plus, for the
+    window at q, sum over the four conv quarters (r, e) of e<r><e> * (padded pixel (2yy + r + i,
+    2u + e + j)), read from the channel's quarter planes a0, a1 (even rows), b0, b1 (odd rows) at
+    q + unsigned offsets (see _unsigned_offsets). Shared by both weight-gradient passes, which differ
+    only in where e<r><e> (the conv map's gradient) comes from; inlined, so the loop is as written out."""
+    p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
+    p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
+    p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
+    p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
+    return (g[0] + (e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11),
+            g[1] + (e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12),
+            g[2] + (e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13),
+            g[3] + (e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21),
+            g[4] + (e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22),
+            g[5] + (e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23),
+            g[6] + (e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31),
+            g[7] + (e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32),
+            g[8] + (e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33))
 
 
 @serial_reduction  # the 9 sums over q may be reordered (vector lanes)
@@ -508,25 +533,10 @@ def _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_ta
             if not live[f, c]:  # no weight of this channel wants a gradient
                 continue
             a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
-            g00 = g01 = g02 = g10 = g11 = g12 = g20 = g21 = g22 = np.float32(0.0)
-            # dw[i, j] = sum over the four conv quarters (r, e) of dconv * v[r + i][e + j]:
-            # the 9 gradients of a channel in one pass, 9 vector accumulators
+            g = _NINE_ZEROS
             for q in range(n):
-                e00, e01, e10, e11 = d00[q], d01[q], d10[q], d11[q]
-                p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
-                p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
-                p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
-                p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
-                g00 += e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11
-                g01 += e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12
-                g02 += e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13
-                g10 += e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21
-                g11 += e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22
-                g12 += e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23
-                g20 += e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31
-                g21 += e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32
-                g22 += e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33
-            _add_3x3(dw_f[c], g00, g01, g02, g10, g11, g12, g20, g21, g22)
+                g = _nine_tap_step(g, d00[q], d01[q], d10[q], d11[q], a0, a1, b0, b1, q, one, row, row1)
+            _add_3x3(dw_f[c], g)
     else:
         for q_ in range(grad_count[f]):  # taps whose gradient is wanted (masked ones are not)
             k = grad_taps[f, q_]
@@ -547,8 +557,7 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
     the pooling codes and grad (span,), the gradient of the pooled map in split rows (junk columns 0).
     Never storing the map's gradient saves a pass that writes four arrays (LLVM keeps such a loop at
     half width) and four loads per step of this one: the backward of the paper's conv ran 1.09x faster.
-    The loop is _weight_grad_quarters' 9-tap loop but for where e00..e11 come from (a helper computing
-    them inside the loop is one more thing for LLVM to inline, or not, in the hottest loop we have).
+    The step is _weight_grad_quarters' (_nine_tap_step); only where the map's gradient comes from differs.
     grad must be finite (0 * inf would be NaN where the exact gradient is 0): _unpool2_codes handles
     the rest."""
     one, row, row1, _, _, _, n = _unsigned_offsets(wh, grad.size)  # flat unsigned indexing: see there
@@ -556,25 +565,12 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
         if not live[f, c]:  # no weight of this channel wants a gradient
             continue
         a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
-        g00 = g01 = g02 = g10 = g11 = g12 = g20 = g21 = g22 = np.float32(0.0)
+        g = _NINE_ZEROS
         for q in range(n):
-            k, g = code[q], grad[q]
-            e00, e01 = g * np.float32(k == 0), g * np.float32(k == 1)  # the argmax cell gets g, the others 0
-            e10, e11 = g * np.float32(k == 2), g * np.float32(k == 3)
-            p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
-            p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
-            p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
-            p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
-            g00 += e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11
-            g01 += e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12
-            g02 += e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13
-            g10 += e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21
-            g11 += e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22
-            g12 += e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23
-            g20 += e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31
-            g21 += e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32
-            g22 += e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33
-        _add_3x3(dw_f[c], g00, g01, g02, g10, g11, g12, g20, g21, g22)
+            k, cell = code[q], grad[q]  # the argmax cell gets the pooled gradient, the others 0
+            g = _nine_tap_step(g, cell * np.float32(k == 0), cell * np.float32(k == 1), cell * np.float32(k == 2),
+                               cell * np.float32(k == 3), a0, a1, b0, b1, q, one, row, row1)
+        _add_3x3(dw_f[c], g)
 
 
 @serial_reduction  # the sum may be reordered
