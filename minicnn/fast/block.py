@@ -423,9 +423,9 @@ def _unsigned_offsets(wh, span):
     16 slices LLVM ran out of registers for their addresses and reloaded ten of them from the stack
     every step (the same loop in C, on four base pointers, ran 1.5x faster; here 1.45-1.6x). The
     indices are unsigned: with a signed index Numba must allow for a negative one (wrap-around) and
-    LLVM then gathers element by element. -> (1, WH, WH + 1, span, 2*span, 3*span, span) as uint64."""
+    LLVM then gathers element by element. -> (1, WH, WH + 1, span) as uint64."""
     u = np.uint64
-    return u(1), u(wh), u(wh + 1), u(span), u(2 * span), u(3 * span), u(span)
+    return u(1), u(wh), u(wh + 1), u(span)
 
 
 @serial_reduction  # as the kernels that call it (reassociation lets LLVM schedule the 9-term sums)
@@ -442,7 +442,8 @@ def _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv):
     if nine_taps:
         # Flat, unsigned indexing (see _unsigned_offsets): the four quarter planes of a channel are read
         # at q, q + 1, q + WH and q + WH + 1, the four conv quarters written at q + k*span.
-        one, row, row1, s1, s2, s3, n = _unsigned_offsets(wh, span)
+        one, row, row1, n = _unsigned_offsets(wh, span)
+        s1, s2, s3 = n, n + n, n + n + n
         flat = conv.reshape(conv.size)
         for c in range(c_in):
             if not live[f, c]:  # all 9 weights of this channel are 0
@@ -528,7 +529,7 @@ def _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_ta
     c_in = planes.shape[2]
     d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
     if nine_taps:
-        one, row, row1, _, _, _, n = _unsigned_offsets(wh, span)  # flat unsigned indexing: see there
+        one, row, row1, n = _unsigned_offsets(wh, span)  # flat unsigned indexing: see there
         for c in range(c_in):
             if not live[f, c]:  # no weight of this channel wants a gradient
                 continue
@@ -560,7 +561,7 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
     The step is _weight_grad_quarters' (_nine_tap_step); only where the map's gradient comes from differs.
     grad must be finite (0 * inf would be NaN where the exact gradient is 0): _unpool2_codes handles
     the rest."""
-    one, row, row1, _, _, _, n = _unsigned_offsets(wh, grad.size)  # flat unsigned indexing: see there
+    one, row, row1, n = _unsigned_offsets(wh, grad.size)  # flat unsigned indexing: see there
     for c in range(planes.shape[2]):
         if not live[f, c]:  # no weight of this channel wants a gradient
             continue
@@ -625,7 +626,7 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
     # gradient can read it shifted back by up to lead = WH + 1 (see the 9-tap input gradient below).
     lead = wh + 1
     dx_span = span + lead  # quarter-plane entries a 3x3 transposed conv writes
-    one, row, row1, _, _, _, n_dx = _unsigned_offsets(wh, dx_span)
+    one, row, row1, n_dx = _unsigned_offsets(wh, dx_span)
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
         planes = np.zeros((2, 2, c_in, plane_len), dtype=x.dtype)
