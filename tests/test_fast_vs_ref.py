@@ -584,6 +584,42 @@ def test_conv_relu_pool_backward_non_finite_gradient(bad, need_dx, rng):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+@pytest.mark.parametrize("bad", [-np.inf, np.inf, np.nan])
+def test_conv_relu_pool_backward_non_finite_input(bad, rng):
+    """An inf or NaN pixel with a finite upstream gradient: the reference's weight gradient multiplies
+    every pixel by its conv cell's gradient, so 0 * inf makes NaN even where that gradient is 0. The fast
+    kernel's codes path multiplies only each window's argmax pixel, so it must notice the pixel and take
+    the exact path (without dx: the path that reads the weight gradient straight from the codes)."""
+    x, wt, b = grid(rng, (2, 2, 8, 8), 4, 2), np.abs(grid(rng, (3, 2, 3, 3), 4, 2)) + 0.25, grid(rng, 3, 4, 2)
+    x[1, 0, 3, 4] = bad  # positive weights: the conv cells that read it are inf or -inf (or NaN), no mix
+    with np.errstate(invalid="ignore"):
+        out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    _, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    g = grid(rng, out_r.shape, 8)
+    with np.errstate(invalid="ignore"):
+        want = ref.conv_relu_pool_backward(g, cache_r, False)
+    got = fast.conv_relu_pool_backward(g, cache_f, False)
+    assert np.isnan(want[1]).any()
+    for name, a, b_ in zip(("dw", "db"), got[1:], want[1:]):
+        np.testing.assert_array_equal(a, b_, err_msg=name)
+
+
+def test_conv_relu_pool_linear_loss_negative_inf_input(rng):
+    """A -inf pixel under positive conv weights: its conv cells are -inf, ReLU and pooling make them 0,
+    so the logits and the pooled gradients stay finite, yet the reference's weight gradient is NaN where
+    the pixel meets a zero cell gradient (0 * -inf). The whole-model op must give the same."""
+    x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (3, 2, 8, 8, 3, 3, 1, 4), None)
+    wt = np.abs(wt) + 0.25
+    x[1, 0, 3, 4] = -np.inf
+    with np.errstate(invalid="ignore"):
+        want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels)
+    assert np.isfinite(want[1]).all() and np.isnan(want[2]).any()
+    for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b_), err_msg=name)
+        assert_close(np.nan_to_num(a), np.nan_to_num(b_), f"convnet {name}")
+
+
 def test_conv_relu_pool_propagates_nan():
     x = np.ones((1, 1, 4, 4), np.float32)
     wt = np.ones((1, 1, 3, 3), np.float32)

@@ -52,9 +52,6 @@ kernel = numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"}
 reduction_kernel = numba.njit(cache=True, parallel=True, nogil=True, fastmath=REDUCTION_FASTMATH)
 serial = numba.njit(cache=True, nogil=True, fastmath={"contract"})
 serial_reduction = numba.njit(cache=True, nogil=True, fastmath=REDUCTION_FASTMATH)
-# Inlined into its caller by Numba before compiling (not a call): for a piece of a hot loop's body
-# shared by two loops.
-inlined = numba.njit(cache=True, nogil=True, fastmath=REDUCTION_FASTMATH, inline="always")
 
 
 def num_threads() -> int:

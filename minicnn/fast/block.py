@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import inlined, num_threads, reduction_kernel, serial, serial_reduction
+from minicnn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction
 from minicnn.fast.act import relu_backward, relu_forward
 from minicnn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
 from minicnn.fast.pool import maxpool2d_backward, maxpool2d_forward
@@ -498,28 +498,6 @@ def _add_3x3(dw, g):
     dw[2, 2] += g[8]
 
 
-@inlined
-def _nine_tap_step(g, e00, e01, e10, e11, a0, a1, b0, b1, q, one, row, row1):
-    """One step of a 9-tap weight-gradient pass: g (the nine sums dw[i, j], row-major) plus, for the
-    window at q, sum over the four conv quarters (r, e) of e<r><e> * (padded pixel (2yy + r + i,
-    2u + e + j)), read from the channel's quarter planes a0, a1 (even rows), b0, b1 (odd rows) at
-    q + unsigned offsets (see _unsigned_offsets). Shared by both weight-gradient passes, which differ
-    only in where e<r><e> (the conv map's gradient) comes from; inlined, so the loop is as written out."""
-    p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
-    p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
-    p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
-    p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
-    return (g[0] + (e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11),
-            g[1] + (e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12),
-            g[2] + (e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13),
-            g[3] + (e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21),
-            g[4] + (e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22),
-            g[5] + (e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23),
-            g[6] + (e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31),
-            g[7] + (e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32),
-            g[8] + (e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33))
-
-
 @serial_reduction  # the 9 sums over q may be reordered (vector lanes)
 def _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh, dw_f):
     """dw_f (C, KH, KW) += the weight gradient of filter f from one image: its quarter planes and the
@@ -536,7 +514,22 @@ def _weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_ta
             a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
             g = _NINE_ZEROS
             for q in range(n):
-                g = _nine_tap_step(g, d00[q], d01[q], d10[q], d11[q], a0, a1, b0, b1, q, one, row, row1)
+                # the window at q: its four cells' gradients e<r><e> times the 4x4 tile of padded pixels
+                # p<R><C> = (2yy + R, 2u + C) they read; tap (i, j) takes cell (r, e)'s pixel (r + i, e + j)
+                e00, e01, e10, e11 = d00[q], d01[q], d10[q], d11[q]
+                p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
+                p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
+                p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
+                p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
+                g = (g[0] + (e00 * p00 + e01 * p01 + e10 * p10 + e11 * p11),
+                     g[1] + (e00 * p01 + e01 * p02 + e10 * p11 + e11 * p12),
+                     g[2] + (e00 * p02 + e01 * p03 + e10 * p12 + e11 * p13),
+                     g[3] + (e00 * p10 + e01 * p11 + e10 * p20 + e11 * p21),
+                     g[4] + (e00 * p11 + e01 * p12 + e10 * p21 + e11 * p22),
+                     g[5] + (e00 * p12 + e01 * p13 + e10 * p22 + e11 * p23),
+                     g[6] + (e00 * p20 + e01 * p21 + e10 * p30 + e11 * p31),
+                     g[7] + (e00 * p21 + e01 * p22 + e10 * p31 + e11 * p32),
+                     g[8] + (e00 * p22 + e01 * p23 + e10 * p32 + e11 * p33))
             _add_3x3(dw_f[c], g)
     else:
         for q_ in range(grad_count[f]):  # taps whose gradient is wanted (masked ones are not)
@@ -556,22 +549,64 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
     """_unpool2_codes and the 9-tap _weight_grad_quarters in one, for a 3x3 filter f whose conv input
     needs no gradient: dw_f (C, 3, 3) += the weight gradient, the conv-map gradient taken straight from
     the pooling codes and grad (span,), the gradient of the pooled map in split rows (junk columns 0).
-    Never storing the map's gradient saves a pass that writes four arrays (LLVM keeps such a loop at
-    half width) and four loads per step of this one: the backward of the paper's conv ran 1.09x faster.
-    The step is _weight_grad_quarters' (_nine_tap_step); only where the map's gradient comes from differs.
-    grad must be finite (0 * inf would be NaN where the exact gradient is 0): _unpool2_codes handles
-    the rest."""
+
+    Only a window's argmax cell (r, e) has a gradient, so tap (i, j) multiplies it by one pixel of the
+    window's 4x4 tile, (r + i, e + j): the 3x3 block of the tile at (r, e) is picked with selects (rows,
+    then columns: 21 selects) and multiplied once, 9 multiply-adds per window instead of 36 (the other
+    three cells' zeros times their pixels). Measured 1.4x faster than the 36, bit-identical. Never
+    storing the map's gradient also saves a pass that writes four arrays (LLVM keeps such a loop at half
+    width): the backward of the paper's conv ran 1.09x faster for that.
+
+    Both grad and the image (planes) must be finite: the reference multiplies every pixel by its cell's
+    gradient, so an inf or NaN pixel makes dw NaN even where that gradient is 0 (0 * inf). Callers check
+    (_pooled_grad_sum, _all_finite) and take _unpool2_codes + _weight_grad_quarters otherwise."""
     one, row, row1, n = _unsigned_offsets(wh, grad.size)  # flat unsigned indexing: see there
+    zero = np.float32(0.0)
     for c in range(planes.shape[2]):
         if not live[f, c]:  # no weight of this channel wants a gradient
             continue
         a0, a1, b0, b1 = planes[0, 0, c], planes[0, 1, c], planes[1, 0, c], planes[1, 1, c]
-        g = _NINE_ZEROS
+        g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = zero
         for q in range(n):
-            k, cell = code[q], grad[q]  # the argmax cell gets the pooled gradient, the others 0
-            g = _nine_tap_step(g, cell * np.float32(k == 0), cell * np.float32(k == 1), cell * np.float32(k == 2),
-                               cell * np.float32(k == 3), a0, a1, b0, b1, q, one, row, row1)
-        _add_3x3(dw_f[c], g)
+            k = code[q]
+            g = grad[q] * np.float32(k < 4)  # code 4: no gradient (ReLU blocked it)
+            down, right = (k & 2) != 0, (k & 1) != 0  # the argmax cell's row and column in the window
+            # p<R><C> = padded pixel (2yy + R, 2u + C): the 4x4 tile the window's four cells read
+            p00, p01, p02, p03 = a0[q], a1[q], a0[q + one], a1[q + one]
+            p10, p11, p12, p13 = b0[q], b1[q], b0[q + one], b1[q + one]
+            p20, p21, p22, p23 = a0[q + row], a1[q + row], a0[q + row1], a1[q + row1]
+            p30, p31, p32, p33 = b0[q + row], b1[q + row], b0[q + row1], b1[q + row1]
+            # rows r .. r + 2 of the tile
+            r00, r01, r02, r03 = (p10, p11, p12, p13) if down else (p00, p01, p02, p03)
+            r10, r11, r12, r13 = (p20, p21, p22, p23) if down else (p10, p11, p12, p13)
+            r20, r21, r22, r23 = (p30, p31, p32, p33) if down else (p20, p21, p22, p23)
+            # columns e .. e + 2 of those
+            s00, s01, s02 = (r01, r02, r03) if right else (r00, r01, r02)
+            s10, s11, s12 = (r11, r12, r13) if right else (r10, r11, r12)
+            s20, s21, s22 = (r21, r22, r23) if right else (r20, r21, r22)
+            g0 += g * s00
+            g1 += g * s01
+            g2 += g * s02
+            g3 += g * s10
+            g4 += g * s11
+            g5 += g * s12
+            g6 += g * s20
+            g7 += g * s21
+            g8 += g * s22
+        _add_3x3(dw_f[c], (g0, g1, g2, g3, g4, g5, g6, g7, g8))
+
+
+@serial_reduction  # the flag may be combined in any order
+def _all_finite(x, n):
+    """Whether image n of x (N, C, H, W) holds no inf or NaN. Integer flag: see _pool2_codes."""
+    bad = np.int32(0)
+    for c in range(x.shape[1]):
+        for y in range(x.shape[2]):
+            row = x[n, c, y]
+            for i in range(row.size):
+                v = row[i] - row[i]  # NaN if the pixel is inf or NaN, else 0
+                bad |= np.int32(v != v)
+    return bad == 0
 
 
 @serial_reduction  # the sum may be reordered
@@ -636,6 +671,7 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
         grad = np.zeros(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             _fill_quarters(x, n, pad, wh, planes)
+            image_finite = pool and nine_taps and not need_dx and _all_finite(x, n)  # see _weight_grad_codes
             if need_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
@@ -643,7 +679,7 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
                     _split_rows(dout, n, f, wh, grad)
                     if nine_taps and not need_dx:  # the map's gradient is not needed: skip storing it
                         total, finite = _pooled_grad_sum(code[n, f], grad)
-                        if finite:
+                        if finite and image_finite:
                             db_part[t, f] += total
                             _weight_grad_codes(planes, code[n, f], grad, f, live, wh, dw_part[t, f])
                             continue

@@ -25,7 +25,7 @@ import numpy as np
 from numba import prange
 
 from minicnn.fast._jit import num_threads, reduction_kernel
-from minicnn.fast.block import (_conv_quarters, _fill_quarters, _pool2_codes, _pool2_max, _pooled_grad_sum,
+from minicnn.fast.block import (_conv_quarters, _fill_quarters, _pool2_codes, _pool2_max, _pooled_grad_sum, _all_finite,
                                 _skip_plan, _split_sizes, _unpool2_codes, _wanted, _weight_grad_codes,
                                 _weight_grad_quarters)
 from minicnn.ref.im2col import conv_output_size
@@ -65,6 +65,7 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
         dconv = np.zeros((2, 2, lead + span + lead), dtype=x.dtype)
         z = np.empty((GROUP, n_class), dtype=np.float64)
         dz = np.zeros((GROUP, n_class), dtype=x.dtype)
+        image_finite = np.zeros(GROUP, dtype=np.bool_)
         # this thread's sums, in its own buffers, published once at the end: the threads' slices of the
         # shared *_part arrays meet in a cache line, which would bounce between the cores if both wrote it
         # per image
@@ -80,6 +81,8 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
             # forward: conv -> ReLU -> pool, image by image and filter by filter, into pooled
             for g in range(size):
                 _fill_quarters(x, first + g, pad, wh, planes[g])
+                if train:
+                    image_finite[g] = _all_finite(x, first + g)  # see _weight_grad_codes
                 for f in range(n_filt):
                     _conv_quarters(planes[g], w, b, f, nine_taps, tap_count, taps, live, wh, conv)
                     out = pooled[g, f * span : (f + 1) * span]
@@ -146,7 +149,7 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
                     grad = dpooled[g, f * span : (f + 1) * span]
                     if grad_nine_taps:
                         total, finite = _pooled_grad_sum(code[g, f], grad)
-                        if finite:
+                        if finite and image_finite[g]:
                             db_sum[f] += total
                             _weight_grad_codes(planes[g], code[g, f], grad, f, grad_live, wh, dw_sum[f])
                             continue
