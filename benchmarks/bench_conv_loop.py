@@ -31,7 +31,7 @@ def main():
         planes = np.zeros((2, 2, x.shape[1], plane_len), np.float32)
         conv = np.empty((2, 2, span), np.float32)
         for n in range(images):
-            block._fill_quarters(x, n % x.shape[0], 1, wh, planes)
+            block._fill_quarters(x, n % x.shape[0], 1, wh, planes, 0)
             for f in range(w.shape[0]):
                 block._conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
         return conv[0, 0, 0]

@@ -208,18 +208,19 @@ def _backward(x, dout, out, arg, w, pad, pool_k, pool_s, grad_count, grad_taps, 
 
 
 @serial
-def _row_runs(planes, c, row, pad, wh):
+def _row_runs(planes, c, row, pad, wh, at):
     """The two quarter-plane runs that padded row ``row`` of channel c is split into: (pixels x_ of
-    even index, pixels x_ of odd index). Pixel x_ lands in padded column x_ + pad, i.e. quarter column
-    parity (x_ + pad) & 1 at index (x_ + pad) >> 1."""
-    start = (row >> 1) * wh
+    even index, pixels x_ of odd index), for the image whose planes start at index ``at``. Pixel x_ lands
+    in padded column x_ + pad, i.e. quarter column parity (x_ + pad) & 1 at index (x_ + pad) >> 1."""
+    start = at + (row >> 1) * wh
     return (planes[row & 1, pad & 1, c, start + (pad >> 1) :],
             planes[row & 1, (pad + 1) & 1, c, start + ((pad + 1) >> 1) :])
 
 
 @serial
-def _fill_quarters(x, n, pad, wh, planes):
-    """planes[R % 2, C % 2, c, (R // 2)*WH + C // 2] = padded image n at (R, C); the border stays 0.
+def _fill_quarters(x, n, pad, wh, planes, at):
+    """planes[R % 2, C % 2, c, at + (R // 2)*WH + C // 2] = padded image n at (R, C); the border stays 0
+    (``at``: where the image starts in the planes, 0 unless they hold several images side by side).
     Row by row: the even and the odd pixels of an image row are two contiguous runs of one quarter-plane
     row each, so two stride-2 copy loops (which LLVM vectorises; one scattered store per pixel was 2x
     slower)."""
@@ -227,7 +228,7 @@ def _fill_quarters(x, n, pad, wh, planes):
     for c in range(c_in):
         for y in range(h):
             src = x[n, c, y]
-            even_x, odd_x = _row_runs(planes, c, y + pad, pad, wh)
+            even_x, odd_x = _row_runs(planes, c, y + pad, pad, wh, at)
             for u in range((width + 1) // 2):
                 even_x[u] = src[2 * u]
             for u in range(width // 2):
@@ -241,7 +242,7 @@ def _unfill_quarters(planes, n, pad, wh, dx):
     for c in range(c_in):
         for y in range(h):
             dst = dx[n, c, y]
-            even_x, odd_x = _row_runs(planes, c, y + pad, pad, wh)
+            even_x, odd_x = _row_runs(planes, c, y + pad, pad, wh, 0)
             for u in range((width + 1) // 2):
                 dst[2 * u] = even_x[u]
             for u in range(width // 2):
@@ -251,14 +252,14 @@ def _unfill_quarters(planes, n, pad, wh, dx):
 @serial
 def _pool2(conv, wh, pooled, code, out, n, f):
     """out[n, f] = relu(max of each 2x2 window); code[q] = the window's pooling code (see above)."""
-    _pool2_codes(conv, pooled, code)
+    _pool2_codes(conv, 0, pooled, code)
     _copy_rows(pooled, wh, out, n, f)
 
 
 @serial
-def _pool2_codes(conv, pooled, code):
-    """pooled[q] = relu(max of the 2x2 window q of the split conv map), code[q] = its pooling code."""
-    c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
+def _pool2_codes(conv, at, pooled, code):
+    """pooled[q] = relu(max of the 2x2 window at + q of the split conv map), code[q] = its pooling code."""
+    c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
     nans = np.int32(0)
     for q in range(pooled.size):  # one vector loop over all windows
         a0, a1, a2, a3 = c00[q], c01[q], c10[q], c11[q]
@@ -289,14 +290,14 @@ def _pool2_codes(conv, pooled, code):
 def _pool2_values(conv, wh, pooled, out, n, f):
     """_pool2 without the codes, for inference: out[n, f] = relu(max of each 2x2 window), NaN if the
     window holds one. (The argmax arithmetic is a third of _pool2's time.)"""
-    _pool2_max(conv, pooled)
+    _pool2_max(conv, 0, pooled)
     _copy_rows(pooled, wh, out, n, f)
 
 
 @serial
-def _pool2_max(conv, pooled):
-    """pooled[q] = relu(max of the 2x2 window q of the split conv map), NaN if the window holds one."""
-    c00, c01, c10, c11 = conv[0, 0], conv[0, 1], conv[1, 0], conv[1, 1]
+def _pool2_max(conv, at, pooled):
+    """pooled[q] = relu(max of the 2x2 window at + q of the split conv map), NaN if the window holds one."""
+    c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
     nans = np.int32(0)
     for q in range(pooled.size):
         a0, a1, a2, a3 = c00[q], c01[q], c10[q], c11[q]
@@ -637,7 +638,7 @@ def _forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, l
         conv = np.empty((2, 2, span), dtype=x.dtype)
         pooled = np.empty(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
-            _fill_quarters(x, n, pad, wh, planes)
+            _fill_quarters(x, n, pad, wh, planes, 0)
             for f in range(n_filt):
                 _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
                 if pool and keep_codes:
@@ -670,7 +671,7 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
         d00, d01, d10, d11 = dconv[0, 0], dconv[0, 1], dconv[1, 0], dconv[1, 1]
         grad = np.zeros(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
-            _fill_quarters(x, n, pad, wh, planes)
+            _fill_quarters(x, n, pad, wh, planes, 0)
             image_finite = pool and nine_taps and not need_dx and _all_finite(x, n)  # see _weight_grad_codes
             if need_dx:
                 dplanes[:, :, :, :] = 0.0

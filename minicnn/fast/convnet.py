@@ -9,8 +9,9 @@ the linear layer's gradients, the gradient of the pooled maps and the conv's wei
 straight from the pooling codes), while the images' planes, maps and codes stay in the L1/L2 cache of
 its core. Nothing of an image is written to memory but its K logits. Measured against the layer-by-
 layer kernels, alternating: training 1.04-1.16x, inference 1.03-1.14x. The images go through in groups
-of GROUP: the conv image by image, the linear layer four images at a time (training 1.16-1.18x faster
-than image by image, measured alternating).
+of GROUP (see there): the linear layer four images at a time (training 1.16-1.18x faster than image by
+image, measured alternating), the conv and weight-gradient passes over the group's images side by side
+(1.03-1.05x more).
 
 Layout: the pooled maps stay in the split kernels' rows of WH entries (PW real, the rest junk, set
 to 0 here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F*span)
@@ -31,20 +32,37 @@ from minicnn.fast.block import (_conv_quarters, _fill_quarters, _pool2_codes, _p
 from minicnn.ref.im2col import conv_output_size
 
 
-#: Images carried through the linear layer together (see _convnet_pass). Its weight (K x F*span, 87 KB for
-#: the paper's model) does not fit the L1 cache; image by image, each image read it twice and read and
-#: wrote its gradient once from L2. Four images share each of those trips (the four are written out in
-#: the linear layer's loops, p0..p3: not a tunable).
+#: Images carried through the kernel together. The linear weight (K x F*span, 87 KB for the paper's
+#: model) does not fit the L1 cache; image by image, each image read it twice and read and wrote its
+#: gradient once from L2: the group's four images share each of those trips. And the conv and weight-
+#: gradient passes (one per filter and channel, 17 vector steps each for the paper's 16x17 map) run over
+#: the group's four images side by side, so their fixed costs (setup, the final sums) are paid once per
+#: group. The four are written out in the linear layer's loops (p0..p3): not a tunable.
 GROUP = 4
 
 
+def _image_pitch(h: int, width: int, pad: int, kh: int, kw: int) -> int:
+    """Entries between two images side by side in the group's quarter planes and maps: the conv of an
+    image reads its planes up to (KH // 2) rows and (KW // 2) columns past its map (span entries), and
+    the padded image fills ceil((H + 2*pad) / 2) rows of WH; the gap between images stays 0."""
+    ph = (h + 2 * pad - kh + 1) // 2
+    wh = (width + 2 * pad + 1) // 2
+    return max(ph * wh + (kh // 2) * wh + kw // 2, ((h + 2 * pad + 1) // 2) * wh)
+
+
 @reduction_kernel
-def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps, grad_live,
-                  fc_split, fc_b, labels, train, logits, loss_part, dw_part, db_part, dfc_part, dfcb_part):
+def _convnet_pass(x, w, b, pad, pitch, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
+                  grad_live, fc_split, fc_b, labels, train, logits, loss_part, dw_part, db_part, dfc_part, dfcb_part):
     """logits (N, K) of every image; with ``train`` also, per thread t over its slice of the batch,
     loss_part[t] (the sum of its images' losses) and the partial gradients dw_part[t] (F, C, KH, KW),
     db_part[t] (F,), dfc_part[t] (K, F*span) in split rows and dfcb_part[t] (K,). fc_split: (K, F*span),
-    the linear weight in split rows; labels (N,) is read only with ``train``."""
+    the linear weight in split rows; labels (N,) is read only with ``train``; pitch: _image_pitch.
+
+    A group's quarter planes, conv maps, pooling codes and pooled-map gradients hold its images side by
+    side, image g at g*pitch (the entries between them 0, or code 4: no gradient), so that one conv pass
+    and one weight-gradient pass per filter and channel cover the group (the entries between images are
+    computed and never used). The pooled maps and their gradients are kept per image, flat (F*span), for
+    the linear layer."""
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     n_class = fc_b.shape[0]
@@ -53,19 +71,20 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
     wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
     lead = wh + 1  # zero margins of the conv-map gradient (see _backward_split)
     flat_len = n_filt * span
+    group_len = GROUP * pitch
     inv_n = 1.0 / max(n_img, 1)  # the loss is the batch mean
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
-        planes = np.zeros((GROUP, 2, 2, c_in, plane_len), dtype=x.dtype)
-        conv = np.empty((2, 2, span), dtype=x.dtype)
+        planes = np.zeros((2, 2, c_in, group_len + plane_len), dtype=x.dtype)  # + plane_len: reads past the last
+        conv = np.empty((2, 2, group_len), dtype=x.dtype)
         # the group's pooled maps, flat (F*span, junk columns 0); a short group leaves its last rows 0
         pooled = np.zeros((GROUP, flat_len), dtype=x.dtype)
-        code = np.empty((GROUP, n_filt, span), dtype=np.int8)
         dpooled = np.empty((GROUP, flat_len), dtype=x.dtype)
-        dconv = np.zeros((2, 2, lead + span + lead), dtype=x.dtype)
+        code = np.full((n_filt, group_len), 4, dtype=np.int8)  # side by side (see above)
+        grad = np.zeros((n_filt, group_len), dtype=x.dtype)  # the pooled maps' gradients, side by side
+        dconv = np.zeros((2, 2, lead + group_len + lead), dtype=x.dtype)
         z = np.empty((GROUP, n_class), dtype=np.float64)
         dz = np.zeros((GROUP, n_class), dtype=x.dtype)
-        image_finite = np.zeros(GROUP, dtype=np.bool_)
         # this thread's sums, in its own buffers, published once at the end: the threads' slices of the
         # shared *_part arrays meet in a cache line, which would bounce between the cores if both wrote it
         # per image
@@ -78,23 +97,28 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
             size = min(GROUP, stop - first)
-            # forward: conv -> ReLU -> pool, image by image and filter by filter, into pooled
+            group_finite = True  # no inf or NaN pixel in the group (see _weight_grad_codes)
             for g in range(size):
-                _fill_quarters(x, first + g, pad, wh, planes[g])
+                _fill_quarters(x, first + g, pad, wh, planes, g * pitch)
                 if train:
-                    image_finite[g] = _all_finite(x, first + g)  # see _weight_grad_codes
-                for f in range(n_filt):
-                    _conv_quarters(planes[g], w, b, f, nine_taps, tap_count, taps, live, wh, conv)
+                    group_finite = group_finite and _all_finite(x, first + g)
+            if size < GROUP:  # the last, short group: the unused places hold no image and no gradient
+                planes[:, :, :, size * pitch :] = 0.0
+                pooled[size:] = 0.0
+                code[:, size * pitch :] = 4
+                grad[:, size * pitch :] = 0.0
+            # forward: conv -> ReLU -> pool, filter by filter over the group, into pooled (junk columns 0)
+            for f in range(n_filt):
+                _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
+                for g in range(size):
                     out = pooled[g, f * span : (f + 1) * span]
                     if train:
-                        _pool2_codes(conv, out, code[g, f])
+                        _pool2_codes(conv, g * pitch, out, code[f, g * pitch : g * pitch + span])
                     else:
-                        _pool2_max(conv, out)
+                        _pool2_max(conv, g * pitch, out)
                     for py in range(ph):
                         for col in range(pw, wh):
                             out[py * wh + col] = 0.0
-            if size < GROUP:  # the last, short group: the unused images' maps count as 0
-                pooled[size:] = 0.0
             # logits: per class, one long loop over the flattened maps (F*span entries) with the group's
             # four dot products side by side, so each weight is loaded once for four images. (A loop per
             # filter left each short dot product waiting on its own sum: measured 4x slower.)
@@ -142,20 +166,23 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
                     gk, dp = dz[g, k], dpooled[g]
                     for i in range(flat_len):
                         dp[i] += gk * wk[i]
-            # backward through pool, ReLU and conv, image by image: the weight gradient straight from the
-            # pooling codes
-            for g in range(size):
-                for f in range(n_filt):
-                    grad = dpooled[g, f * span : (f + 1) * span]
-                    if grad_nine_taps:
-                        total, finite = _pooled_grad_sum(code[g, f], grad)
-                        if finite and image_finite[g]:
-                            db_sum[f] += total
-                            _weight_grad_codes(planes[g], code[g, f], grad, f, grad_live, wh, dw_sum[f])
-                            continue
-                    db_sum[f] += _unpool2_codes(code[g, f], grad, dconv, lead)
-                    _weight_grad_quarters(planes[g], dconv, lead, f, grad_nine_taps, grad_count, grad_taps, grad_live,
-                                          wh, dw_sum[f])
+            # backward through pool, ReLU and conv, filter by filter over the group: the weight gradient
+            # straight from the pooling codes
+            for f in range(n_filt):
+                grad_f = grad[f]
+                for g in range(size):
+                    src, dst = dpooled[g, f * span : (f + 1) * span], grad_f[g * pitch : g * pitch + span]
+                    for i in range(span):
+                        dst[i] = src[i]
+                if grad_nine_taps:
+                    total, finite = _pooled_grad_sum(code[f], grad_f)
+                    if finite and group_finite:
+                        db_sum[f] += total
+                        _weight_grad_codes(planes, code[f], grad_f, f, grad_live, wh, dw_sum[f])
+                        continue
+                db_sum[f] += _unpool2_codes(code[f], grad_f, dconv, lead)
+                _weight_grad_quarters(planes, dconv, lead, f, grad_nine_taps, grad_count, grad_taps, grad_live, wh,
+                                      dw_sum[f])
         if train:
             loss_part[t] = loss_sum
             dw_part[t] = dw_sum
@@ -200,9 +227,10 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     db_part = np.zeros((parts, n_filt), dtype=dtype)
     dfc_part = np.zeros((parts,) + fc_split.shape, dtype=dtype)
     dfcb_part = np.zeros((parts, n_class), dtype=dtype)
-    _convnet_pass(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
-                  grad_live, fc_split, fc_b.astype(dtype), labels, True, logits, loss_part, dw_part, db_part, dfc_part,
-                  dfcb_part)
+    pitch = _image_pitch(x.shape[2], x.shape[3], pad, w.shape[2], w.shape[3])
+    _convnet_pass(x, w, b.astype(dtype), pad, pitch, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count,
+                  grad_taps, grad_live, fc_split, fc_b.astype(dtype), labels, True, logits, loss_part, dw_part, db_part,
+                  dfc_part, dfcb_part)
 
     dw = dw_part.sum(axis=0)
     if weight_mask is not None:
@@ -224,7 +252,8 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
     parts = max(1, min(num_threads(), n))
     logits = np.empty((n, n_class), dtype=dtype)
     unused = np.zeros((parts, 1), dtype=dtype)  # the gradients' places: not written without train
-    _convnet_pass(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, False, tap_count, taps, live, fc_split,
-                  fc_b.astype(dtype), np.zeros(1, np.int64), False, logits, np.zeros(parts),
+    pitch = _image_pitch(x.shape[2], x.shape[3], pad, w.shape[2], w.shape[3])
+    _convnet_pass(x, w, b.astype(dtype), pad, pitch, nine_taps, tap_count, taps, live, False, tap_count, taps, live,
+                  fc_split, fc_b.astype(dtype), np.zeros(1, np.int64), False, logits, np.zeros(parts),
                   np.zeros((parts, 1, 1, 1, 1), dtype=dtype), unused, np.zeros((parts, 1, 1), dtype=dtype), unused)
     return logits
