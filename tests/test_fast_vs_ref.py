@@ -964,6 +964,7 @@ CONVNET_GRID = [
     (3, 3, 10, 8, 4, 3, 0, 3),  # no padding
     (2, 2, 7, 10, 3, 5, 2, 5),  # 5x5 filters: one pass per tap
     (3, 1, 6, 6, 1, 3, 1, 2),  # one channel, one filter
+    (13, 2, 9, 11, 3, 3, 1, 3),  # several groups of images per thread (the kernel's buffers reused), short ones
 ]
 
 
