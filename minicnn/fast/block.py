@@ -597,17 +597,16 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
         _add_3x3(dw_f[c], (g0, g1, g2, g3, g4, g5, g6, g7, g8))
 
 
-@serial_reduction  # the flag may be combined in any order
+@serial_reduction  # the sum may be reordered
 def _all_finite(x, n):
-    """Whether image n of x (N, C, H, W) holds no inf or NaN. Integer flag: see _pool2_codes."""
-    bad = np.int32(0)
-    for c in range(x.shape[1]):
-        for y in range(x.shape[2]):
-            row = x[n, c, y]
-            for i in range(row.size):
-                v = row[i] - row[i]  # NaN if the pixel is inf or NaN, else 0
-                bad |= np.int32(v != v)
-    return bad == 0
+    """Whether image n of x (N, C, H, W, C-contiguous) holds no inf or NaN: the sum of pixel * 0 is 0,
+    or NaN if one is inf or NaN. One flat loop over the pixels (row by row, and with an integer flag
+    as _pool2_codes has, were 4x and 2x slower)."""
+    image = x[n].reshape(x[n].size)
+    total = np.float32(0.0)
+    for i in range(image.size):
+        total += image[i] * np.float32(0.0)
+    return total == 0.0
 
 
 @serial_reduction  # the sum may be reordered
