@@ -74,8 +74,9 @@ def _tap_lists(active: np.ndarray):
 #: The split kernels' 3x3 filters take all 9 taps of a channel per pass (pruned ones multiply zeros)
 #: when at least this fraction of weights is kept, else one pass per kept tap. The crossover was
 #: measured with benchmarks/bench_pruning.py (table 3), paper model, 512-bit vectors: the two tie at
-#: about 24 % of weights kept (tap by tap / 9 taps = 1.06 at 28 %, 0.94 at 20 %, timed interleaved).
-NINE_TAP_MIN_DENSITY = 0.24
+#: about 18 % of weights kept (tap by tap / 9 taps = 1.06 at 20 %, 0.97 at 15 %, timed interleaved; it
+#: was 24 % before the 9-tap weight gradient took its pixels by selects, see _weight_grad_codes).
+NINE_TAP_MIN_DENSITY = 0.18
 
 
 def _skip_plan(active: np.ndarray):
