@@ -116,8 +116,8 @@ def _convnet_pass(x, w, b, pad, pitch, nine_taps, tap_count, taps, live, grad_ni
                         _pool2_codes(conv, g * pitch, out, code[f, g * pitch : g * pitch + span])
                     else:
                         _pool2_max(conv, g * pitch, out)
-                    for py in range(ph):
-                        for col in range(pw, wh):
+                    for col in range(pw, wh):  # the junk columns (one, mostly): one loop down each
+                        for py in range(ph):
                             out[py * wh + col] = 0.0
             # logits: per class, one long loop over the flattened maps (F*span entries) with the group's
             # four dot products side by side, so each weight is loaded once for four images. (A loop per
