@@ -41,22 +41,13 @@ from minicnn.ref.im2col import conv_output_size
 GROUP = 4
 
 
-def _image_pitch(h: int, width: int, pad: int, kh: int, kw: int) -> int:
-    """Entries between two images side by side in the group's quarter planes and maps: the conv of an
-    image reads its planes up to (KH // 2) rows and (KW // 2) columns past its map (span entries), and
-    the padded image fills ceil((H + 2*pad) / 2) rows of WH; the gap between images stays 0."""
-    ph = (h + 2 * pad - kh + 1) // 2
-    wh = (width + 2 * pad + 1) // 2
-    return max(ph * wh + (kh // 2) * wh + kw // 2, ((h + 2 * pad + 1) // 2) * wh)
-
-
 @reduction_kernel
-def _convnet_pass(x, w, b, pad, pitch, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
+def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
                   grad_live, fc_split, fc_b, labels, train, logits, loss_part, dw_part, db_part, dfc_part, dfcb_part):
     """logits (N, K) of every image; with ``train`` also, per thread t over its slice of the batch,
     loss_part[t] (the sum of its images' losses) and the partial gradients dw_part[t] (F, C, KH, KW),
     db_part[t] (F,), dfc_part[t] (K, F*span) in split rows and dfcb_part[t] (K,). fc_split: (K, F*span),
-    the linear weight in split rows; labels (N,) is read only with ``train``; pitch: _image_pitch.
+    the linear weight in split rows; labels (N,) is read only with ``train``.
 
     A group's quarter planes, conv maps, pooling codes and pooled-map gradients hold its images side by
     side, image g at g*pitch (the entries between them 0, or code 4: no gradient), so that one conv pass
@@ -71,6 +62,10 @@ def _convnet_pass(x, w, b, pad, pitch, nine_taps, tap_count, taps, live, grad_ni
     wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
     lead = wh + 1  # zero margins of the conv-map gradient (see _backward_split)
     flat_len = n_filt * span
+    # entries from one image to the next in the group's planes and maps: an image's conv reads its planes
+    # up to KH // 2 rows and KW // 2 columns past its map (span entries), and the padded image fills
+    # ceil((H + 2*pad) / 2) rows of WH; the gap between images stays 0
+    pitch = max(span + (kh // 2) * wh + kw // 2, ((h + 2 * pad + 1) // 2) * wh)
     group_len = GROUP * pitch
     inv_n = 1.0 / max(n_img, 1)  # the loss is the batch mean
     per_part = (n_img + n_parts - 1) // n_parts
@@ -237,8 +232,7 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     db_part = np.zeros((parts, n_filt), dtype=dtype)
     dfc_part = np.zeros((parts,) + fc_split.shape, dtype=dtype)
     dfcb_part = np.zeros((parts, n_class), dtype=dtype)
-    pitch = _image_pitch(x.shape[2], x.shape[3], pad, w.shape[2], w.shape[3])
-    _convnet_pass(x, w, b.astype(dtype), pad, pitch, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count,
+    _convnet_pass(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count,
                   grad_taps, grad_live, fc_split, fc_b.astype(dtype), labels, True, logits, loss_part, dw_part, db_part,
                   dfc_part, dfcb_part)
 
@@ -262,8 +256,7 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
     parts = max(1, min(num_threads(), n))
     logits = np.empty((n, n_class), dtype=dtype)
     unused = np.zeros((parts, 1), dtype=dtype)  # the gradients' places: not written without train
-    pitch = _image_pitch(x.shape[2], x.shape[3], pad, w.shape[2], w.shape[3])
-    _convnet_pass(x, w, b.astype(dtype), pad, pitch, nine_taps, tap_count, taps, live, False, tap_count, taps, live,
+    _convnet_pass(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, False, tap_count, taps, live,
                   fc_split, fc_b.astype(dtype), np.zeros(1, np.int64), False, logits, np.zeros(parts),
                   np.zeros((parts, 1, 1, 1, 1), dtype=dtype), unused, np.zeros((parts, 1, 1), dtype=dtype), unused)
     return logits
