@@ -292,7 +292,7 @@ def test_softmax_cross_entropy_int32_labels(rng):
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("shape", [(8, 3, 3, 3), (10, 2048), (1,)])
+@pytest.mark.parametrize("shape", [(8, 3, 3, 3), (10, 2048), (1,), (301, 257)])  # the last: the parallel loop
 def test_sgd_step(momentum, weight_decay, masked, shape, rng):
     p_r = f32(rng.standard_normal(shape))
     mask = f32(rng.random(shape) > 0.5) if masked else None

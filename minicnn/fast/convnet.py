@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import num_threads, reduction_kernel
+from minicnn.fast._jit import num_threads, reduction_kernel, serial
 from minicnn.fast.block import (_conv_quarters, _fill_quarters, _pool2_codes, _pool2_max, _pooled_grad_sum, _all_finite,
                                 _skip_plan, _split_sizes, _unpool2_codes, _wanted, _weight_grad_codes,
                                 _weight_grad_quarters)
@@ -43,25 +43,27 @@ GROUP = 4
 
 @reduction_kernel
 def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
-                  grad_live, fc_split, fc_b, labels, train, logits, loss_part, dw_part, db_part, dfc_part, dfcb_part):
-    """logits (N, K) of every image; with ``train`` also, per thread t over its slice of the batch,
-    loss_part[t] (the sum of its images' losses) and the partial gradients dw_part[t] (F, C, KH, KW),
-    db_part[t] (F,), dfc_part[t] (K, F*span) in split rows and dfcb_part[t] (K,). fc_split: (K, F*span),
-    the linear weight in split rows; labels (N,) is read only with ``train``.
+                  grad_live, fc_w, fc_b, labels, train, n_parts, logits, dw, db, dfc_w, dfc_b):
+    """logits (N, K) of every image; with ``train`` also the batch's mean loss (returned) and the
+    gradients dw (F, C, KH, KW), db (F,), dfc_w (K, F*PH*PW) and dfc_b (K,) (labels (N,) is read only
+    with ``train``). The batch is cut into n_parts slices, one per thread.
 
     A group's quarter planes, conv maps, pooling codes and pooled-map gradients hold its images side by
     side, image g at g*pitch (the entries between them 0, or code 4: no gradient), so that one conv pass
     and one weight-gradient pass per filter and channel cover the group (the entries between images are
     computed and never used). The pooled maps and their gradients are kept per image, flat (F*span), for
-    the linear layer."""
+    the linear layer.
+
+    The linear weight's re-layout and the sums of the threads' parts are done here (see _publish)."""
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     n_class = fc_b.shape[0]
-    n_parts = loss_part.shape[0]
     ph, pw = (h + 2 * pad - kh + 1) // 2, (width + 2 * pad - kw + 1) // 2
     wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
     lead = wh + 1  # zero margins of the conv-map gradient (see _backward_split)
     flat_len = n_filt * span
+    fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
+    loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, flat_len, train)
     # entries from one image to the next in the group's planes and maps: an image's conv reads its planes
     # up to KH // 2 rows and KW // 2 columns past its map (span entries), and the padded image fills
     # ceil((H + 2*pad) / 2) rows of WH; the gap between images stays 0
@@ -194,21 +196,73 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
             db_part[t] = db_sum
             dfc_part[t] = dfc_sum
             dfcb_part[t] = dfcb_sum
+    if not train:
+        return 0.0
+    return _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, dw, db, dfc_w, dfc_b) / max(n_img, 1)
 
 
-def _split_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b: np.ndarray):
-    """Check the shapes; -> (PH, PW, WH, fc_split (K, F*span)): the linear weight in the pooled maps'
-    split rows, zeros in the junk columns."""
+# The work around the parallel loop, in serial functions: in the parallel kernel, Numba would run each
+# array expression (np.zeros, a sum) as a parallel loop of its own, starting the threads for a few
+# microseconds of work. Done there rather than in NumPy: called after the kernel, those few NumPy
+# calls took 0.4 ms per training step of the paper model (about 6 % of it).
+
+
+@serial
+def _to_split_rows(fc_w, n_filt, ph, pw, wh):
+    """fc_w (K, F*PH*PW) -> fc_split (K, F*span): the linear weight in the pooled maps' split rows
+    (span = PH*WH), zeros in the junk columns."""
+    n_class, span = fc_w.shape[0], ph * wh
+    fc_split = np.zeros((n_class, n_filt * span), dtype=fc_w.dtype)
+    for k in range(n_class):
+        for f in range(n_filt):
+            for py in range(ph):
+                for u in range(pw):
+                    fc_split[k, f * span + py * wh + u] = fc_w[k, (f * ph + py) * pw + u]
+    return fc_split
+
+
+@serial
+def _part_sums(n_parts, w, n_class, flat_len, train):
+    """Each thread's sums, zeroed: loss (n_parts,), dw (n_parts, F, C, KH, KW), db (n_parts, F), dfc in
+    split rows (n_parts, K, F*span), dfc_b (n_parts, K); the gradients' places are empty without train."""
+    n_filt, dtype = w.shape[0], w.dtype
+    return (np.zeros(n_parts),
+            np.zeros((n_parts,) + (w.shape if train else (0, 0, 0, 0)), dtype=dtype),
+            np.zeros((n_parts, n_filt), dtype=dtype),
+            np.zeros((n_parts,) + ((n_class, flat_len) if train else (0, 0)), dtype=dtype),
+            np.zeros((n_parts, n_class), dtype=dtype))
+
+
+@serial
+def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, dw, db, dfc_w, dfc_b):
+    """The threads' parts summed into dw, db, dfc_w (K, F*PH*PW: back from split rows) and dfc_b;
+    returns the summed loss."""
+    n_parts, n_class, n_filt, span = dw_part.shape[0], dfcb_part.shape[1], db_part.shape[1], ph * wh
+    dw_flat, dw_parts = dw.reshape(dw.size), dw_part.reshape(n_parts, dw.size)
+    for i in range(dw.size):
+        dw_flat[i] = dw_parts[:, i].sum()
+    for f in range(n_filt):
+        db[f] = db_part[:, f].sum()
+    for k in range(n_class):
+        dfc_b[k] = dfcb_part[:, k].sum()
+        for f in range(n_filt):
+            for py in range(ph):
+                for u in range(pw):
+                    i = f * span + py * wh + u
+                    total = dfc_part[0, k, i]
+                    for t in range(1, n_parts):
+                        total += dfc_part[t, k, i]
+                    dfc_w[k, (f * ph + py) * pw + u] = total
+    return loss_part.sum()
+
+
+def _check_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b: np.ndarray) -> None:
+    """ValueError unless fc_w (K, F*PH*PW) matches the pooled maps of conv w on x."""
     _, _, h, width = x.shape
     n_filt, _, kh, kw = w.shape
-    n_class = fc_b.shape[0]
     ph, pw = conv_output_size(h, kh, 1, pad) // 2, conv_output_size(width, kw, 1, pad) // 2
-    if fc_w.shape != (n_class, n_filt * ph * pw):
-        raise ValueError(f"fc_w has shape {fc_w.shape}; the pooled maps need ({n_class}, {n_filt * ph * pw})")
-    wh, span, _ = _split_sizes(h, width, pad, kh, kw, ph, True)
-    fc_split = np.zeros((n_class, n_filt, ph, wh), dtype=x.dtype)
-    fc_split[..., :pw] = fc_w.reshape(n_class, n_filt, ph, pw)
-    return ph, pw, wh, fc_split.reshape(n_class, n_filt * span)
+    if fc_w.shape != (fc_b.shape[0], n_filt * ph * pw):
+        raise ValueError(f"fc_w has shape {fc_w.shape}; the pooled maps need ({fc_b.shape[0]}, {n_filt * ph * pw})")
 
 
 def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
@@ -217,32 +271,23 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.ref.convnet for the contract."""
     x = np.ascontiguousarray(x)
     dtype, n, n_filt, n_class = x.dtype, x.shape[0], w.shape[0], fc_b.shape[0]
-    ph, pw, wh, fc_split = _split_linear(x, w, pad, fc_w, fc_b)
+    _check_linear(x, w, pad, fc_w, fc_b)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= n_class)):
         raise ValueError(f"labels must be {n} integers in [0, {n_class})")
     w = np.ascontiguousarray(w, dtype=dtype)
-    nine_taps, tap_count, taps, live = _skip_plan(w != 0)
     wanted = _wanted(w, weight_mask)
-    grad_nine_taps, grad_count, grad_taps, grad_live = _skip_plan(wanted)
-    parts = max(1, min(num_threads(), n))
     logits = np.empty((n, n_class), dtype=dtype)
-    loss_part = np.zeros(parts)
-    dw_part = np.zeros((parts,) + w.shape, dtype=dtype)
-    db_part = np.zeros((parts, n_filt), dtype=dtype)
-    dfc_part = np.zeros((parts,) + fc_split.shape, dtype=dtype)
-    dfcb_part = np.zeros((parts, n_class), dtype=dtype)
-    _convnet_pass(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count,
-                  grad_taps, grad_live, fc_split, fc_b.astype(dtype), labels, True, logits, loss_part, dw_part, db_part,
-                  dfc_part, dfcb_part)
-
-    dw = dw_part.sum(axis=0)
+    dw, db = np.empty(w.shape, dtype=dtype), np.empty(n_filt, dtype=dtype)
+    dfc_w, dfc_b = np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype)
+    loss = _convnet_pass(x, w, b.astype(dtype), pad, *_skip_plan(w != 0), *_skip_plan(wanted),
+                         np.ascontiguousarray(fc_w, dtype=dtype), fc_b.astype(dtype), labels, True,
+                         max(1, min(num_threads(), n)), logits, dw, db, dfc_w, dfc_b)
     if weight_mask is not None:
         dw *= wanted  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
-    dfc_w = dfc_part.sum(axis=0).reshape(n_class, n_filt, ph, wh)[..., :pw].reshape(fc_w.shape)
     if fc_mask is not None:
-        dfc_w = dfc_w * fc_mask
-    return float(loss_part.sum() / max(n, 1)), logits, dw, db_part.sum(axis=0), dfc_w, dfcb_part.sum(axis=0)
+        dfc_w *= fc_mask
+    return float(loss), logits, dw, db, dfc_w, dfc_b
 
 
 def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
@@ -250,13 +295,12 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,) -> logits (N, K)."""
     x = np.ascontiguousarray(x)
     dtype, n, n_filt, n_class = x.dtype, x.shape[0], w.shape[0], fc_b.shape[0]
-    _, _, _, fc_split = _split_linear(x, w, pad, fc_w, fc_b)
+    _check_linear(x, w, pad, fc_w, fc_b)
     w = np.ascontiguousarray(w, dtype=dtype)
-    nine_taps, tap_count, taps, live = _skip_plan(w != 0)
-    parts = max(1, min(num_threads(), n))
+    plan = _skip_plan(w != 0)
     logits = np.empty((n, n_class), dtype=dtype)
-    unused = np.zeros((parts, 1), dtype=dtype)  # the gradients' places: not written without train
-    _convnet_pass(x, w, b.astype(dtype), pad, nine_taps, tap_count, taps, live, False, tap_count, taps, live,
-                  fc_split, fc_b.astype(dtype), np.zeros(1, np.int64), False, logits, np.zeros(parts),
-                  np.zeros((parts, 1, 1, 1, 1), dtype=dtype), unused, np.zeros((parts, 1, 1), dtype=dtype), unused)
+    unused = np.empty((1, 1), dtype=dtype)  # the gradients' places: not written without train
+    _convnet_pass(x, w, b.astype(dtype), pad, *plan, *plan, np.ascontiguousarray(fc_w, dtype=dtype),
+                  fc_b.astype(dtype), np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), logits,
+                  np.empty((1, 1, 1, 1), dtype=dtype), np.empty(1, dtype=dtype), unused, np.empty(1, dtype=dtype))
     return logits
