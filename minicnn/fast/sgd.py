@@ -45,11 +45,13 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray | None, l
     first = velocity is None
     if momentum and first:
         velocity = np.zeros_like(param)
-    vel = velocity if momentum else np.zeros(1, dtype=param.dtype)
-    m = np.ones(1, dtype=param.dtype) if mask is None else np.ascontiguousarray(mask, dtype=param.dtype)
-    args = (param.reshape(-1), np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1), vel.reshape(-1),
-            m.reshape(-1), param.dtype.type(lr), param.dtype.type(momentum), param.dtype.type(weight_decay),
-            first, mask is not None)
+    flat = param.reshape(-1)
+    # without momentum or mask the kernel reads no velocity or mask: param stands in (no allocation)
+    vel = velocity.reshape(-1) if momentum else flat
+    m = flat if mask is None else np.ascontiguousarray(mask, dtype=param.dtype).reshape(-1)
+    dtype = param.dtype.type
+    args = (flat, np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1), vel, m, dtype(lr), dtype(momentum),
+            dtype(weight_decay), first, mask is not None)
     if param.size < PARALLEL_MIN_SIZE:
         _sgd_range(*args, 0, param.size)
     else:
