@@ -469,6 +469,26 @@ POOL2_GRID = [
 ]
 
 
+def test_skip_plan_follows_the_threshold_and_the_pattern(rng, monkeypatch):
+    """The skip plan's tap lists are cached per pattern of zeros, but its choice of path follows
+    NINE_TAP_MIN_DENSITY at every call (the path tests below set it), and each pattern gets its own
+    lists."""
+    import minicnn.fast.block as block
+
+    active = rng.random((4, 3, 3, 3)) < 0.5
+    active[0, 0] = False
+    monkeypatch.setattr(block, "NINE_TAP_MIN_DENSITY", 0.0)
+    assert block._skip_plan(active)[0]
+    monkeypatch.setattr(block, "NINE_TAP_MIN_DENSITY", 2.0)
+    for pattern in (active, ~active, active):
+        nine_taps, counts, taps, live = block._skip_plan(pattern)
+        assert not nine_taps
+        np.testing.assert_array_equal(counts, pattern.reshape(4, -1).sum(axis=1))
+        for f in range(4):
+            np.testing.assert_array_equal(taps[f, : counts[f]], np.flatnonzero(pattern[f]))
+        np.testing.assert_array_equal(live, pattern.any(axis=(2, 3)))
+
+
 @pytest.mark.parametrize("case", POOL2_GRID, ids=lambda c: "-".join(map(str, c)))
 @pytest.mark.parametrize("density", [1.0, 0.5])
 @pytest.mark.parametrize("path", ["nine_taps", "tap_by_tap"])

@@ -87,19 +87,22 @@ def _skip_plan(active: np.ndarray):
     taps (F, C*KH*KW), live (F, C): any active weight in the channel); the arrays are shared between
     calls with the same pattern, and only read.
 
-    The plan changes only when pruning does, so it is made once per pattern: made per training step,
-    its few NumPy calls took 0.1-0.2 ms of the paper model's 7 ms."""
+    The tap lists change only when pruning does, so they are made once per pattern (made per training
+    step, their few NumPy calls took 0.1-0.2 ms of the paper model's 7 ms); the choice of path is made
+    per call, against the current NINE_TAP_MIN_DENSITY."""
     active = np.ascontiguousarray(active, dtype=bool)
-    return _skip_plan_of(active.shape, active.tobytes())
+    density, tap_count, taps, live = _pattern_plan(active.shape, active.tobytes())
+    nine_taps = active.shape[2:] == (3, 3) and active.size > 0 and density >= NINE_TAP_MIN_DENSITY
+    return nine_taps, tap_count, taps, live
 
 
 @functools.lru_cache(maxsize=64)
-def _skip_plan_of(shape: tuple, pattern: bytes):
-    """_skip_plan for the pattern active.tobytes() of an array of this shape."""
+def _pattern_plan(shape: tuple, pattern: bytes):
+    """(fraction active, tap_count, taps, live) of _skip_plan for the pattern active.tobytes() of an
+    array of this shape."""
     active = np.frombuffer(pattern, dtype=bool).reshape(shape)
     tap_count, taps = _tap_lists(active)
-    nine_taps = active.shape[2:] == (3, 3) and active.size > 0 and active.mean() >= NINE_TAP_MIN_DENSITY
-    return nine_taps, tap_count, taps, active.any(axis=(2, 3))
+    return (float(active.mean()) if active.size else 0.0), tap_count, taps, active.any(axis=(2, 3))
 
 
 @reduction_kernel
