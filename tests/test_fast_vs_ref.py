@@ -428,6 +428,52 @@ def test_conv_relu_pool_exact_on_grid(case, need_dx, pruned, rng):
     check_block(rng, x, wt, b, s, p, pk, ps, need_dx=need_dx, mask=mask, exact=True)
 
 
+@pytest.mark.parametrize("width", [5, 31, 32, 33, 64, 65, 70])
+@pytest.mark.parametrize("pad", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fill_quarters_splits_rows_by_parity(width, pad, dtype, rng):
+    """The quarter planes (minicnn/fast/block.py) from the image, against a plain NumPy build: rows of
+    32 pixels and more go 16 pairs at a time through vector shuffles, the rest pair by pair."""
+    from minicnn.fast.block import _fill_quarters
+
+    n, c, h, at = 2, 3, 5, 7
+    x = rng.standard_normal((n, c, h, width)).astype(dtype)
+    wh = (width + 2 * pad + 1) // 2
+    rows = (h + 2 * pad + 1) // 2
+    for image in range(n):
+        want = np.zeros((2, 2, c, at + rows * wh + 5), dtype=dtype)
+        padded = np.pad(x[image], ((0, 0), (pad, pad), (pad, pad)))
+        for row in range(h + 2 * pad):
+            for col in range(width + 2 * pad):
+                want[row % 2, col % 2, :, at + (row // 2) * wh + col // 2] = padded[:, row, col]
+        got = np.zeros_like(want)
+        _fill_quarters(x, image, pad, wh, got, at)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_step_equals_its_python_twin(dtype, rng):
+    """The vector de-interleave (minicnn/fast/_simd.py) against the plain loop it stands for, at odd
+    offsets in all three arrays."""
+    from numba import njit
+
+    from minicnn.fast._simd import STEP, _split_step_python, _split_step_vector
+
+    @njit
+    def compiled(src, s, even, e, odd, o):
+        _split_step_vector(src, s, even, e, odd, o)
+
+    src = rng.standard_normal(2 * STEP + 9).astype(dtype)
+    for s, e, o in [(0, 0, 0), (3, 5, 1), (9, 2, 7)]:
+        got_even, got_odd = np.full(STEP + 8, -1.0, dtype), np.full(STEP + 8, -1.0, dtype)
+        want_even, want_odd = got_even.copy(), got_odd.copy()
+        compiled(src, s, got_even, e, got_odd, o)
+        _split_step_python(src, s, want_even, e, want_odd, o)
+        np.testing.assert_array_equal(got_even, want_even)
+        np.testing.assert_array_equal(got_odd, want_odd)
+        np.testing.assert_array_equal(want_even[e:e + STEP], src[s:s + 2 * STEP:2])  # the twin does what it says
+
+
 def block_kink_margin(x, wt, b, s, p, pk, ps) -> float:
     """Float64 distance of the conv outputs from ReLU's kink and of each pooling window's maximum from
     its runner-up (rounding may flip decisions closer than that)."""
@@ -869,6 +915,31 @@ def test_fast_kernels_as_plain_python():
     # each value is max |fast - ref| / (ATOL + RTOL |ref|): below 1 means within tolerance
     bad = {k: v for k, v in errors.items() if not v <= 1.0}
     assert not bad, bad
+
+
+def test_kernel_cache_folder_follows_every_fast_source(tmp_path, monkeypatch):
+    """A kernel's cached machine code includes the helpers it calls from other files, which Numba does
+    not re-check: the cache folder is named after all of minicnn/fast's sources, so a change to any one
+    of them (here the vector helper only) compiles afresh."""
+    import shutil
+
+    import numba
+
+    from minicnn.fast import _jit
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    sources = tmp_path / "fast"
+    shutil.copytree(ROOT / "minicnn" / "fast", sources, ignore=shutil.ignore_patterns("__pycache__"))
+    first = _jit._kernel_cache_dir(sources)
+    assert first == _jit._kernel_cache_dir(sources)
+    assert Path(first).parent == sources / "__pycache__"
+    with open(sources / "_simd.py", "a") as f:
+        f.write("# changed\n")
+    assert _jit._kernel_cache_dir(sources) != first
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert _jit._kernel_cache_dir(sources) is None  # the user's choice stands
+    if _jit._CACHE_DIR is not None:
+        assert numba.config.CACHE_DIR == _jit._CACHE_DIR
 
 
 def test_fast_maxpool_as_plain_python_on_a_wide_image():

@@ -1,6 +1,7 @@
 """The one place with Numba options.
 
-- cache=True: compiled machine code is stored beside the sources, so a second run compiles nothing.
+- cache=True: compiled machine code is stored beside the sources, in a folder named after their hash
+  (see _kernel_cache_dir), so a second run compiles nothing.
 - parallel=True: `prange` loops are split across threads (numba.get_num_threads()).
 - fastmath: every kernel may contract a*b + c into one fused multiply-add ('contract': one
   rounding instead of two, and twice the arithmetic per instruction). Kernels whose inner loop is
@@ -37,7 +38,40 @@ def _wide_vector_features() -> str | None:
 
 _CPU_FEATURES = _wide_vector_features()
 
+
+def _kernel_cache_dir(sources=None) -> str | None:
+    """Where the compiled kernels are cached: a folder named after a hash of all of minicnn/fast's
+    sources (None where the user set NUMBA_CACHE_DIR). Numba re-checks only the file that defines a
+    kernel, but a kernel's machine code holds every helper it calls from other files (convnet.py's from
+    block.py, block.py's from _simd.py): after a change to a helper alone, it would load stale code.
+    Beside the sources (``sources``: this folder) if that folder is writable, else in the user's cache
+    folder."""
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return None
+    import hashlib
+    from pathlib import Path
+
+    here = Path(sources or Path(__file__).resolve().parent)
+    digest = hashlib.sha256()
+    for source in sorted(here.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    name = f"numba-{digest.hexdigest()[:16]}"
+    beside = here / "__pycache__"
+    try:
+        beside.mkdir(exist_ok=True)
+        if os.access(beside, os.W_OK):
+            return str(beside / name)
+    except OSError:
+        pass
+    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minicnn" / name)
+
+
+_CACHE_DIR = _kernel_cache_dir()
+
 import numba  # noqa: E402  (after the environment above, which the OpenMP runtime reads when it starts)
+
+if _CACHE_DIR is not None:  # read when a cached kernel is defined, i.e. after this module (see above)
+    numba.config.CACHE_DIR = _CACHE_DIR
 
 # Set on Numba's settings rather than in os.environ: Numba may already be imported (a kernel module's
 # `from numba import prange` comes first), and when the environment changes it re-reads all of it,
