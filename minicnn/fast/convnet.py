@@ -26,9 +26,9 @@ import numpy as np
 from numba import prange
 
 from minicnn.fast._jit import num_threads, reduction_kernel, serial
-from minicnn.fast.block import (_conv_quarters, _fill_quarters, _pool2_codes, _pool2_max, _pooled_grad_sum, _all_finite,
-                                _skip_plan, _split_sizes, _unpool2_codes, _wanted, _weight_grad_codes,
-                                _weight_grad_quarters)
+from minicnn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _pool2_codes, _pool2_max,
+                                _pooled_grad_sum, _round_up, _skip_plan, _split_sizes, _unpool2_codes, _wanted,
+                                _weight_grad_codes, _weight_grad_quarters)
 from minicnn.ref.im2col import conv_output_size
 
 
@@ -210,25 +210,6 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
 # array expression (np.zeros, a sum) as a parallel loop of its own, starting the threads for a few
 # microseconds of work. Done there rather than in NumPy: called after the kernel, those few NumPy
 # calls took 0.4 ms per training step of the paper model (about 6 % of it).
-
-
-@serial
-def _round_up(n, multiple):
-    return (n + multiple - 1) // multiple * multiple
-
-
-@serial
-def _aligned_zeros(count, like):
-    """count zeros of like's dtype, the first on a 64-byte boundary (a cache line). Numba aligns arrays
-    to 32 bytes only, and the conv and weight-gradient loops, which run from a buffer's first entry,
-    load 512-bit vectors: one that straddles two lines costs two loads. The bare conv pass ran 1.06-1.16x
-    faster aligned on one thread, 1.02-1.05x on two; the whole-model op with its planes, conv maps and
-    map gradients aligned 1.05-1.08x (training) and 1.03-1.11x (inference), interleaved. (Aligning the
-    pooled maps and the linear layer's buffers too made no measurable difference.)"""
-    per_line = 64 // like.itemsize
-    buf = np.zeros(count + per_line, dtype=like.dtype)
-    skip = (per_line - (buf.ctypes.data // like.itemsize) % per_line) % per_line
-    return buf[skip : skip + count]
 
 
 @serial
