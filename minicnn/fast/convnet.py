@@ -26,9 +26,9 @@ import numpy as np
 from numba import prange
 
 from minicnn.fast._jit import num_threads, reduction_kernel, serial
-from minicnn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _pool2_codes, _pool2_max,
-                                _pooled_grad_sum, _round_up, _skip_plan, _split_sizes, _unpool2_codes, _wanted,
-                                _weight_grad_codes, _weight_grad_quarters)
+from minicnn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _line_entries,
+                                _pool2_codes, _pool2_max, _pooled_grad_sum, _round_up, _skip_plan, _split_sizes,
+                                _unpool2_codes, _wanted, _weight_grad_codes, _weight_grad_quarters)
 from minicnn.ref.im2col import conv_output_size
 
 
@@ -60,7 +60,7 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
     n_class = fc_b.shape[0]
     ph, pw = (h + 2 * pad - kh + 1) // 2, (width + 2 * pad - kw + 1) // 2
     wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
-    line = 64 // x.itemsize  # entries per cache line
+    line = _line_entries(x)  # entries per cache line
     lead = _round_up(wh + 1, line)  # zero margins of the conv-map gradient (see _backward_split)
     flat_len = n_filt * span
     fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
