@@ -1147,6 +1147,61 @@ def test_conv_relu_pool_linear_loss_rejects_bad_labels_and_shapes(rng):
         fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w[:, 1:], fc_b, labels)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooled_grad_sum_zeroes_blocked_windows(dtype, rng):
+    """_pooled_grad_sum sets the gradient of every window of code 4 (ReLU blocked it) to 0 in place, sums
+    the rest and says whether the rest is finite: a NaN in a blocked window is dropped, one in a kept
+    window is reported (the caller then takes the exact path)."""
+    from minicnn.fast.block import _pooled_grad_sum
+
+    code = rng.integers(0, 5, size=70).astype(np.int8)
+    code[[3, 40]] = 4
+    code[10] = 1
+    grad = rng.standard_normal(70).astype(dtype)
+    grad[3] = np.nan
+    grad[40] = np.inf
+    kept = np.where(code < 4, grad, 0).astype(dtype)
+    work = grad.copy()
+    total, finite = _pooled_grad_sum(code, work)
+    np.testing.assert_array_equal(work, kept)
+    assert finite
+    assert abs(total - kept.sum(dtype=np.float64)) <= 1e-5 * np.abs(kept).sum()
+    work = grad.copy()
+    work[10] = np.nan
+    _, finite = _pooled_grad_sum(code, work)
+    assert not finite
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 3])
+def test_publish_sums_thread_parts_in_order(n_parts, rng):
+    """The whole-network op's threads' sums become dw, db, dfc_w (back from split rows: the junk
+    columns dropped) and dfc_b as part 0 + part 1 + ..., exactly (float32)."""
+    from minicnn.fast.convnet import _publish
+
+    n_filt, n_class, ph, pw, wh = 3, 4, 5, 5, 6
+    span = ph * wh
+    loss = rng.standard_normal(n_parts)
+    dw_part = f32(rng.standard_normal((n_parts, n_filt, 2, 3, 3)))
+    db_part, dfcb_part = f32(rng.standard_normal((n_parts, n_filt))), f32(rng.standard_normal((n_parts, n_class)))
+    dfc_part = f32(rng.standard_normal((n_parts, n_class, n_filt * span)))
+    dw, db = np.empty(dw_part.shape[1:], np.float32), np.empty(n_filt, np.float32)
+    dfc_w, dfc_b = np.empty((n_class, n_filt * ph * pw), np.float32), np.empty(n_class, np.float32)
+    total = _publish(loss, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, dw, db, dfc_w, dfc_b)
+
+    def in_order(parts):
+        out = parts[0].copy()
+        for part in parts[1:]:
+            out += part
+        return out
+
+    assert total == pytest.approx(loss.sum())
+    np.testing.assert_array_equal(dw, in_order(dw_part))
+    np.testing.assert_array_equal(db, in_order(db_part))
+    np.testing.assert_array_equal(dfc_b, in_order(dfcb_part))
+    rows = in_order(dfc_part).reshape(n_class, n_filt, ph, wh)[:, :, :, :pw]  # split rows -> (K, F, PH, PW)
+    np.testing.assert_array_equal(dfc_w, rows.reshape(n_class, n_filt * ph * pw))
+
+
 def test_one_conv_model_trains_through_the_whole_network_op(rng):
     """A conv -> relu -> pool2 -> flatten -> linear model takes one op per training pass: the same loss,
     logits and gradients as layer by layer; any other model goes layer by layer; and a backward after
