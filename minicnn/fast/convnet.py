@@ -261,8 +261,7 @@ def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, dw, d
     for k in range(n_class):
         for f in range(n_filt):
             for py in range(ph):
-                dst = dfc_w[k, (f * ph + py) * pw : (f * ph + py + 1) * pw]
-                src = dfc_part[0, k, f * span + py * wh :]
+                dst, src = dfc_w[k, (f * ph + py) * pw :], dfc_part[0, k, f * span + py * wh :]
                 for u in range(pw):
                     dst[u] = src[u]
                 for t in range(1, n_parts):
