@@ -1148,11 +1148,11 @@ def test_conv_relu_pool_linear_loss_rejects_bad_labels_and_shapes(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pooled_grad_sum_zeroes_blocked_windows(dtype, rng):
-    """_pooled_grad_sum sets the gradient of every window of code 4 (ReLU blocked it) to 0 in place, sums
-    the rest and says whether the rest is finite: a NaN in a blocked window is dropped, one in a kept
-    window is reported (the caller then takes the exact path)."""
-    from minicnn.fast.block import _pooled_grad_sum
+def test_zero_blocked_and_sum(dtype, rng):
+    """_zero_blocked_and_sum sets the gradient of every window of code 4 (ReLU blocked it) to 0 in
+    place, sums the rest and says whether the rest is finite: a NaN in a blocked window is dropped, one
+    in a kept window is reported (the caller then takes the exact path)."""
+    from minicnn.fast.block import _zero_blocked_and_sum
 
     code = rng.integers(0, 5, size=70).astype(np.int8)
     code[[3, 40]] = 4
@@ -1162,13 +1162,13 @@ def test_pooled_grad_sum_zeroes_blocked_windows(dtype, rng):
     grad[40] = np.inf
     kept = np.where(code < 4, grad, 0).astype(dtype)
     work = grad.copy()
-    total, finite = _pooled_grad_sum(code, work)
+    total, finite = _zero_blocked_and_sum(code, work)
     np.testing.assert_array_equal(work, kept)
     assert finite
     assert abs(total - kept.sum(dtype=np.float64)) <= 1e-5 * np.abs(kept).sum()
     work = grad.copy()
     work[10] = np.nan
-    _, finite = _pooled_grad_sum(code, work)
+    _, finite = _zero_blocked_and_sum(code, work)
     assert not finite
 
 

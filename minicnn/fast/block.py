@@ -613,10 +613,10 @@ def _weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
     storing the map's gradient also saves a pass that writes four arrays (LLVM keeps such a loop at half
     width): the backward of the paper's conv ran 1.09x faster for that.
 
-    grad must be 0 in the windows of code 4 (_pooled_grad_sum sets it so). Both grad and the image
-    (planes) must be finite: the reference multiplies every pixel by its cell's gradient, so an inf or
-    NaN pixel makes dw NaN even where that gradient is 0 (0 * inf). Callers check (_pooled_grad_sum,
-    _all_finite) and take _unpool2_codes + _weight_grad_quarters otherwise."""
+    grad must be 0 in the windows of code 4 (_zero_blocked_and_sum sets it so). Both grad and the
+    image (planes) must be finite: the reference multiplies every pixel by its cell's gradient, so an
+    inf or NaN pixel makes dw NaN even where that gradient is 0 (0 * inf). Callers check
+    (_zero_blocked_and_sum, _all_finite) and take _unpool2_codes + _weight_grad_quarters otherwise."""
     one, row, row1, n = _unsigned_offsets(wh, grad.size)  # flat unsigned indexing: see there
     zero = np.float32(0.0)
     for c in range(planes.shape[2]):
@@ -665,7 +665,7 @@ def _all_finite(x, n):
 
 
 @serial_reduction  # the sum may be reordered
-def _pooled_grad_sum(code, grad):
+def _zero_blocked_and_sum(code, grad):
     """Sets grad to 0 in the windows without a gradient (code 4: ReLU blocked them), in place, and
     returns (db, finite): the sum of what is left, and whether all of it is finite. Zeroed here once per
     filter, so that _weight_grad_codes needs no test of the code per channel (the test was 5 of its
@@ -739,7 +739,7 @@ def _backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, gra
                 if pool:
                     _split_rows(dout, n, f, wh, grad)
                     if nine_taps and not need_dx:  # the map's gradient is not needed: skip storing it
-                        total, finite = _pooled_grad_sum(code[n, f], grad)
+                        total, finite = _zero_blocked_and_sum(code[n, f], grad)
                         if finite and image_finite:
                             db_part[t, f] += total
                             _weight_grad_codes(planes, code[n, f], grad, f, live, wh, dw_part[t, f])

@@ -27,8 +27,8 @@ from numba import prange
 
 from minicnn.fast._jit import num_threads, reduction_kernel, serial
 from minicnn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _line_entries,
-                                _pool2_codes, _pool2_max, _pooled_grad_sum, _round_up, _skip_plan, _split_sizes,
-                                _unpool2_codes, _wanted, _weight_grad_codes, _weight_grad_quarters)
+                                _pool2_codes, _pool2_max, _round_up, _skip_plan, _split_sizes, _unpool2_codes,
+                                _wanted, _weight_grad_codes, _weight_grad_quarters, _zero_blocked_and_sum)
 from minicnn.ref.im2col import conv_output_size
 
 
@@ -187,7 +187,7 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
                     for i in range(span):
                         dst[i] = src[i]
                 if grad_nine_taps:
-                    total, finite = _pooled_grad_sum(code[f], grad_f)
+                    total, finite = _zero_blocked_and_sum(code[f], grad_f)
                     if finite and group_finite:
                         db_sum[f] += total
                         _weight_grad_codes(planes, code[f], grad_f, f, grad_live, wh, dw_sum[f])
