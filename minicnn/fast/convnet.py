@@ -77,14 +77,14 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
     inv_n = 1.0 / max(n_img, 1)  # the loss is the batch mean
     per_part = (n_img + n_parts - 1) // n_parts
     for t in prange(n_parts):
-        planes = _aligned_zeros(4 * c_in * plane_row, x).reshape((2, 2, c_in, plane_row))
-        conv = _aligned_zeros(4 * group_len, x).reshape((2, 2, group_len))
+        planes = _aligned_zeros((2, 2, c_in, plane_row), x)
+        conv = _aligned_zeros((2, 2, group_len), x)
         # the group's pooled maps, flat (F*span, junk columns 0); a short group leaves its last rows 0
-        pooled = _aligned_zeros(GROUP * flat_len, x).reshape((GROUP, flat_len))
+        pooled = _aligned_zeros((GROUP, flat_len), x)
         dpooled = np.empty((GROUP, flat_len), dtype=x.dtype)
         code = np.full((n_filt, group_len), 4, dtype=np.int8)  # side by side (see above)
-        grad = _aligned_zeros(n_filt * group_len, x).reshape((n_filt, group_len))  # the pooled maps' gradients
-        dconv = _aligned_zeros(4 * (lead + group_len + lead), x).reshape((2, 2, lead + group_len + lead))
+        grad = _aligned_zeros((n_filt, group_len), x)  # the pooled maps' gradients
+        dconv = _aligned_zeros((2, 2, lead + group_len + lead), x)
         z = np.empty((GROUP, n_class), dtype=np.float64)
         dz = np.zeros((GROUP, n_class), dtype=x.dtype)
         # this thread's sums, in its own buffers, published once at the end: the threads' slices of the
@@ -93,7 +93,7 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
         loss_sum = 0.0
         dw_sum = np.zeros(w.shape, dtype=x.dtype) if train else np.zeros((0, 0, 0, 0), dtype=x.dtype)
         db_sum = np.zeros(n_filt, dtype=x.dtype)
-        dfc_sum = _aligned_zeros(n_class * flat_len if train else 0, x).reshape((n_class if train else 0, flat_len))
+        dfc_sum = _aligned_zeros((n_class if train else 0, flat_len), x)
         dfcb_sum = np.zeros(n_class, dtype=x.dtype)
         p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
         stop = min(n_img, (t + 1) * per_part)
@@ -218,7 +218,7 @@ def _to_split_rows(fc_w, n_filt, ph, pw, wh):
     (span = PH*WH), zeros in the junk columns. Row by row (a loop of PW copies per row, on slices):
     indexing each entry from k, f, py and u took 1.8x as long."""
     n_class, span = fc_w.shape[0], ph * wh
-    fc_split = _aligned_zeros(n_class * n_filt * span, fc_w).reshape((n_class, n_filt * span))
+    fc_split = _aligned_zeros((n_class, n_filt * span), fc_w)
     for k in range(n_class):
         for f in range(n_filt):
             for py in range(ph):
