@@ -942,6 +942,36 @@ def test_kernel_cache_folder_follows_every_fast_source(tmp_path, monkeypatch):
         assert numba.config.CACHE_DIR == _jit._CACHE_DIR
 
 
+_WHOLE_OP_RUN = """
+import sys
+import numpy as np
+from minicnn.fast import convnet
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
+w, b = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), (rng.standard_normal(8) * 0.1).astype(np.float32)
+fc_w, fc_b = (rng.standard_normal((10, 2048)) * 0.02).astype(np.float32), np.zeros(10, np.float32)
+out = convnet.conv_relu_pool_linear_loss(x, w, b, 1, fc_w, fc_b, rng.integers(0, 10, 64))
+np.savez(sys.argv[1], *[np.asarray(o) for o in out])
+"""
+
+
+def test_whole_model_op_same_compiled_or_cached(tmp_path):
+    """A process that compiles the paper model's whole-model op and one that loads it from the kernel
+    cache compute the same bits: training at lr 0.8 is chaotic, so a last-bit difference in one
+    gradient sum (db, once) sent `minicnn train`'s first run to other accuracies than its second."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "kernels"))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    runs = []
+    for name in ("compiled", "cached"):
+        out = tmp_path / f"{name}.npz"
+        proc = subprocess.run([sys.executable, "-c", _WHOLE_OP_RUN, str(out)], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        runs.append(np.load(out))
+    for key, what in zip(runs[0].files, ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")):
+        np.testing.assert_array_equal(runs[0][key], runs[1][key], err_msg=what)
+
+
 def test_fast_maxpool_as_plain_python_on_a_wide_image():
     script = ("import numpy as np\n"
               "from minicnn.backend import get_backend\n"

@@ -668,22 +668,33 @@ def _all_finite(x, n):
     return total == 0.0
 
 
-@serial_reduction  # the sum may be reordered
+@serial  # not reassociated: the sum's order is written out below
 def _zero_blocked_and_sum(code, grad):
     """Sets grad to 0 in the windows without a gradient (code 4: ReLU blocked them), in place, and
     returns (db, finite): the sum of what is left, and whether all of it is finite. Zeroed here once per
     filter, so that _weight_grad_codes needs no test of the code per channel (the test was 5 of its
-    loop's 43 vector instructions). Integer flag, not a float test inside the sum: see _pool2_codes."""
-    total = np.float32(0.0)
+    loop's 43 vector instructions). Integer flag, not a float test inside the sum: see _pool2_codes.
+
+    The sum runs in 16 lanes, in an order written out here (entry q into lane q % 16, then the lanes
+    pairwise), not left to LLVM: as a reordered sum, a process that compiled the kernels and one that
+    loaded them from the cache added it in different orders (db differed in the last bit, and training
+    at the chaotic lr 0.8 then ended elsewhere)."""
     zero = np.float32(0.0)
-    bad = np.int32(0)
     for q in range(grad.size):
-        g = grad[q] if code[q] < 4 else zero
-        grad[q] = g
-        total += g
-        g_minus_g = g - g  # NaN if g is inf or NaN, else 0
-        bad |= np.int32(g_minus_g != g_minus_g)
-    return total, bad == 0
+        grad[q] = grad[q] if code[q] < 4 else zero
+    lanes = np.zeros(16, dtype=grad.dtype)
+    bad = np.int32(0)
+    for start in range(0, grad.size, 16):
+        run = grad[start : start + 16]  # 16 entries, fewer at the end
+        for lane in range(run.size):
+            g = run[lane]
+            lanes[lane] += g
+            g_minus_g = g - g  # NaN if g is inf or NaN, else 0
+            bad |= np.int32(g_minus_g != g_minus_g)
+    for width in (8, 4, 2, 1):
+        for lane in range(width):
+            lanes[lane] += lanes[lane + width]
+    return lanes[0], bad == 0
 
 
 @reduction_kernel
