@@ -1,4 +1,4 @@
-"""The 9-tap conv loop alone, one thread: minicnn's Numba helper (minicnn.fast.block._conv_quarters) on the
+"""The 9-tap conv loop alone, one thread: minicnn's Numba helper (minicnn.nn.fast.block._conv_quarters) on the
 paper's conv (8 filters x 3 channels, 32x32 input), in float multiply-adds per second. Compare with
 benchmarks/conv_loop_bound.c, the same loop in C, and the CPU's peak that it prints:
 
@@ -21,8 +21,8 @@ def main():
 
     import numba
 
-    from minicnn.fast import block
-    from minicnn.fast._jit import REDUCTION_FASTMATH
+    from minicnn.nn.fast import block
+    from minicnn.nn.fast._jit import REDUCTION_FASTMATH
 
     @numba.njit(fastmath=REDUCTION_FASTMATH)
     def passes(x, w, b, nine_taps, tap_count, taps, live, images):

@@ -45,7 +45,7 @@ def seconds_per_epoch(step, batches, repeats):
 
 
 def minicnn_step(model, lr=0.01):
-    from minicnn.train import Optimizer, SGDConfig, train_step
+    from minicnn.nn.train import Optimizer, SGDConfig, train_step
 
     opt = Optimizer(SGDConfig(lr=lr))
 
@@ -118,11 +118,11 @@ def main():
     import numba
     import torch
 
-    import minicnn.fast.block as block
-    import minicnn.fast.convnet as convnet
-    from minicnn.compact import compact
-    from minicnn.model import build_model
-    from minicnn.prune import prune_model
+    import minicnn.nn.fast.block as block
+    import minicnn.nn.fast.convnet as convnet
+    from minicnn.pruning.compact import compact
+    from minicnn.nn.model import build_model
+    from minicnn.pruning.masks import prune_model
 
     torch.set_num_threads(numba.get_num_threads())
     rng = np.random.default_rng(0)

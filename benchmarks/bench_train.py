@@ -27,8 +27,8 @@ from _torch_twin import torch_model
 
 
 def minicnn_runner(arch, x, y, lr):
-    from minicnn.model import build_model
-    from minicnn.train import Optimizer, SGDConfig, train_step
+    from minicnn.nn.model import build_model
+    from minicnn.nn.train import Optimizer, SGDConfig, train_step
 
     model = build_model(arch, np.random.default_rng(0), backend="fast")
     opt = Optimizer(SGDConfig(lr=lr))
@@ -48,7 +48,7 @@ def torch_runner(arch, x, y, lr, threads):
     import torch
     from torch import nn
 
-    from minicnn.model import build_model
+    from minicnn.nn.model import build_model
 
     torch.set_num_threads(threads)
     net = torch_model(build_model(arch, np.random.default_rng(0), backend="ref"))

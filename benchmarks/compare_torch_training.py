@@ -33,9 +33,10 @@ def main():
     import numba
     import torch
 
-    from minicnn.data import load_cifar10
-    from minicnn.model import build_model
-    from minicnn.train import Optimizer, SGDConfig, epoch_rng, evaluate, make_normalizer, train_epoch
+    from minicnn.io.data import load_cifar10
+    from minicnn.nn.model import build_model
+    from minicnn.io.data import make_normalizer
+    from minicnn.nn.train import Optimizer, SGDConfig, epoch_rng, evaluate, train_epoch
 
     torch.set_num_threads(numba.get_num_threads())
     data = load_cifar10(args.data, train_limit=args.train_limit)

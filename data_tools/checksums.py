@@ -4,7 +4,7 @@
 
 For an archive file it prints the container's md5 (and whether it is one of the official archives),
 then the md5 and sha256 of each CIFAR-10 member with OK / MISMATCH / (no official md5) against the
-official table in minicnn.data.MEMBER_MD5. Exit status 1 when any member does not match.
+official table in minicnn.io.data.MEMBER_MD5. Exit status 1 when any member does not match.
 A re-packed archive may show a different container md5 while every member matches: the members are
 what minicnn verifies.
 """
@@ -21,7 +21,7 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minicnn import data  # noqa: E402
+from minicnn.io import data  # noqa: E402
 from minicnn.errors import MiniCNNError  # noqa: E402
 
 

@@ -59,7 +59,7 @@ def data_prepare(source, data_path, download, quiet):
     """
     import time
 
-    from minicnn import data as data_lib
+    from minicnn.io import data as data_lib
 
     if source and data_path and source != data_path:
         raise click.UsageError("give the data location once: --source or --data, not both")
@@ -90,7 +90,7 @@ def data_info(data_path, as_json):
     """
     import json
 
-    from minicnn import data as data_lib
+    from minicnn.io import data as data_lib
 
     path = data_lib.prepare(data_lib.resolve_source(data_path), download=False)
     facts = data_lib.info(path)
@@ -154,7 +154,7 @@ def _progress(label: str, n_images: int):
 
 
 def _load_dataset(data_path, train_limit, test_limit):
-    from minicnn.data import load_cifar10
+    from minicnn.io.data import load_cifar10
 
     return load_cifar10(data_path, train_limit=train_limit, test_limit=test_limit)
 
@@ -190,7 +190,7 @@ def train(arch, epochs, lr, batch_size, momentum, weight_decay, seed, data_path,
     diverged (at high learning rates that is a result, not a crash). An interrupted run resumes from
     its last finished epoch when rerun with the same --out and settings.
     """
-    from minicnn.train import run_training
+    from minicnn.study.training import run_training
 
     config = {"arch": arch, "epochs": epochs, "lr": lr, "batch_size": batch_size, "momentum": momentum,
               "weight_decay": weight_decay, "seed": seed, "normalize": normalize, "train_limit": train_limit,
@@ -211,8 +211,9 @@ def eval_cmd(checkpoint, data_path, normalize, train_limit, test_limit, backend)
 
     The normalisation stored in the checkpoint is used unless --normalize is given explicitly.
     """
-    from minicnn.checkpoint import load_checkpoint
-    from minicnn.train import evaluate, make_normalizer
+    from minicnn.io.checkpoint import load_checkpoint
+    from minicnn.io.data import make_normalizer
+    from minicnn.nn.train import evaluate
 
     model, info = load_checkpoint(checkpoint, backend=backend)
     source = click.get_current_context().get_parameter_source("normalize")
@@ -252,18 +253,18 @@ def flops_cmd(arch, checkpoint, as_json):
     """
     import json
 
-    from minicnn import flops
+    from minicnn.pruning import flops
 
     if arch is not None and checkpoint is not None:
         raise MiniCNNError("give --arch or --checkpoint, not both")
     if checkpoint is not None:
-        from minicnn.checkpoint import load_model
+        from minicnn.io.checkpoint import load_checkpoint
 
-        model, _info = load_model(checkpoint, backend="ref")
+        model, _info = load_checkpoint(checkpoint, backend="ref")
     else:
         import numpy as np
 
-        from minicnn.model import build_model
+        from minicnn.nn.model import build_model
 
         model = build_model(arch or "paper", rng=np.random.default_rng(0), backend="ref")
     counts = flops.count(model)
@@ -333,8 +334,8 @@ on the full splits; the test split is not evaluated between fine-tuning epochs (
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a run with other settings.")
 def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batch_size, momentum, weight_decay,
           seed, data_path, normalize, train_limit, test_limit, backend, out, compact, force):
-    from minicnn.prune import parse_amounts
-    from minicnn.study import format_table, run_prune
+    from minicnn.pruning.masks import parse_amounts
+    from minicnn.study.runs import format_table, run_prune
 
     method = "structured" if structured else "unstructured"
     out = out or f"runs/prune-{schedule}-{method}-lr{lr:g}"
@@ -398,8 +399,8 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_si
     all rows are merged into OUT/results.csv and OUT/results.h5 as configurations finish. Rerunning
     with the same OUT resumes where it stopped; rerunning with more --seeds adds those seeds.
     """
-    from minicnn.prune import METHODS, SCHEDULES, parse_amounts
-    from minicnn.study import format_table, run_sweep
+    from minicnn.pruning.masks import METHODS, SCHEDULES, parse_amounts
+    from minicnn.study.runs import format_table, run_sweep
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -429,8 +430,8 @@ def compact_cmd(checkpoint, out):
     inputs that read them). The compact model computes exactly the same outputs, faster."""
     from pathlib import Path
 
-    from minicnn.checkpoint import load_checkpoint, save_checkpoint
-    from minicnn.compact import compact, compact_summary
+    from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
+    from minicnn.pruning.compact import compact, compact_summary
 
     model, info = load_checkpoint(checkpoint, backend="ref")
     small, _ = compact(model)
@@ -453,7 +454,7 @@ def _results_base(results):
 
 
 def _load_result_rows(results) -> list:
-    from minicnn.checkpoint import load_results
+    from minicnn.study.results import load_results
 
     rows = load_results(results)
     if not rows:
@@ -523,7 +524,7 @@ def report_cmd(results, out_file, figures_dir):
     """
     from pathlib import Path
 
-    from minicnn.report import VERDICTS, evaluate_claims, preferred_scope, write_report
+    from minicnn.study.report import VERDICTS, evaluate_claims, preferred_scope, write_report
 
     rows = _load_result_rows(results)
     base = _results_base(results)

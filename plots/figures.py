@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minicnn.report import (METHODS, PAPER_LRS, SCHEDULE_TITLES, SCHEDULES, Curve, aggregate, curves_for_scope,
+from minicnn.study.report import (METHODS, PAPER_LRS, SCHEDULE_TITLES, SCHEDULES, Curve, aggregate, curves_for_scope,
                             fmt_lr, preferred_scope)
 
 FORMATS = ("png", "svg")
@@ -102,7 +102,7 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
-    from minicnn.checkpoint import atomic_path
+    from minicnn.io.files import atomic_path
 
     mode = 0o666 & ~_umask()
     paths = []

@@ -4,7 +4,7 @@
 - ``real_data``: the CIFAR-10 archive named by ``MINICNN_DATA``; tests using it are skipped when the
   variable is unset or points nowhere. The HDF5 cache is built in a session temporary folder unless
   ``MINICNN_CACHE`` is already set.
-- ``synthetic_cache`` / ``make_synthetic_cache``: a tiny CIFAR-shaped HDF5 cache (``minicnn.data``'s
+- ``synthetic_cache`` / ``make_synthetic_cache``: a tiny CIFAR-shaped HDF5 cache (``minicnn.io.data``'s
   synthetic stand-in), for command-line and training tests that need a ``--data`` file.
 """
 
@@ -42,7 +42,7 @@ def real_data(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def make_synthetic_cache(tmp_path_factory):
     """make(n_train, n_test, seed=0) -> path of a synthetic HDF5 cache (built once per argument set)."""
-    from minicnn import data
+    from minicnn.io import data
 
     built: dict[tuple, Path] = {}
 

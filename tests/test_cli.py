@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn.checkpoint import load_checkpoint
+from minicnn.io.checkpoint import load_checkpoint
 from minicnn.cli import cli
 
 LIMITS = ["--train-limit", "256", "--test-limit", "128"]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn import data
+from minicnn.io import data
 from minicnn.cli import cli
 from minicnn.errors import DataError
 

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicnn.backend import get_backend
+from minicnn.nn.backend import get_backend
 
 ref = get_backend("ref")
 fast = get_backend("fast")
@@ -434,7 +434,7 @@ def test_conv_relu_pool_exact_on_grid(case, need_dx, pruned, rng):
 def test_fill_quarters_splits_rows_by_parity(width, pad, dtype, rng):
     """The quarter planes (minicnn/fast/block.py) from the image, against a plain NumPy build: rows of
     32 pixels and more go 16 pairs at a time through vector shuffles, the rest pair by pair."""
-    from minicnn.fast.block import _fill_quarters
+    from minicnn.nn.fast.block import _fill_quarters
 
     n, c, h, at = 2, 3, 5, 7
     x = rng.standard_normal((n, c, h, width)).astype(dtype)
@@ -457,7 +457,7 @@ def test_split_step_equals_its_python_twin(dtype, rng):
     offsets in all three arrays."""
     from numba import njit
 
-    from minicnn.fast._simd import STEP, _split_step_python, _split_step_vector
+    from minicnn.nn.fast._simd import STEP, _split_step_python, _split_step_vector
 
     @njit
     def compiled(src, s, even, e, odd, o):
@@ -519,7 +519,7 @@ def test_skip_plan_follows_the_threshold_and_the_pattern(rng, monkeypatch):
     """The skip plan's tap lists are cached per pattern of zeros, but its choice of path follows
     NINE_TAP_MIN_DENSITY at every call (the path tests below set it), and each pattern gets its own
     lists."""
-    import minicnn.fast.block as block
+    import minicnn.nn.fast.block as block
 
     active = rng.random((4, 3, 3, 3)) < 0.5
     active[0, 0] = False
@@ -542,7 +542,7 @@ def test_skip_plan_follows_the_threshold_and_the_pattern(rng, monkeypatch):
 def test_conv_relu_pool_2x2_paths_exact(case, density, path, need_dx, rng, monkeypatch):
     """Both inner strategies of the 2x2 kernels (all 9 taps of a 3x3 channel per pass, or one pass per
     kept tap) route every gradient exactly as the composition, with and without pruned weights."""
-    import minicnn.fast.block as block
+    import minicnn.nn.fast.block as block
 
     monkeypatch.setattr(block, "NINE_TAP_MIN_DENSITY", 0.0 if path == "nine_taps" else 2.0)
     n, c, h, w, f, k, p = case
@@ -575,7 +575,7 @@ CONV_RELU_GRID = [
 def test_conv_relu_exact_on_grid(case, density, path, need_dx, rng, monkeypatch):
     """relu(conv) fused, both inner strategies, with and without pruned weights: the same output and
     gradients as the reference composition, exactly (grid values: ties at 0 everywhere)."""
-    import minicnn.fast.block as block
+    import minicnn.nn.fast.block as block
 
     monkeypatch.setattr(block, "NINE_TAP_MIN_DENSITY", 0.0 if path == "nine_taps" else 2.0)
     n, c, h, w, f, k, s, p = case
@@ -701,7 +701,7 @@ def test_backends_have_the_same_ops():
     """Same op names and the same signatures in both backends (the fast twins' contract)."""
     import inspect
 
-    from minicnn.backend import OPS
+    from minicnn.nn.backend import OPS
 
     names = [name for group in OPS.values() for name in group]
     for name in names:
@@ -793,8 +793,8 @@ import numpy as np
 import numba
 from numba.core import config
 assert config.DISABLE_JIT, "NUMBA_DISABLE_JIT did not take effect"
-from minicnn.backend import get_backend
-from minicnn.fast import conv as fast_conv
+from minicnn.nn.backend import get_backend
+from minicnn.nn.fast import conv as fast_conv
 assert not hasattr(fast_conv._conv_forward, "py_func"), "kernels are still compiled"
 ref, fast = get_backend("ref"), get_backend("fast")
 rng = np.random.default_rng(7)
@@ -925,7 +925,7 @@ def test_kernel_cache_folder_follows_every_fast_source(tmp_path, monkeypatch):
 
     import numba
 
-    from minicnn.fast import _jit
+    from minicnn.nn.fast import _jit
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     sources = tmp_path / "fast"
@@ -945,7 +945,7 @@ def test_kernel_cache_folder_follows_every_fast_source(tmp_path, monkeypatch):
 _WHOLE_OP_RUN = """
 import sys
 import numpy as np
-from minicnn.fast import convnet
+from minicnn.nn.fast import convnet
 rng = np.random.default_rng(0)
 x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
 w, b = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), (rng.standard_normal(8) * 0.1).astype(np.float32)
@@ -974,7 +974,7 @@ def test_whole_model_op_same_compiled_or_cached(tmp_path):
 
 def test_fast_maxpool_as_plain_python_on_a_wide_image():
     script = ("import numpy as np\n"
-              "from minicnn.backend import get_backend\n"
+              "from minicnn.nn.backend import get_backend\n"
               "f, r = get_backend('fast'), get_backend('ref')\n"
               "x = np.random.default_rng(0).random((1, 1, 2, 300)).astype(np.float32)\n"
               "(o, c), (o2, c2) = f.maxpool2d_forward(x, 2), r.maxpool2d_forward(x, 2)\n"
@@ -995,7 +995,7 @@ def test_fast_maxpool_as_plain_python_on_a_wide_image():
 ])
 @pytest.mark.parametrize("need_dx", [True, False])
 def test_conv2d_wide_layers_use_matrix_products_and_agree(monkeypatch, n, c, h, w, f, k, stride, pad, need_dx, rng):
-    import minicnn.fast.conv as fast_conv
+    import minicnn.nn.fast.conv as fast_conv
 
     assert fast_conv.uses_gemm(np.zeros((f, c, k, k), np.float32))
     monkeypatch.setattr(fast_conv, "_GEMM_CHUNK_BYTES", 4 * c * k * k * h * w * 3)  # a few images per chunk
@@ -1020,7 +1020,7 @@ def test_fused_block_on_a_wide_layer_agrees(pool, path, rng):
 
 
 def test_linear_wide_layer_uses_blas_and_agrees(rng):
-    import minicnn.fast.dense as fast_dense
+    import minicnn.nn.fast.dense as fast_dense
 
     x = f32(rng.standard_normal((9, 20000)))
     wt = f32(rng.standard_normal((7, 20000)) * 0.01)
@@ -1038,7 +1038,7 @@ def test_linear_wide_layer_uses_blas_and_agrees(rng):
 def test_model_steps_fuse_conv_relu_with_or_without_pool(rng):
     """A Conv-2-like stack: conv -> relu and conv -> relu -> pool each run as one fused step, and the
     fast model's logits and every gradient match the reference model's."""
-    from minicnn.model import build_model
+    from minicnn.nn.model import build_model
 
     spec = "conv6,relu,conv8,relu,pool2,flatten,linear12,relu,linear10"
     models = [build_model(spec, np.random.default_rng(4), backend=b, input_shape=(3, 12, 10)) for b in ("fast", "ref")]
@@ -1058,7 +1058,7 @@ def test_model_steps_fuse_conv_relu_with_or_without_pool(rng):
 def test_inference_forward_equals_training_forward(nan, rng):
     """for_backward=False (inference) skips the pooling codes: the same output, no cache, and a model
     refuses a backward after such a forward."""
-    from minicnn.model import build_model
+    from minicnn.nn.model import build_model
 
     x, wt = f32(rng.standard_normal((3, 3, 12, 12))), f32(rng.standard_normal((4, 3, 3, 3)))
     b = f32(rng.standard_normal(4))
@@ -1182,7 +1182,7 @@ def test_zero_blocked_and_sum(dtype, rng):
     """_zero_blocked_and_sum sets the gradient of every window of code 4 (ReLU blocked it) to 0 in
     place, sums the rest and says whether the rest is finite: a NaN in a blocked window is dropped, one
     in a kept window is reported (the caller then takes the exact path)."""
-    from minicnn.fast.block import _zero_blocked_and_sum
+    from minicnn.nn.fast.block import _zero_blocked_and_sum
 
     code = rng.integers(0, 5, size=70).astype(np.int8)
     code[[3, 40]] = 4
@@ -1206,7 +1206,7 @@ def test_zero_blocked_and_sum(dtype, rng):
 def test_publish_sums_thread_parts_in_order(n_parts, rng):
     """The whole-network op's threads' sums become dw, db, dfc_w (back from split rows: the junk
     columns dropped) and dfc_b as part 0 + part 1 + ..., exactly (float32)."""
-    from minicnn.fast.convnet import _publish
+    from minicnn.nn.fast.convnet import _publish
 
     n_filt, n_class, ph, pw, wh = 3, 4, 5, 5, 6
     span = ph * wh
@@ -1236,7 +1236,7 @@ def test_one_conv_model_trains_through_the_whole_network_op(rng):
     """A conv -> relu -> pool2 -> flatten -> linear model takes one op per training pass: the same loss,
     logits and gradients as layer by layer; any other model goes layer by layer; and a backward after
     such a pass is refused (the layers hold no caches of it)."""
-    from minicnn.model import build_model
+    from minicnn.nn.model import build_model
 
     x = f32(rng.standard_normal((5, 3, 12, 12)))
     labels = rng.integers(0, 10, size=5)

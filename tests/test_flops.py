@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn import flops, prune
+from minicnn.pruning import flops, masks as prune
 from minicnn.cli import cli
-from minicnn.model import build_model
+from minicnn.nn.model import build_model
 
 
 def _model(arch="paper", seed=0):
@@ -248,7 +248,7 @@ def test_cli_flops_table_and_help():
 
 
 def test_cli_flops_checkpoint_counts_its_masks(tmp_path):
-    from minicnn.checkpoint import save_checkpoint
+    from minicnn.io.checkpoint import save_checkpoint
 
     model = _model(seed=8)
     prune.prune_model(model, 0.3, "structured")          # 2 of 8 conv1 filters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn.checkpoint import load_results, save_results
 from minicnn.cli import cli
-from minicnn.report import (CLAIMS, CONFIRMED, NOT_CONFIRMED, NOT_TESTABLE, PAPER_AMOUNTS, PAPER_LRS, VERDICTS,
-                            aggregate, evaluate_claims, render_report, write_report)
+from minicnn.study.report import (CLAIMS, CONFIRMED, NOT_CONFIRMED, NOT_TESTABLE, PAPER_AMOUNTS, PAPER_LRS, VERDICTS,
+                                  aggregate, evaluate_claims, render_report, write_report)
+from minicnn.study.results import ResultRow, load_results, save_results
 
 PARAMS_TOTAL = 20_714
 FLOPS_DENSE = 460_000
@@ -62,7 +63,7 @@ def make_rows(schedules=SCHEDULES, methods=METHODS, lrs=PAPER_LRS, seeds=(0, 1),
                         effective = int(PARAMS_TOTAL * (1 - a) ** (1.5 if method == "structured" else 1))
                         if method == "structured" and a >= 0.95:
                             effective = 10
-                        rows.append({
+                        rows.append(ResultRow(**{
                             "schedule": schedule, "method": method, "scope": scope, "lr": lr, "seed": seed,
                             "step": step, "amount": a, "remaining": 1 - a, "params_total": PARAMS_TOTAL,
                             "params_nonzero": int(PARAMS_TOTAL * (1 - a)), "params_effective": effective,
@@ -74,7 +75,7 @@ def make_rows(schedules=SCHEDULES, methods=METHODS, lrs=PAPER_LRS, seeds=(0, 1),
                             "train_acc": float(np.clip(train + jitter[2], 0, 1)),
                             "train_loss": 1.2, "test_loss": 1.3, "epochs": 10, "seconds": 12.5,
                             "diverged": bool(lr == 0.8 and method == "structured" and a == 0.5 and seed == 1),
-                        })
+                        }))
     return rows
 
 
@@ -225,7 +226,8 @@ def test_write_report_is_atomic_and_standalone(tmp_path):
 
 def test_aggregate_mean_and_std_over_seeds():
     rows = make_rows(schedules=("oneshot",), methods=("structured",), lrs=(0.01,), amounts=(0.0, 0.5))
-    rows[0]["test_acc_after"], rows[2]["test_acc_after"] = 0.5, 0.7  # seed 0 and seed 1 at amount 0
+    rows[0] = dataclasses.replace(rows[0], test_acc_after=0.5)  # seed 0 at amount 0
+    rows[2] = dataclasses.replace(rows[2], test_acc_after=0.7)  # seed 1 at amount 0
     (curve,) = aggregate(rows).values()
     assert curve.seeds == (0, 1) and list(curve.n) == [2, 2]
     assert curve.mean["test_acc_after"][0] == pytest.approx(0.6)
@@ -329,7 +331,7 @@ def test_iterative_structured_about_40_percent_at_99():
 
 
 def test_missing_amount_makes_claim_not_testable():
-    rows = [r for r in make_rows(seeds=(0,)) if r["amount"] != 0.99]
+    rows = [r for r in make_rows(seeds=(0,)) if r.amount != 0.99]
     claims = by_id(evaluate_claims(rows))
     assert claims["C26"]["verdict"] == NOT_TESTABLE and "99%" in claims["C26"]["reason"]
     assert claims["C07"]["verdict"] != NOT_TESTABLE

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils import prune as tprune
 
-from minicnn import prune
+from minicnn.pruning import masks as prune
 from minicnn.errors import MiniCNNError
-from minicnn.model import build_model
+from minicnn.nn.model import build_model
 
 SHAPES_ANY = [(8, 3, 3, 3), (16, 8, 3, 3), (10, 2048), (12, 20), (7,), (5, 1)]
 SHAPES_2D = [(8, 3, 3, 3), (16, 8, 3, 3), (6, 4, 5, 5), (10, 2048), (12, 20), (3, 1)]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicnn.backend import get_backend
-from minicnn.model import build_model
+from minicnn.nn.backend import get_backend
+from minicnn.nn.model import build_model
 
 ref = get_backend("ref")
 

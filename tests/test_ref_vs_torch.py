@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from minicnn.backend import get_backend  # noqa: E402
-from minicnn.layers import Conv2d, Linear, torch_default_init  # noqa: E402
+from minicnn.nn.backend import get_backend  # noqa: E402
+from minicnn.nn.layers import Conv2d, Linear, torch_default_init  # noqa: E402
 
 ref = get_backend("ref")
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn.checkpoint import load_checkpoint, load_results
+from minicnn.io.checkpoint import load_checkpoint
+from minicnn.study.results import load_results
 from minicnn.cli import cli
-from minicnn.compact import compact, expand_into, removed_units
-from minicnn.data import load_cifar10
+from minicnn.pruning.compact import compact, expand_into, removed_units
+from minicnn.io.data import load_cifar10
 from minicnn.errors import MiniCNNError
-from minicnn.model import build_model
-from minicnn.prune import prune_model
-from minicnn.study import run_prune, step_path
+from minicnn.nn.model import build_model
+from minicnn.pruning.masks import prune_model
+from minicnn.study.runs import run_prune, step_path
 
 TABLE_KEYS = ("step", "amount", "params_effective", "flops_effective", "test_acc_before", "test_acc_after",
               "train_acc", "train_loss", "test_loss", "diverged")
@@ -38,7 +39,7 @@ def prune_config(**over):
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, make_synthetic_cache):
     """A baseline trained briefly on synthetic data, shared by the runs of this module."""
-    from minicnn.train import run_training
+    from minicnn.study.training import run_training
 
     data_path = make_synthetic_cache(384, 128, seed=5)
     path = tmp_path_factory.mktemp("baseline") / "baseline.h5"
@@ -49,7 +50,8 @@ def baseline(tmp_path_factory, make_synthetic_cache):
 
 
 def table(rows):
-    return [tuple(round(r[k], 6) if isinstance(r[k], float) else r[k] for k in TABLE_KEYS) for r in rows]
+    return [tuple(round(getattr(r, k), 6) if isinstance(getattr(r, k), float) else getattr(r, k) for k in TABLE_KEYS)
+            for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_resume_mid_step_gives_the_same_table(tmp_path, baseline, uninterrupted)
         run_prune(prune_config(baseline=path), tmp_path, data_path=data_path, echo=lambda *_: None,
                   progress_factory=progress)
     finished = load_results(tmp_path)
-    assert [r["step"] for r in finished] == [0, 1]
+    assert [r.step for r in finished] == [0, 1]
     assert not step_path(tmp_path, 2, 0.6).exists()
     run_prune(prune_config(baseline=path), tmp_path, data_path=data_path, echo=lambda *_: None)
     assert table(load_results(tmp_path)) == uninterrupted
@@ -106,7 +108,8 @@ def test_resume_mid_step_gives_the_same_table(tmp_path, baseline, uninterrupted)
 def test_recorded_accuracies_are_those_of_the_saved_full_size_model(tmp_path, baseline):
     """A step measures its result on the compacted model (faster); the row must still be exactly the
     accuracy of the full-size model it saves."""
-    from minicnn.train import evaluate, make_normalizer
+    from minicnn.io.data import make_normalizer
+    from minicnn.nn.train import evaluate
 
     path, data_path = baseline
     rows = run_prune(prune_config(baseline=path, amounts=[0.0, 0.5], epochs=1), tmp_path, data_path=data_path,
@@ -114,10 +117,10 @@ def test_recorded_accuracies_are_those_of_the_saved_full_size_model(tmp_path, ba
     data = load_cifar10(data_path)
     normalizer = make_normalizer("center", data)
     for row in rows:
-        model, _ = load_checkpoint(step_path(tmp_path, row["step"], row["amount"]))
-        assert evaluate(model, data.x_test, data.y_test, normalizer)["acc"] == row["test_acc_after"]
-        assert evaluate(model, data.x_train, data.y_train, normalizer)["acc"] == row["train_acc"]
-    assert rows[1]["params_effective"] < rows[0]["params_effective"]  # filters were really removed
+        model, _ = load_checkpoint(step_path(tmp_path, row.step, row.amount))
+        assert evaluate(model, data.x_test, data.y_test, normalizer)["acc"] == row.test_acc_after
+        assert evaluate(model, data.x_train, data.y_train, normalizer)["acc"] == row.train_acc
+    assert rows[1].params_effective < rows[0].params_effective  # filters were really removed
 
 
 def test_finished_run_is_not_redone(tmp_path, baseline):
@@ -142,7 +145,7 @@ def test_other_settings_are_refused_and_force_starts_over(tmp_path, baseline):
     assert (tmp_path / "results.csv").read_bytes() == csv_before
     rows = run_prune(prune_config(baseline=path, amounts=[0.0, 0.5], epochs=1, lr=0.01), tmp_path,
                      data_path=data_path, force=True, echo=lambda *_: None)
-    assert [r["lr"] for r in rows] == [0.01, 0.01]
+    assert [r.lr for r in rows] == [0.01, 0.01]
 
 
 def test_baseline_of_another_architecture_is_refused(tmp_path, baseline):
@@ -198,9 +201,9 @@ def test_compact_and_full_fine_tuning_agree(tmp_path, baseline):
         rows[flag] = run_prune(prune_config(baseline=path, amounts=[0.5], epochs=1, compact=flag), out,
                                data_path=data_path, echo=lambda *_: None)
     a, b = rows[True][0], rows[False][0]
-    assert a["params_effective"] == b["params_effective"] and a["flops_effective"] == b["flops_effective"]
-    assert abs(a["test_acc_after"] - b["test_acc_after"]) <= 0.02
-    assert abs(a["train_loss"] - b["train_loss"]) <= 1e-3
+    assert a.params_effective == b.params_effective and a.flops_effective == b.flops_effective
+    assert abs(a.test_acc_after - b.test_acc_after) <= 0.02
+    assert abs(a.train_loss - b.train_loss) <= 1e-3
 
 
 def test_compact_command(tmp_path, baseline):
@@ -268,7 +271,7 @@ def test_sweep_plot_report_smoke(tmp_path, make_synthetic_cache):
     assert result.exit_code == 0, result.output
     rows = load_results(out)
     assert len(rows) == 2 * 2 * 3
-    assert {(r["schedule"], r["method"]) for r in rows} == {(s, m) for s in ("oneshot", "iterative")
+    assert {(r.schedule, r.method) for r in rows} == {(s, m) for s in ("oneshot", "iterative")
                                                            for m in ("unstructured", "structured")}
     result = runner.invoke(cli, ["plot", str(out)])
     assert result.exit_code == 0, result.output
@@ -290,7 +293,7 @@ def test_sweep_adds_seeds_and_refuses_other_changes(tmp_path, make_synthetic_cac
     first = (out / "runs" / "oneshot-unstructured-lr0.01-seed0" / "results.csv").read_bytes()
     result = runner.invoke(cli, base + ["--seeds", "0,1"])
     assert result.exit_code == 0, result.output
-    assert sorted({r["seed"] for r in load_results(out)}) == [0, 1]
+    assert sorted({r.seed for r in load_results(out)}) == [0, 1]
     assert (out / "runs" / "oneshot-unstructured-lr0.01-seed0" / "results.csv").read_bytes() == first
     refused = runner.invoke(cli, base + ["--seeds", "0,1", "--lrs", "0.02"])  # the later --lrs wins
     assert refused.exit_code != 0 and "other settings" in refused.output and "Traceback" not in refused.output
@@ -301,7 +304,7 @@ def test_sweep_submits_methods_interleaved(tmp_path):
     a fair sample for the time-left estimate."""
     from pathlib import Path
 
-    from minicnn.study import submission_order, sweep_configs
+    from minicnn.study.runs import submission_order, sweep_configs
 
     sweep = {"seeds": [0, 1], "schedules": ["oneshot", "iterative"], "methods": ["unstructured", "structured"],
              "lrs": [0.8, 0.01, 0.0001], "amounts": [0.0, 0.5], "epochs": 1, "scope": "layer", "batch_size": 8,

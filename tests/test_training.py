@@ -10,12 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
-from minicnn import data
-from minicnn.backend import get_backend
-from minicnn.checkpoint import load_checkpoint, save_checkpoint
+from minicnn.io import data
+from minicnn.nn.backend import get_backend
+from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
 from minicnn.errors import CheckpointError
-from minicnn.model import build_model
-from minicnn.train import Optimizer, SGDConfig, fit, make_normalizer, run_training, train_step
+from minicnn.nn.model import build_model
+from minicnn.io.data import make_normalizer
+from minicnn.nn.train import Optimizer, SGDConfig, fit, train_step
+from minicnn.study.training import run_training
 
 torch = pytest.importorskip("torch")
 

@@ -19,8 +19,8 @@ import copy
 
 import numpy as np
 
-from minicnn.layers import Conv2d, Flatten, Linear
-from minicnn.model import Sequential
+from minicnn.nn.layers import Conv2d, Flatten, Linear
+from minicnn.nn.model import Sequential
 
 
 def removed_units(layer) -> np.ndarray:
@@ -36,7 +36,7 @@ def removed_units(layer) -> np.ndarray:
 def compact(model: Sequential) -> tuple[Sequential, list]:
     """-> (compact model, kept) where kept[i] is, for layer i, a pair (kept output units or None,
     kept input columns or None) of index arrays into the full layer's weight (None = all)."""
-    from minicnn.model import INPUT_SHAPE
+    from minicnn.nn.model import INPUT_SHAPE
 
     layers, kept = [], []
     live = None  # kept channels / features of the current activation (None = all of them)

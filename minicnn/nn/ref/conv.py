@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.ref.im2col import col2im, conv_output_size, im2col
+from minicnn.nn.ref.im2col import col2im, conv_output_size, im2col
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0):

@@ -1,4 +1,4 @@
-"""Numba max pooling: same contract as minicnn.ref.pool.
+"""Numba max pooling: same contract as minicnn.nn.ref.pool.
 
 Differences: one image per thread; the argmax of each window is stored as an offset (i*K + j)
 instead of a window tensor, and the comparison `v > best` (strict) keeps the first
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.fast._jit import kernel
+from minicnn.nn.ref.im2col import conv_output_size
 
 
 @kernel

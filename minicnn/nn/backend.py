@@ -29,7 +29,7 @@ def get_backend(name: str = "fast") -> SimpleNamespace:
     if name not in _loaded:
         ops = {}
         for module, names in OPS.items():
-            mod = importlib.import_module(f"minicnn.{name}.{module}")
+            mod = importlib.import_module(f"minicnn.nn.{name}.{module}")
             ops.update({n: getattr(mod, n) for n in names})
         _loaded[name] = SimpleNamespace(name=name, **ops)
     return _loaded[name]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.ref.act import relu_backward, relu_forward
-from minicnn.ref.conv import conv2d_backward, conv2d_forward
-from minicnn.ref.pool import maxpool2d_backward, maxpool2d_forward
+from minicnn.nn.ref.act import relu_backward, relu_forward
+from minicnn.nn.ref.conv import conv2d_backward, conv2d_forward
+from minicnn.nn.ref.pool import maxpool2d_backward, maxpool2d_forward
 
 
 def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int,

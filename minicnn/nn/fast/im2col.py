@@ -1,12 +1,12 @@
-"""Numba im2col / col2im: same layout as minicnn.ref.im2col, one image per thread (prange over N)."""
+"""Numba im2col / col2im: same layout as minicnn.nn.ref.im2col, one image per thread (prange over N)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.fast._jit import kernel
+from minicnn.nn.ref.im2col import conv_output_size
 
 __all__ = ["conv_output_size", "im2col", "col2im"]
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.model import INPUT_SHAPE
+from minicnn.nn.model import INPUT_SHAPE
 
 TRAINING_FACTOR = 3
 CONVENTION = ("1 multiply-add = 2 FLOPs; conv 2*C*KH*KW*OH*OW*F + OH*OW*F (bias); linear 2*in*out + out; "

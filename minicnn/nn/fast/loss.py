@@ -1,4 +1,4 @@
-"""Numba softmax cross-entropy: same contract as minicnn.ref.loss.
+"""Numba softmax cross-entropy: same contract as minicnn.nn.ref.loss.
 
 One batch row per thread: max, exp-sum, log-sum and the gradient row in one pass over the K logits,
 with the per-row losses summed in float64 at the end.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel
+from minicnn.nn.fast._jit import kernel
 
 
 @kernel

@@ -1,4 +1,4 @@
-"""Numba linear layer: same contract as minicnn.ref.dense (weights (O, D), as PyTorch).
+"""Numba linear layer: same contract as minicnn.nn.ref.dense (weights (O, D), as PyTorch).
 
 Differences, and why:
 - Forward: one batch row per thread; each output is a dot product over D (a reduction, hence the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel, num_threads, reduction_kernel
+from minicnn.nn.fast._jit import kernel, num_threads, reduction_kernel
 
 _BLOCK = 256  # columns of dw per task: O*256 floats stay in L1/L2
 

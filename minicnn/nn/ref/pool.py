@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.ref.im2col import conv_output_size
 
 
 def maxpool2d_forward(x: np.ndarray, kernel: int = 2, stride: int | None = None):

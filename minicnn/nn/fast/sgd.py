@@ -1,4 +1,4 @@
-"""Numba SGD step: same contract and arithmetic as minicnn.ref.sgd, fused into one pass.
+"""Numba SGD step: same contract and arithmetic as minicnn.nn.ref.sgd, fused into one pass.
 
 The reference builds temporaries (g, velocity, lr * step); this kernel updates param and velocity
 element by element in place, reading each array once (across threads for large arrays).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel, num_threads, serial
+from minicnn.nn.fast._jit import kernel, num_threads, serial
 
 
 #: Arrays smaller than this are updated on the calling thread: starting the threads for a parallel

@@ -1,4 +1,4 @@
-"""Fused conv -> ReLU -> max-pool, and conv -> ReLU: same contracts as minicnn.ref.block, one pass per image.
+"""Fused conv -> ReLU -> max-pool, and conv -> ReLU: same contracts as minicnn.nn.ref.block, one pass per image.
 
 Why fuse: run layer by layer, the (N, F, OH, OW) conv output is written, read by ReLU, written
 again, read by the pool: four trips through memory of an array much larger than the cache, for
@@ -32,12 +32,12 @@ import functools
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction
-from minicnn.fast._simd import STEP, split_step
-from minicnn.fast.act import relu_backward, relu_forward
-from minicnn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
-from minicnn.fast.pool import maxpool2d_backward, maxpool2d_forward
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction
+from minicnn.nn.fast._simd import STEP, split_step
+from minicnn.nn.fast.act import relu_backward, relu_forward
+from minicnn.nn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
+from minicnn.nn.fast.pool import maxpool2d_backward, maxpool2d_forward
+from minicnn.nn.ref.im2col import conv_output_size
 
 
 @serial

@@ -1,4 +1,4 @@
-"""Numba ReLU and flatten: same contract as minicnn.ref.act.
+"""Numba ReLU and flatten: same contract as minicnn.nn.ref.act.
 
 ReLU runs over the flat array split across threads; the cache is the output itself (x > 0 exactly
 where out > 0), so no separate boolean mask is stored. Flatten is a free reshape, as in the reference.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel
-from minicnn.ref.act import flatten_backward, flatten_forward
+from minicnn.nn.fast._jit import kernel
+from minicnn.nn.ref.act import flatten_backward, flatten_forward
 
 __all__ = ["relu_forward", "relu_backward", "flatten_forward", "flatten_backward"]
 

@@ -1,4 +1,4 @@
-"""Numba twins of minicnn.ref: same file names, function names, signatures and contracts; faster.
+"""Numba twins of minicnn.nn.ref: same file names, function names, signatures and contracts; faster.
 
 Each kernel says in a comment what it does differently from the reference and why. All kernels also
 run as plain Python under NUMBA_DISABLE_JIT=1 (prange is then range), which the tests use to check

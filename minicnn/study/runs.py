@@ -5,7 +5,7 @@ A run lives in one directory:
     run.json             the run's settings; a rerun with other settings is refused
     baseline.h5          the trained baseline (unless --baseline points elsewhere)
     steps/NNN_amount_A.h5   the model after step NNN (pruned to A, fine-tuned)
-    results.csv / .h5    one row per finished step (minicnn.checkpoint.RESULT_COLUMNS)
+    results.csv / .h5    one row per finished step (minicnn.study.results.ResultRow)
 Each step's checkpoint and the results are written atomically after the step finishes; a rerun
 skips finished steps and redoes an unfinished one from the previous step's checkpoint. Fine-tuning
 is deterministic for a given seed and thread count, so a resumed run reproduces the uninterrupted
@@ -47,7 +47,7 @@ def _read_json(path: Path):
 
 
 def _write_json(path: Path, obj) -> None:
-    from minicnn.checkpoint import atomic_path
+    from minicnn.io.files import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
@@ -61,7 +61,7 @@ def claim_dir(out_dir: Path, settings_name: str, config: dict, keys: tuple, forc
     them), as are ``outputs`` lying there without a record; with ``force`` the record and those
     outputs are deleted first, so the run starts over.
     """
-    from minicnn.checkpoint import check_writable
+    from minicnn.io.files import check_writable
 
     if out_dir.exists() and not out_dir.is_dir():
         raise MiniCNNError(f"--out {out_dir} is a file; pass a directory")
@@ -92,20 +92,20 @@ def prepare_run_dir(out_dir: Path, config: dict, force: bool) -> list[dict]:
     A directory holding a run with other settings is refused (MiniCNNError) unless ``force``, which
     deletes that run's steps and results first.
     """
-    from minicnn.checkpoint import load_results
+    from minicnn.study.results import load_results
 
     out_dir = Path(out_dir)
     claim_dir(out_dir, "run.json", config, PRUNE_KEYS, force, ("steps", "results.csv", "results.h5"),
               "a pruning run")
     rows = load_results(out_dir) if (out_dir / "results.csv").exists() else []
-    return [r for r in rows if step_path(out_dir, r["step"], r["amount"]).exists()]
+    return [r for r in rows if step_path(out_dir, r.step, r.amount).exists()]
 
 
 def measure(model, dataset, normalizer, run_model=None) -> dict:
     """Accuracy and loss on both splits and the parameter/FLOP counts of ``model``. ``run_model``, if
     given, computes the same function faster (the compacted model) and is the one evaluated."""
-    from minicnn.flops import count
-    from minicnn.train import evaluate
+    from minicnn.pruning.flops import count
+    from minicnn.nn.train import evaluate
 
     totals = count(model)["totals"]
     run_model = model if run_model is None else run_model
@@ -131,12 +131,15 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
     if it is already there with the same settings).
     ``step_progress(done, total)`` is called as steps finish.
     """
-    from minicnn.checkpoint import load_checkpoint, save_checkpoint, save_results
-    from minicnn.compact import compact, expand_into
-    from minicnn.data import load_cifar10
-    from minicnn.model import resolve_arch
-    from minicnn.prune import METHODS, SCHEDULES, SCOPES, prune_model
-    from minicnn.train import Optimizer, SGDConfig, evaluate, fit, make_normalizer, run_training
+    from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
+    from minicnn.study.results import ResultRow, save_results
+    from minicnn.pruning.compact import compact, expand_into
+    from minicnn.io.data import load_cifar10
+    from minicnn.nn.model import resolve_arch
+    from minicnn.pruning.masks import METHODS, SCHEDULES, SCOPES, prune_model
+    from minicnn.io.data import make_normalizer
+    from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit
+    from minicnn.study.training import run_training
 
     if config["schedule"] not in SCHEDULES:
         raise MiniCNNError(f"unknown schedule {config['schedule']!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -150,10 +153,10 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
     out_dir = Path(out_dir)
     rows = prepare_run_dir(out_dir, config, force)
     amounts = list(config["amounts"])
-    done = {r["step"] for r in rows}
+    done = {r.step for r in rows}
     if len(done) == len(amounts):
         echo(f"{out_dir}: all {len(amounts)} steps already finished")
-        return sorted(rows, key=lambda r: r["step"])
+        return sorted(rows, key=lambda r: r.step)
 
     if dataset is None:
         dataset = load_cifar10(data_path, train_limit=config["train_limit"], test_limit=config["test_limit"])
@@ -203,14 +206,14 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
             expand_into(model, trained, kept)
             optimizer = None  # its buffers have the compact shapes
         measured = measure(model, dataset, normalizer, run_model=trained)
-        row = {"schedule": config["schedule"], "method": config["method"], "scope": config["scope"],
-               "lr": config["lr"], "seed": config["seed"], "step": step, "amount": amount, "remaining": 1 - amount,
-               "test_acc_before": before, "epochs": config["epochs"],
-               "diverged": bool(history and history[-1]["diverged"]), **measured}
-        row["seconds"] = time.perf_counter() - t0
+        row = ResultRow(schedule=config["schedule"], method=config["method"], scope=config["scope"],
+                        lr=config["lr"], seed=config["seed"], step=step, amount=amount, remaining=1 - amount,
+                        test_acc_before=before, epochs=config["epochs"],
+                        diverged=bool(history and history[-1]["diverged"]), **measured,
+                        seconds=time.perf_counter() - t0)
         save_checkpoint(step_path(out_dir, step, amount), model, optimizer, config={**config, "step": step},
-                        epoch=len(history), history=history, extra={"row": row})
-        rows = sorted([r for r in rows if r["step"] != step] + [row], key=lambda r: r["step"])
+                        epoch=len(history), history=history, extra={"row": row.to_dict()})
+        rows = sorted([r for r in rows if r.step != step] + [row], key=lambda r: r.step)
         save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
         echo(format_row(row))
         if step_progress is not None:
@@ -219,10 +222,10 @@ def run_prune(config: dict, out_dir, *, data_path=None, dataset=None, backend: s
 
 
 def format_row(row: dict) -> str:
-    return (f"{row['schedule']:9s} {row['method']:12s} lr {row['lr']:<7g} amount {row['amount']:5.3f}  "
-            f"params {row['params_effective']:6d}  FLOPs {row['flops_effective']:8d}  "
-            f"test before {row['test_acc_before']:6.2%}  after {row['test_acc_after']:6.2%}  "
-            f"train {row['train_acc']:6.2%}{'  DIVERGED' if row['diverged'] else ''}")
+    return (f"{row.schedule:9s} {row.method:12s} lr {row.lr:<7g} amount {row.amount:5.3f}  "
+            f"params {row.params_effective:6d}  FLOPs {row.flops_effective:8d}  "
+            f"test before {row.test_acc_before:6.2%}  after {row.test_acc_after:6.2%}  "
+            f"train {row.train_acc:6.2%}{'  DIVERGED' if row.diverged else ''}")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -231,10 +234,10 @@ def format_table(rows: list[dict]) -> str:
             f"{'test before':>11s} {'test after':>10s} {'train':>7s} {'time s':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['schedule']:9s} {r['method']:12s} {r['lr']:7g} {r['seed']:4d} {r['amount']:6.3f} "
-                     f"{r['params_effective']:7d} {r['flops_effective']:9d} {r['test_acc_before']:11.2%} "
-                     f"{r['test_acc_after']:10.2%} {r['train_acc']:7.2%} {r['seconds']:7.1f}"
-                     f"{'  diverged' if r['diverged'] else ''}")
+        lines.append(f"{r.schedule:9s} {r.method:12s} {r.lr:7g} {r.seed:4d} {r.amount:6.3f} "
+                     f"{r.params_effective:7d} {r.flops_effective:9d} {r.test_acc_before:11.2%} "
+                     f"{r.test_acc_after:10.2%} {r.train_acc:7.2%} {r.seconds:7.1f}"
+                     f"{'  diverged' if r.diverged else ''}")
     return "\n".join(lines)
 
 
@@ -275,7 +278,7 @@ def _worker_init(threads: int) -> None:
 
 def _train_baseline_job(args):
     config, path, data_path, backend = args
-    from minicnn.train import run_training
+    from minicnn.study.training import run_training
 
     result = run_training(config, path, data_path=data_path, backend=backend, echo=lambda *_: None)
     return config["seed"], result["test_acc"]
@@ -288,9 +291,9 @@ def _prune_job(args):
     return str(run_dir), rows, time.perf_counter() - t0
 
 
-def collect_rows(grid) -> list[dict]:
+def collect_rows(grid) -> list:
     """All finished rows of a sweep's runs, in grid order."""
-    from minicnn.checkpoint import load_results
+    from minicnn.study.results import load_results
 
     rows = []
     for _, run_dir in grid:
@@ -320,8 +323,8 @@ def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: s
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from minicnn.checkpoint import save_results
-    from minicnn.data import load_cifar10
+    from minicnn.study.results import save_results
+    from minicnn.io.data import load_cifar10
 
     out_dir = Path(out_dir)
     stored = _read_json(out_dir / "sweep.json")
@@ -361,7 +364,7 @@ def run_sweep(sweep: dict, out_dir, *, jobs: int = 1, data_path=None, backend: s
                 eta = (time.perf_counter() - t0) / max(worked, 1) * (len(grid) - finished)
                 last = rows[-1] if rows else None
                 echo(f"\n{Path(run_dir).name}: {seconds:.0f} s"
-                     + (f", at amount {last['amount']:g}: test acc {last['test_acc_after']:.2%}" if last else "")
+                     + (f", at amount {last.amount:g}: test acc {last.test_acc_after:.2%}" if last else "")
                      + f"; {finished}/{len(grid)} done" + (f", about {eta / 60:.1f} min left" if worked else ""))
                 advance(1)
     rows = collect_rows(grid)

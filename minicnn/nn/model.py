@@ -17,9 +17,9 @@ import re
 
 import numpy as np
 
-from minicnn.backend import get_backend
+from minicnn.nn.backend import get_backend
 from minicnn.errors import MiniCNNError
-from minicnn.layers import Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+from minicnn.nn.layers import Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
 
 PRESETS = {
     "paper": "conv8,relu,pool2,flatten,linear10",

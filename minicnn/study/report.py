@@ -1,7 +1,7 @@
 """Markdown report of a pruning sweep: what ran, the results tables, the figures, and every claim of
 the paper checked against the measured rows.
 
-The input is the list of row dicts of a results table (``minicnn.checkpoint.load_results``). Rows are
+The input is the list of row dicts of a results table (``minicnn.study.results.load_results``). Rows are
 grouped into *curves*, one per (schedule, method, scope, lr), with the mean and standard deviation over
 seeds at each pruning amount (``aggregate``). The plotting code (``plots.figures``) uses the same
 grouping, so the figures and the tables always show the same numbers.
@@ -142,7 +142,7 @@ class Curve:
 
 
 def scopes_in(rows) -> list[str]:
-    return sorted({str(r.get("scope") or "layer") for r in rows})
+    return sorted({r.scope for r in rows})
 
 
 def preferred_scope(rows) -> str | None:
@@ -160,11 +160,10 @@ def aggregate(rows, scope: str | None = None) -> dict[tuple, Curve]:
     """
     latest: dict[tuple, dict] = {}
     for row in rows:
-        sc = str(row.get("scope") or "layer")
+        sc = row.scope
         if scope is not None and sc != scope:
             continue
-        key = (str(row["schedule"]), str(row["method"]), sc, lr_key(row["lr"]),
-               int(row.get("seed") or 0), _amount_key(row["amount"]))
+        key = (row.schedule, row.method, sc, lr_key(row.lr), row.seed, _amount_key(row.amount))
         latest[key] = row
     groups: dict[tuple, dict[float, list[dict]]] = {}
     for (schedule, method, sc, lr, _seed, amount), row in latest.items():
@@ -181,10 +180,10 @@ def aggregate(rows, scope: str | None = None) -> dict[tuple, Curve]:
         for i, a in enumerate(amounts):
             group = by_amount[float(a)]
             n[i] = len(group)
-            diverged[i] = sum(bool(r.get("diverged")) for r in group)
-            seeds.update(int(r.get("seed") or 0) for r in group)
+            diverged[i] = sum(r.diverged for r in group)
+            seeds.update(r.seed for r in group)
             for m in METRICS:
-                vals = np.array([_num(r.get(m)) for r in group], dtype=np.float64)
+                vals = np.array([getattr(r, m) for r in group], dtype=np.float64)
                 vals = vals[np.isfinite(vals)]
                 if vals.size:
                     mean[m][i] = vals.mean()
@@ -1161,7 +1160,7 @@ def _figure_stem(schedule: str, method: str, lr: float, scope: str, preferred: s
 
 def _values(rows, key, order: tuple = ()) -> list:
     """Distinct values of a column (NaN and None dropped), those in ``order`` first, in that order."""
-    found = {r.get(key) for r in rows if r.get(key) is not None and r.get(key) == r.get(key)}
+    found = {getattr(r, key) for r in rows if getattr(r, key) == getattr(r, key)}
     return [v for v in order if v in found] + sorted(found - set(order))
 
 
@@ -1173,10 +1172,10 @@ def render_report(rows, figures_dir=None, relative_to=None) -> str:
     curves = aggregate(rows)
     seeds = _values(rows, "seed")
     epochs = [int(e) for e in _values(rows, "epochs")]
-    seconds = float(np.nansum([_num(r.get("seconds")) for r in rows]))
-    n_div = sum(bool(r.get("diverged")) for r in rows)
-    lrs = sorted({lr_key(r["lr"]) for r in rows}, reverse=True)
-    amounts = sorted({_amount_key(r["amount"]) for r in rows})
+    seconds = float(np.nansum([r.seconds for r in rows]))
+    n_div = sum(r.diverged for r in rows)
+    lrs = sorted({lr_key(r.lr) for r in rows}, reverse=True)
+    amounts = sorted({_amount_key(r.amount) for r in rows})
     fig_dir = Path(figures_dir) if figures_dir is not None else None
     base = Path(relative_to) if relative_to is not None else Path.cwd()
 
@@ -1271,7 +1270,7 @@ def render_report(rows, figures_dir=None, relative_to=None) -> str:
 
 def write_report(rows, out_path, figures_dir=None) -> Path:
     """Write the markdown report to ``out_path`` atomically; figure links are relative to it."""
-    from minicnn.checkpoint import atomic_path
+    from minicnn.io.files import atomic_path
 
     out_path = Path(out_path)
     figures = Path(figures_dir).resolve() if figures_dir is not None else None

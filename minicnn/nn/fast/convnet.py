@@ -1,4 +1,4 @@
-"""A whole one-conv network and its loss in one pass per image: same contract as minicnn.ref.convnet.
+"""A whole one-conv network and its loss in one pass per image: same contract as minicnn.nn.ref.convnet.
 
 Why: run layer by layer, the paper's model writes the pooled maps (8 KB per image) and their pooling
 codes, reads them back for the linear layer, writes the gradient of the pooled maps, reads it back
@@ -25,11 +25,11 @@ import math
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import num_threads, reduction_kernel, serial
-from minicnn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _line_entries,
+from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial
+from minicnn.nn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _line_entries,
                                 _pool2_codes, _pool2_max, _round_up, _skip_plan, _split_sizes, _unpool2_codes,
                                 _wanted, _weight_grad_codes, _weight_grad_quarters, _zero_blocked_and_sum)
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.ref.im2col import conv_output_size
 
 
 #: Images carried through the kernel together. The linear weight (K x F*span, 87 KB for the paper's
@@ -283,7 +283,7 @@ def _check_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b
 def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
                                fc_b: np.ndarray, labels: np.ndarray, weight_mask=None, fc_mask=None):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,)
-    -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.ref.convnet for the contract."""
+    -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.nn.ref.convnet for the contract."""
     x = np.ascontiguousarray(x)
     dtype, n, n_filt, n_class = x.dtype, x.shape[0], w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)

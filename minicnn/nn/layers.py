@@ -1,4 +1,4 @@
-"""Layers: thin stateful wrappers over the pure ops of a backend (minicnn.ref or minicnn.fast).
+"""Layers: thin stateful wrappers over the pure ops of a backend (minicnn.nn.ref or minicnn.nn.fast).
 
 Every layer has
 - ``params`` / ``grads``: dicts name -> float32 array ('weight' (F, C, KH, KW) or (O, D), 'bias'),
@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.ref.im2col import conv_output_size
 
 
 def torch_default_init(rng: np.random.Generator, weight_shape: tuple, fan_in: int, dtype=np.float32):

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.ref.act import flatten_backward, flatten_forward
-from minicnn.ref.block import conv_relu_pool_backward, conv_relu_pool_forward
-from minicnn.ref.dense import linear_backward, linear_forward, masked_linear_backward, masked_linear_forward
-from minicnn.ref.loss import softmax_cross_entropy
+from minicnn.nn.ref.act import flatten_backward, flatten_forward
+from minicnn.nn.ref.block import conv_relu_pool_backward, conv_relu_pool_forward
+from minicnn.nn.ref.dense import linear_backward, linear_forward, masked_linear_backward, masked_linear_forward
+from minicnn.nn.ref.loss import softmax_cross_entropy
 
 
 def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,

@@ -1,4 +1,4 @@
-"""Numba conv2d: same contract as minicnn.ref.conv, im2col one image at a time.
+"""Numba conv2d: same contract as minicnn.nn.ref.conv, im2col one image at a time.
 
 Differences from the reference, and why:
 - The reference builds the im2col matrix of the whole batch, (N, C*KH*KW, OH*OW): 9x the input, far
@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.fast._jit import kernel, num_threads, reduction_kernel, serial
-from minicnn.fast.im2col import col2im, im2col
-from minicnn.ref.im2col import conv_output_size
+from minicnn.nn.fast._jit import kernel, num_threads, reduction_kernel, serial
+from minicnn.nn.fast.im2col import col2im, im2col
+from minicnn.nn.ref.im2col import conv_output_size
 
 
 @serial

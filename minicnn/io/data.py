@@ -764,3 +764,9 @@ def iter_members(source: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
         raise DataError(f"the data path {path} does not exist; {_SOURCE_HINT}")
     members = _read_folder(path, False) if path.is_dir() else _read_tar(path, False)
     yield from sorted(members.items())
+
+
+def make_normalizer(mode: str, dataset):
+    """A function uint8 batch (N, 3, H, W) -> float32 batch, with the dataset's channel statistics."""
+    normalize(np.zeros((1, 3, 1, 1), np.uint8), mode, dataset.channel_mean, dataset.channel_std)  # validates mode
+    return lambda x: normalize(x, mode, dataset.channel_mean, dataset.channel_std)

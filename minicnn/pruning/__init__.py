@@ -1,0 +1,1 @@
+"""Pruning: masks and criteria, compaction, and the analytic FLOP counter."""

@@ -1,0 +1,157 @@
+"""The results schema: one ``ResultRow`` per (schedule, method, scope, lr, seed, amount), and its CSV and
+HDF5 files. The columns of both files are the dataclass's fields, in order; nothing else lists them.
+
+    results.csv   one header line, one line per row; floats with 6 significant digits, booleans 0/1
+    results.h5    one dataset per column (text columns as strings, the others as float64);
+                  attrs: format "minicnn-results", version
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minicnn.errors import MiniCNNError
+from minicnn.io.files import atomic_path
+
+FORMAT = "minicnn-results"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One pruning step of one run, measured after fine-tuning (and, for test_acc_before, right after
+    pruning). Accuracies are fractions; FLOPs are per image (minicnn.pruning.flops)."""
+
+    schedule: str
+    method: str
+    scope: str
+    lr: float
+    seed: int
+    step: int
+    amount: float                    # cumulative fraction pruned of each prunable tensor
+    remaining: float                 # 1 - amount
+    params_total: int
+    params_nonzero: int
+    params_effective: int            # nonzero and not dead
+    remaining_effective: float       # params_effective / params_total
+    flops_dense: int                 # forward FLOPs of a dense kernel
+    flops_effective: int             # forward FLOPs of unmasked weights on live channels
+    training_flops_effective: int
+    test_acc_before: float           # right after pruning, before fine-tuning
+    test_acc_after: float
+    train_acc: float
+    train_loss: float
+    test_loss: float
+    epochs: int                      # fine-tuning epochs of the step
+    seconds: float
+    diverged: bool                   # a non-finite loss or weight was seen
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ResultRow":
+        return cls(**{name: values[name] for name in COLUMNS})
+
+    def config_key(self) -> tuple:
+        """(schedule, method, scope, lr): the run configuration the row belongs to."""
+        return (self.schedule, self.method, self.scope, self.lr)
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
+_TYPES = {f.name: f.type for f in dataclasses.fields(ResultRow)}
+TEXT_COLUMNS = tuple(c for c in COLUMNS if _TYPES[c] == "str")
+INT_COLUMNS = tuple(c for c in COLUMNS if _TYPES[c] == "int")
+
+
+def _csv_value(v):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def save_results(rows: list[ResultRow], csv_path, h5_path=None) -> None:
+    """Write the rows as CSV (and as HDF5, one dataset per column), each file atomically."""
+    import csv
+
+    with atomic_path(csv_path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(COLUMNS)
+            for row in rows:
+                writer.writerow([_csv_value(getattr(row, c)) for c in COLUMNS])
+    if h5_path is not None:
+        import h5py
+
+        with atomic_path(h5_path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["version"] = VERSION
+                for col in COLUMNS:
+                    values = [getattr(row, col) for row in rows]
+                    if col in TEXT_COLUMNS:
+                        f.create_dataset(col, data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
+                    else:
+                        f.create_dataset(col, data=np.array(values, dtype=np.float64))
+
+
+def _parse(column: str, text: str, where: str):
+    """One CSV cell as its column's type; MiniCNNError naming the cell when it is not one."""
+    kind = _TYPES[column]
+    if kind == "str":
+        return text
+    if kind == "bool":
+        if text in ("0", "1", "True", "False", "true", "false"):
+            return text in ("1", "True", "true")
+    elif kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    else:
+        try:
+            return float(text) if text != "" else math.nan
+        except ValueError:
+            pass
+    raise MiniCNNError(f"{where}: column {column!r} holds {text!r}, not a {kind}; the file is damaged, "
+                       f"rerun `minicnn prune` or `minicnn sweep` with the same --out to rewrite it")
+
+
+def load_results(path) -> list[ResultRow]:
+    """Rows of a results CSV (or of a directory holding results.csv)."""
+    import csv
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.is_file():
+        raise MiniCNNError(f"no results at {path}; pass the --out directory of `minicnn prune` or `minicnn sweep`")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            lines = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error):
+        raise MiniCNNError(f"{path} is not a minicnn results table (not a text CSV file); pass the results.csv "
+                           f"written by `minicnn prune` or `minicnn sweep`") from None
+    if not lines or "amount" not in lines[0]:
+        raise MiniCNNError(f"{path} is not a minicnn results table (no 'amount' column); pass the results.csv "
+                           f"written by `minicnn prune` or `minicnn sweep`")
+    header = lines[0]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise MiniCNNError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by "
+                           f"`minicnn prune` or `minicnn sweep`")
+    rows = []
+    for number, cells in enumerate(lines[1:], start=2):
+        if len(cells) != len(header):
+            raise MiniCNNError(f"{path}, line {number}: {len(cells)} cells where the header has {len(header)} "
+                               f"(the file was cut short); rerun with the same --out to rewrite it")
+        raw = dict(zip(header, cells))
+        rows.append(ResultRow(**{c: _parse(c, raw[c], f"{path}, line {number}") for c in COLUMNS}))
+    return rows
