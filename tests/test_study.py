@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn.io.checkpoint import load_checkpoint
-from minicnn.study.results import load_results
 from minicnn.cli import cli
-from minicnn.pruning.compact import compact, expand_into, removed_units
-from minicnn.io.data import load_cifar10
 from minicnn.errors import MiniCNNError
+from minicnn.io.checkpoint import load_checkpoint
+from minicnn.io.data import load_cifar10
 from minicnn.nn.model import build_model
+from minicnn.pruning.compact import compact, expand_into, removed_units
 from minicnn.pruning.masks import prune_model
-from minicnn.study.runs import run_prune, step_path
+from minicnn.study.config import PruneConfig, SweepConfig, TrainConfig
+from minicnn.study.results import load_results
+from minicnn.study.rundir import step_path
+from minicnn.study.runs import run_prune
 
 TABLE_KEYS = ("step", "amount", "params_effective", "flops_effective", "test_acc_before", "test_acc_after",
               "train_acc", "train_loss", "test_loss", "diverged")
@@ -27,13 +29,10 @@ class Interrupt(Exception):
     pass
 
 
-def prune_config(**over):
-    config = {"arch": "paper", "schedule": "iterative", "method": "structured", "scope": "layer", "lr": 0.05,
-              "amounts": [0.0, 0.3, 0.6, 0.9], "epochs": 2, "batch_size": 64, "momentum": 0.0, "weight_decay": 0.0,
-              "seed": 3, "normalize": "center", "train_limit": None, "test_limit": None, "baseline": None,
-              "compact": True}
-    config.update(over)
-    return config
+def prune_config(**over) -> PruneConfig:
+    settings = {"schedule": "iterative", "method": "structured", "lr": 0.05, "amounts": (0.0, 0.3, 0.6, 0.9),
+                "epochs": 2, "batch_size": 64, "seed": 3, **over}
+    return PruneConfig(**settings)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +42,7 @@ def baseline(tmp_path_factory, make_synthetic_cache):
 
     data_path = make_synthetic_cache(384, 128, seed=5)
     path = tmp_path_factory.mktemp("baseline") / "baseline.h5"
-    config = {"arch": "paper", "epochs": 1, "lr": 0.05, "batch_size": 64, "momentum": 0.0, "weight_decay": 0.0,
-              "seed": 3, "normalize": "center", "train_limit": None, "test_limit": None}
+    config = TrainConfig(epochs=1, lr=0.05, batch_size=64, seed=3)
     run_training(config, path, data_path=str(data_path), echo=lambda *_: None)
     return str(path), str(data_path)
 
@@ -159,7 +157,7 @@ def test_masks_hold_and_shrink_across_iterative_steps(tmp_path, baseline):
     config = prune_config(baseline=path, method="unstructured", amounts=[0.2, 0.5, 0.8], epochs=1)
     run_prune(config, tmp_path, data_path=data_path, echo=lambda *_: None)
     previous = None
-    for step, amount in enumerate(config["amounts"]):
+    for step, amount in enumerate(config.amounts):
         model, _ = load_checkpoint(step_path(tmp_path, step, amount), backend="ref")
         for layer in model.prunable_layers():
             mask = layer.masks["weight"]
@@ -304,14 +302,11 @@ def test_sweep_submits_methods_interleaved(tmp_path):
     a fair sample for the time-left estimate."""
     from pathlib import Path
 
-    from minicnn.study.runs import submission_order, sweep_configs
+    from minicnn.study.sweep import submission_order
 
-    sweep = {"seeds": [0, 1], "schedules": ["oneshot", "iterative"], "methods": ["unstructured", "structured"],
-             "lrs": [0.8, 0.01, 0.0001], "amounts": [0.0, 0.5], "epochs": 1, "scope": "layer", "batch_size": 8,
-             "momentum": 0.0, "weight_decay": 0.0, "normalize": "center", "train_limit": None, "test_limit": None,
-             "arch": "paper"}
-    grid = sweep_configs(sweep, Path(tmp_path))
+    sweep = SweepConfig(seeds=(0, 1), amounts=(0.0, 0.5), epochs=1, batch_size=8)
+    grid = sweep.runs(Path(tmp_path))
     order = submission_order(grid)
     assert sorted(str(d) for _, d in order) == sorted(str(d) for _, d in grid)
-    assert [cfg["method"] for cfg, _ in order] == ["unstructured", "structured"] * (len(grid) // 2)
-    assert [cfg["method"] for cfg, _ in grid[:2]] == ["unstructured", "unstructured"]  # the grid's own order
+    assert [cfg.method for cfg, _ in order] == ["unstructured", "structured"] * (len(grid) // 2)
+    assert [cfg.method for cfg, _ in grid[:2]] == ["unstructured", "unstructured"]  # the grid's own order

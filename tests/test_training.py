@@ -17,6 +17,7 @@ from minicnn.errors import CheckpointError
 from minicnn.nn.model import build_model
 from minicnn.io.data import make_normalizer
 from minicnn.nn.train import Optimizer, SGDConfig, fit, train_step
+from minicnn.study.config import TrainConfig
 from minicnn.study.training import run_training
 
 torch = pytest.importorskip("torch")
@@ -37,11 +38,9 @@ def torch_paper_model(model):
                  "fc1.weight": net[4].weight, "fc1.bias": net[4].bias}
 
 
-def run_config(**overrides) -> dict:
-    config = {"arch": "paper", "epochs": 2, "lr": 0.05, "batch_size": 32, "momentum": 0.9, "weight_decay": 0.0,
-              "seed": 0, "normalize": "center", "train_limit": None, "test_limit": None}
-    config.update(overrides)
-    return config
+def run_config(**overrides) -> TrainConfig:
+    settings = {"epochs": 2, "lr": 0.05, "batch_size": 32, "momentum": 0.9, **overrides}
+    return TrainConfig(**settings)
 
 
 def quiet(*args, **kwargs):
@@ -248,7 +247,7 @@ def test_checkpoint_round_trip(synthetic, tmp_path):
         mask = (rng.random(layer.params["weight"].shape) > 0.5).astype(np.float32)
         layer.masks["weight"] = mask
         layer.params["weight"] *= mask
-    config = run_config(lr=0.05, train_limit=256)
+    config = run_config(lr=0.05, train_limit=256).to_dict()
     extra = {"final": {"train_acc": 0.5, "test_acc": 0.25, "diverged": False}, "note": "x"}
     path = save_checkpoint(tmp_path / "ck.h5", model, opt, config=config, epoch=7, history=history, extra=extra)
     loaded, info = load_checkpoint(path, backend="ref")

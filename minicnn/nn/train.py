@@ -92,6 +92,11 @@ def train_epoch(model: Sequential, optimizer: Optimizer, images: np.ndarray, lab
             "diverged": diverged, "seconds": seconds, "images_per_s": seen / seconds if seconds else 0.0}
 
 
+def weights_finite(model: Sequential) -> bool:
+    """True when every parameter of ``model`` is finite (no NaN or inf: the run has not diverged)."""
+    return all(np.isfinite(p).all() for layer in model.param_layers() for p in layer.params.values())
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The shuffling RNG of one epoch. Derived from (seed, epoch) alone, so a run resumed at epoch k
     shuffles exactly as the uninterrupted run would have."""
@@ -108,7 +113,7 @@ def fit(model: Sequential, optimizer: Optimizer, dataset, *, epochs: int, batch_
     ``on_epoch(epoch_index, record)`` is called after every epoch (to checkpoint); ``progress_factory(
     label, n_images)`` returns a context manager whose value is called as in train_epoch. Returns one
     record per epoch: {'epoch', 'train_loss', 'train_acc' (running), 'test_loss', 'test_acc', 'seconds',
-    'images_per_s', 'diverged'}. Training stops after a diverged epoch.
+    'images_per_s', 'diverged' (a non-finite loss or weight)}. Training stops after a diverged epoch.
     """
     history = []
     for epoch in range(start_epoch, epochs):
@@ -124,12 +129,14 @@ def fit(model: Sequential, optimizer: Optimizer, dataset, *, epochs: int, batch_
             test = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
         else:
             test = {"loss": float("nan"), "acc": float("nan")}
+        diverged = stats["diverged"] or not weights_finite(model) or (
+            test_every_epoch and not math.isfinite(test["loss"]))
         record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"],
                   "test_loss": test["loss"], "test_acc": test["acc"], "seconds": stats["seconds"],
-                  "images_per_s": stats["images_per_s"], "diverged": stats["diverged"]}
+                  "images_per_s": stats["images_per_s"], "diverged": diverged}
         history.append(record)
         if on_epoch is not None:
             on_epoch(epoch, record)
-        if stats["diverged"]:
+        if diverged:
             break
     return history

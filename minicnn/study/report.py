@@ -78,6 +78,9 @@ VERDICTS = (CONFIRMED, PARTLY, NOT_CONFIRMED, NOT_TESTABLE)
 
 _EPS = 1e-9
 
+#: The first line of every report (`minicnn report` replaces only files that start with it).
+REPORT_TITLE = "# Pruning a small CIFAR-10 CNN: results and the paper's claims"
+
 
 # ------------------------------------------------------------------------------------- grouping
 def lr_key(lr) -> float:
@@ -1185,7 +1188,7 @@ def render_report(rows, figures_dir=None, relative_to=None) -> str:
         rel = Path(os.path.relpath(fig_dir / f"{stem}.png", base)).as_posix()
         return f"![{title}]({rel})"
 
-    out = ["# Pruning a small CIFAR-10 CNN: results and the paper's claims", ""]
+    out = [REPORT_TITLE, ""]
     out += ["Reproduction of \"The Effects of Pruning on CIFAR-10 Model\" (Parra Montenegro and Mercado Franco): "
             "one-shot and iterative pruning, L1 unstructured and L2 structured, fine-tuned at three learning "
             "rates.", ""]

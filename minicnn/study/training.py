@@ -1,57 +1,55 @@
 """A training run: a model trained into one checkpoint, checkpointed after every epoch and resumed
-when rerun with the same settings."""
+when rerun with the same settings (``TrainConfig``; only ``epochs`` may grow)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from minicnn.io.data import make_normalizer
-from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit
+from minicnn.errors import CheckpointError, MiniCNNError
+from minicnn.io.data import load_cifar10, make_normalizer
+from minicnn.nn.model import build_model
+from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, weights_finite
+from minicnn.study.config import TrainConfig
 
 
-#: Settings that define a training run: a checkpoint trained with other values is another run.
-RUN_KEYS = ("arch", "lr", "batch_size", "momentum", "weight_decay", "seed", "normalize", "train_limit",
-            "test_limit")
+def _resume_state(config: TrainConfig, out: Path, backend: str, echo):
+    """(model, info) of the unfinished or finished run in ``out``; MiniCNNError if ``out`` holds
+    something else."""
+    from minicnn.io.checkpoint import load_checkpoint
+
+    try:
+        model, info = load_checkpoint(out, backend=backend)
+    except CheckpointError:
+        raise MiniCNNError(f"{out} exists and is not a minicnn checkpoint; choose another --out "
+                           f"or pass --force to overwrite it") from None
+    diffs = config.differences(info["config"], ignore=TrainConfig.EXTENDABLE)
+    if diffs:
+        raise MiniCNNError(f"{out} holds a run with other settings ({'; '.join(diffs)}); "
+                           f"choose another --out or pass --force to start over")
+    return model, info
 
 
-def config_differences(stored: dict, wanted: dict, keys=RUN_KEYS) -> list[str]:
-    """'lr: 0.8 -> 0.01' for every key whose value differs."""
-    return [f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in keys if stored.get(k) != wanted.get(k)]
-
-
-def run_training(config: dict, out, *, data_path=None, dataset=None, backend: str = "fast", force: bool = False,
-                 progress_factory=None, on_epoch=None, echo=print) -> dict:
+def run_training(config: TrainConfig, out, *, data_path=None, dataset=None, backend: str = "fast",
+                 force: bool = False, progress_factory=None, on_epoch=None, echo=print) -> dict:
     """Train the run described by ``config`` into checkpoint ``out``, resuming it if ``out`` holds an
     unfinished run with the same settings.
 
-    config: {'arch', 'epochs', 'lr', 'batch_size', 'momentum', 'weight_decay', 'seed', 'normalize',
-    'train_limit', 'test_limit'}. Returns {'train_acc' (full training split, after training),
-    'test_acc', 'diverged', 'history', 'model'}.
+    Returns {'train_acc' (full training split, after training), 'test_acc', 'diverged' (a non-finite
+    loss or weight was seen), 'history', 'model'}.
     """
-    from pathlib import Path
-
-    from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
+    from minicnn.io.checkpoint import save_checkpoint
     from minicnn.io.files import check_writable
-    from minicnn.io.data import load_cifar10
-    from minicnn.errors import CheckpointError, MiniCNNError
-    from minicnn.nn.model import build_model
 
     out = Path(out)
-    model, optimizer, history, start = None, Optimizer(SGDConfig(config["lr"], config["momentum"],
-                                                                 config["weight_decay"])), [], 0
+    optimizer = Optimizer(SGDConfig(config.lr, config.momentum, config.weight_decay))
+    model, history, start = None, [], 0
     if out.exists() and not force:
-        try:
-            model, info = load_checkpoint(out, backend=backend)
-        except CheckpointError:
-            raise MiniCNNError(f"{out} exists and is not a minicnn checkpoint; choose another --out "
-                               f"or pass --force to overwrite it") from None
-        diffs = config_differences(info["config"], config)
-        if diffs:
-            raise MiniCNNError(f"{out} holds a run with other settings ({'; '.join(diffs)}); "
-                               f"choose another --out or pass --force to start over")
+        model, info = _resume_state(config, out, backend, echo)
         history, start = info["history"], info["epoch"]
         optimizer.velocity = info["velocity"]
-        finished = start >= config["epochs"] or (history and history[-1]["diverged"])
+        finished = start >= config.epochs or (history and history[-1]["diverged"])
         if finished and "final" in info["extra"]:
             echo(f"{out} already holds this run ({start} epochs); nothing to do")
             return {**info["extra"]["final"], "history": history, "model": model}
@@ -60,27 +58,28 @@ def run_training(config: dict, out, *, data_path=None, dataset=None, backend: st
     else:
         check_writable(out)
 
-    dataset = dataset if dataset is not None else load_cifar10(data_path, train_limit=config["train_limit"],
-                                                               test_limit=config["test_limit"])
-    normalizer = make_normalizer(config["normalize"], dataset)
+    if dataset is None:
+        dataset = load_cifar10(data_path, train_limit=config.train_limit, test_limit=config.test_limit)
+    normalizer = make_normalizer(config.normalize, dataset)
     if model is None:
-        model = build_model(config["arch"], np.random.default_rng(config["seed"]), backend=backend)
+        model = build_model(config.arch, np.random.default_rng(config.seed), backend=backend)
+    stored = config.to_dict()
 
     def checkpoint(epoch, record):
         history.append(record)
-        save_checkpoint(out, model, optimizer, config=config, epoch=epoch + 1, history=history)
+        save_checkpoint(out, model, optimizer, config=stored, epoch=epoch + 1, history=history)
         if on_epoch is not None:
             on_epoch(record)
 
-    diverged = bool(history and history[-1]["diverged"])
-    if not diverged:
-        fit(model, optimizer, dataset, epochs=config["epochs"], batch_size=config["batch_size"],
-            normalizer=normalizer, seed=config["seed"], start_epoch=start, on_epoch=checkpoint,
+    if not (history and history[-1]["diverged"]):
+        fit(model, optimizer, dataset, epochs=config.epochs, batch_size=config.batch_size,
+            normalizer=normalizer, seed=config.seed, start_epoch=start, on_epoch=checkpoint,
             progress_factory=progress_factory)
-    diverged = bool(history and history[-1]["diverged"])
-    final = {"train_acc": evaluate(model, dataset.x_train, dataset.y_train, normalizer)["acc"],
-             "test_acc": evaluate(model, dataset.x_test, dataset.y_test, normalizer)["acc"],
-             "diverged": diverged}
-    save_checkpoint(out, model, optimizer, config=config, epoch=len(history), history=history,
+    train_m = evaluate(model, dataset.x_train, dataset.y_train, normalizer)
+    test_m = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
+    diverged = bool(history and history[-1]["diverged"]) or not (
+        np.isfinite(train_m["loss"]) and np.isfinite(test_m["loss"]) and weights_finite(model))
+    final = {"train_acc": train_m["acc"], "test_acc": test_m["acc"], "diverged": diverged}
+    save_checkpoint(out, model, optimizer, config=stored, epoch=len(history), history=history,
                     extra={"final": final})
     return {**final, "history": history, "model": model}

@@ -1,0 +1,71 @@
+"""Command line: parses options, builds the typed configs and calls the library. Heavy modules are
+imported inside the commands so that `minicnn --help` starts fast.
+
+    data.py     minicnn data prepare / info
+    model.py    minicnn train / eval / flops / compact
+    study.py    minicnn prune / sweep / plot / report
+    common.py   options and helpers the commands share
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from minicnn.errors import MiniCNNError
+
+#: Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _CleanErrors(click.Group):
+    """The minicnn group: every problem ends as one line `Error: ...` on stderr and a non-zero exit,
+    never a traceback. Library errors (MiniCNNError) carry their own message; click's usage errors are
+    joined onto one line with a pointer to --help; Ctrl-C exits 130 (rerunning resumes)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MiniCNNError as exc:
+            raise click.ClickException(_one_line(exc)) from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "minicnn"
+            click.echo(f"Error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Error: interrupted; files already written are intact, and rerunning the same command "
+                       "resumes", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_CleanErrors)
+@click.version_option(package_name="minicnn")
+def cli():
+    """minicnn: train, prune and measure a small CNN on CIFAR-10, from scratch in NumPy/Numba."""
+
+
+def _register() -> None:
+    from minicnn.cli import data, model, study
+
+    cli.add_command(data.data)
+    for command in (model.train, model.eval_cmd, model.flops_cmd, model.compact_cmd, study.prune, study.sweep,
+                    study.plot_cmd, study.report_cmd):
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,225 @@
+"""minicnn prune / sweep / plot / report: pruning studies and what they found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from minicnn import paper
+from minicnn.cli.common import (backend_option, data_options, load_result_rows, progress, refuse_overwrite,
+                                results_base, seed_option, split_list)
+
+_AMOUNTS = ",".join(f"{a:g}".lstrip("0") or "0" for a in paper.AMOUNTS)
+
+_PRUNE_HELP = """Prune a trained model step by step, fine-tuning after every step, and record the results.
+
+\b
+Semantics (exactly as the paper's PyTorch pruning):
+- Prunable: the weights of every conv and linear layer; unstructured pruning never prunes biases.
+- Amounts are cumulative targets: the fraction of each prunable tensor pruned after the step.
+  The count is round(amount * n), Python's round (half to even), as torch.nn.utils.prune;
+  n counts entries (unstructured) or dim-0 slices (structured).
+- oneshot: every amount is applied to the trained baseline directly.
+- iterative: step k prunes the smallest still-unpruned entries up to the new count; masks only
+  shrink (torch's repeated pruning with integer amounts new - previous).
+- --unstructured: L1, smallest |w| per tensor (--scope global ranks all weights together).
+- --structured: whole conv filters / hidden neurons by L2 norm (ln_structured n=2, dim=0); the
+  output layer's rows (the classes) are never removed. A removed filter's bias is masked too
+  (torch keeps it, leaving a constant ReLU(b) map), and the next layer's weights that read only
+  dead inputs count as removed in the effective parameter and FLOP counts.
+- Masks hold through fine-tuning: pruned weights get no gradient, momentum or weight decay and
+  stay exactly 0.
+
+Without --baseline, the paper's baseline (lr 0.8, batch 512, 10 epochs, same seed and data) is
+trained into OUT/baseline.h5 first, or reused if it is there. Every step writes OUT/steps/*.h5 and
+OUT/results.csv/.h5; rerunning with the same OUT resumes at the first unfinished step.
+
+Each step measures test accuracy right after pruning and, after fine-tuning, train and test accuracy
+on the full splits; the test split is not evaluated between fine-tuning epochs (as in the paper).
+"""
+
+
+@click.command(help=_PRUNE_HELP)
+@click.option("--schedule", type=click.Choice(paper.SCHEDULES), required=True,
+              help="oneshot: each amount from the baseline; iterative: each step from the previous one.")
+@click.option("--structured/--unstructured", "structured", default=None, required=True,
+              help="L2 filter-level structured or L1 unstructured pruning.")
+@click.option("--lr", type=float, required=True,
+              help="Fine-tuning learning rate, > 0 (the paper uses 0.8, 0.01 and 0.0001).")
+@click.option("--amounts", default=_AMOUNTS, show_default=True,
+              help="Cumulative fractions pruned, comma-separated, increasing, within [0, 1].")
+@click.option("--epochs", type=click.IntRange(min=0), default=paper.FINE_TUNE_EPOCHS, show_default=True,
+              help="Fine-tuning epochs per step.")
+@click.option("--scope", type=click.Choice(paper.SCOPES), default="layer", show_default=True,
+              help="Rank weights per tensor (as the paper) or across all prunable weights (unstructured only).")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="Trained checkpoint to prune (default: train the paper's baseline into OUT).")
+@click.option("--arch", default=paper.ARCH, show_default=True, help="Architecture of the baseline.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum, in [0, 1).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay, >= 0.")
+@seed_option
+@data_options
+@backend_option
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory [default: runs/prune-SCHEDULE-METHOD-lrLR].")
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="Fine-tune structured-pruned models with removed filters physically dropped (same "
+                   "results, faster); checkpoints stay full-size.")
+@click.option("--force", is_flag=True, help="Start over even if OUT holds a run with other settings.")
+def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batch_size, momentum, weight_decay,
+          seed, data_path, normalize, train_limit, test_limit, backend, out, compact, force):
+    from minicnn.pruning.masks import parse_amounts
+    from minicnn.study.config import PruneConfig
+    from minicnn.study.runs import format_table, run_prune
+
+    method = "structured" if structured else "unstructured"
+    config = PruneConfig(arch=arch, schedule=schedule, method=method, scope=scope, lr=lr,
+                         amounts=tuple(parse_amounts(amounts)), epochs=epochs, batch_size=batch_size,
+                         momentum=momentum, weight_decay=weight_decay, seed=seed, normalize=normalize,
+                         train_limit=train_limit, test_limit=test_limit, baseline=baseline, compact=compact)
+    out = out or f"runs/prune-{schedule}-{method}-lr{config.lr:g}"
+    rows = run_prune(config, out, data_path=data_path, backend=backend, force=force, echo=click.echo,
+                     progress_factory=progress)
+    click.echo("")
+    click.echo(format_table(rows))
+    diverged = sum(r.diverged for r in rows)
+    click.echo(f"\nresults: {out}/results.csv, checkpoints: {out}/steps/"
+               + (f"; {diverged} step(s) DIVERGED (NaN/inf loss or weights)" if diverged else ""))
+
+
+@click.command()
+@click.option("--schedules", default=",".join(paper.SCHEDULES), show_default=True, help="Comma-separated schedules.")
+@click.option("--methods", default=",".join(paper.METHODS), show_default=True, help="Comma-separated methods.")
+@click.option("--lrs", default=",".join(f"{lr:g}" for lr in paper.LRS), show_default=True,
+              help="Fine-tuning learning rates, comma-separated, each > 0 and given once.")
+@click.option("--amounts", default=_AMOUNTS, show_default=True,
+              help="Cumulative fractions pruned (see `minicnn prune --help`).")
+@click.option("--seeds", default="0", show_default=True,
+              help="Comma-separated seeds (integers in 0 ... 2**32-1, each once): one baseline per seed.")
+@click.option("--epochs", type=click.IntRange(min=0), default=paper.FINE_TUNE_EPOCHS, show_default=True,
+              help="Fine-tuning epochs per step.")
+@click.option("--scope", type=click.Choice(paper.SCOPES), default="layer", show_default=True,
+              help="Unstructured ranking scope (structured is always layerwise).")
+@click.option("--arch", default=paper.ARCH, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; the cores (or NUMBA_NUM_THREADS) are split between them.")
+@data_options
+@backend_option
+@click.option("--out", type=click.Path(file_okay=False), default="runs/sweep", show_default=True)
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="Fine-tune structured-pruned models compacted (see `minicnn prune --help`).")
+@click.option("--force", is_flag=True, help="Start over even if OUT holds a sweep with other settings.")
+def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_size, jobs, data_path, normalize,
+          train_limit, test_limit, backend, out, compact, force):
+    """Run the paper's whole ablation grid: schedules x methods x learning rates x amounts x seeds.
+
+    One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
+    every configuration of that seed. Each configuration is a `minicnn prune` run in OUT/runs/...;
+    all rows are merged into OUT/results.csv and OUT/results.h5 as configurations finish. Rerunning
+    with the same OUT resumes where it stopped; rerunning with more --seeds adds those seeds.
+    """
+    from minicnn.pruning.masks import parse_amounts
+    from minicnn.study.config import SweepConfig
+    from minicnn.study.runs import format_table
+    from minicnn.study.sweep import run_sweep
+
+    config = SweepConfig(schedules=split_list(schedules, "--schedules"), methods=split_list(methods, "--methods"),
+                         lrs=split_list(lrs, "--lrs", float), amounts=tuple(parse_amounts(amounts)),
+                         seeds=split_list(seeds, "--seeds", int), epochs=epochs, scope=scope, batch_size=batch_size,
+                         normalize=normalize, train_limit=train_limit, test_limit=test_limit, arch=arch,
+                         compact=compact)
+    rows = run_sweep(config, out, jobs=jobs, data_path=data_path, backend=backend, force=force, echo=click.echo)
+    click.echo(format_table(rows))
+    diverged = sum(r.diverged for r in rows)
+    click.echo(f"\nresults: {out}/results.csv" + (f"; {diverged} row(s) DIVERGED" if diverged else ""))
+
+
+@click.command("plot")
+@click.argument("results", type=click.Path(), metavar="RESULTS")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Folder for the figures.  [default: RESULTS_DIR/figures]")
+def plot_cmd(results, out_dir):
+    """Draw the paper's figures from a results table.
+
+    RESULTS is the --out folder of `minicnn prune` / `minicnn sweep` (holding results.csv) or the CSV
+    itself. Writes PNG and SVG files and prints their paths:
+
+    \b
+      <schedule>_<method>_lr<lr>   one per configuration, the paper's Figures 2-13:
+                                   test accuracy after and before fine-tuning and
+                                   train accuracy (%) against the fraction of
+                                   parameters remaining (x axis from 1.0 to 0.0);
+                                   mean line and +-std band over seeds, red crosses
+                                   where a run diverged
+      summary_schedules            one-shot vs iterative, per method and lr
+      summary_lrs                  the learning rates compared, per schedule and method
+      summary_methods              structured vs unstructured, per schedule and lr
+      summary_flops                test accuracy vs effective training FLOPs per
+                                   image (log scale)
+
+    Figures without data are skipped, so a partial sweep plots what it has. Existing
+    files are replaced atomically.
+    """
+    from plots.figures import make_figures
+
+    rows = load_result_rows(results)
+    out = Path(out_dir) if out_dir else results_base(results) / "figures"
+    paths = make_figures(rows, out)
+    if not paths:
+        raise MiniCNNError(f"{results} has no accuracy values to plot")
+    for path in paths:
+        click.echo(str(path))
+
+
+def _is_report(path: Path) -> bool:
+    """Whether a file is a report `minicnn report` wrote (then it may be replaced)."""
+    from minicnn.study.report import REPORT_TITLE
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\n") == REPORT_TITLE
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+@click.command("report")
+@click.argument("results", type=click.Path(), metavar="RESULTS")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Markdown file to write.  [default: RESULTS_DIR/REPORT.md]")
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Figures to link (drawn first if the folder holds none).  [default: RESULTS_DIR/figures]")
+@click.option("--force", is_flag=True, help="Replace --out even if it is not a minicnn report.")
+def report_cmd(results, out_file, figures_dir, force):
+    """Write a markdown report of a results table and check the paper's claims.
+
+    RESULTS is the --out folder of `minicnn prune` / `minicnn sweep` (holding results.csv) or the CSV
+    itself. The report holds: what was run (rows, seeds, epochs, fine-tuning time), the setup next to
+    the paper's, one table per schedule x method x lr (amount, remaining, effective parameters and
+    FLOPs, test accuracy before and after fine-tuning, train accuracy; mean +- std over seeds), links
+    to the figures, and a Claims section: every result the paper states, each with its tolerance, our
+    measurement and a verdict (confirmed, partly, not confirmed, or not testable when the rows it needs
+    are missing).
+
+    Figures are drawn with `minicnn plot` when the figures folder has none; run `minicnn plot` again
+    to refresh them after the results change. An existing --out is replaced only if it is a minicnn
+    report (or with --force).
+    """
+    from minicnn.study.report import VERDICTS, evaluate_claims, preferred_scope, write_report
+
+    rows = load_result_rows(results)
+    base = results_base(results)
+    out = Path(out_file) if out_file else base / "REPORT.md"
+    figures = Path(figures_dir) if figures_dir else base / "figures"
+    refuse_overwrite(out, force, _is_report)
+    if not (figures.is_dir() and any(figures.glob("*.png"))):
+        from plots.figures import make_figures
+
+        for path in make_figures(rows, figures):
+            click.echo(str(path))
+    write_report(rows, out, figures)
+    claims = evaluate_claims(rows, preferred_scope(rows))
+    tally = ", ".join(f"{sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
+    click.echo(f"{out}: {len(claims)} claims: {tally}")

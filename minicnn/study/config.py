@@ -1,0 +1,233 @@
+"""Typed run settings: frozen dataclasses validated once, at construction, with one-line errors.
+
+    TrainConfig   a training run (`minicnn train`, and every pruning run's baseline)
+    PruneConfig   a pruning run: one schedule of amounts, fine-tuned after every step (`minicnn prune`)
+    SweepConfig   a grid of pruning runs over seeds (`minicnn sweep`)
+
+The CLI builds them; checkpoints, run.json and sweep.json store them (``to_dict``, flat JSON, the same
+keys as the CLI's options); a rerun compares its config with the stored one (``differences``) and
+refuses other settings. All three share the data and optimiser settings of ``_Common``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from minicnn import paper
+from minicnn.errors import MiniCNNError
+
+MAX_SEED = 2**32 - 1
+
+
+# ----------------------------------------------------------------------------------- validators
+def _finite(name: str, value, *, low: float, low_open: bool = False, high: float | None = None,
+            high_open: bool = False) -> float:
+    """``value`` as a float within the bounds, else MiniCNNError naming the option."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise MiniCNNError(f"{name} must be a number, got {value!r}") from None
+    bounds = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" +
+                                                           (")" if high_open else "]"))
+    if not math.isfinite(value):
+        raise MiniCNNError(f"{name} must be a finite number in {bounds}, got {value}")
+    if value < low or (low_open and value == low) or (high is not None and (value > high or
+                                                                            (high_open and value == high))):
+        raise MiniCNNError(f"{name} must be in {bounds}, got {value:g}")
+    return value
+
+
+def _count(name: str, value, *, low: int, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise MiniCNNError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _seed(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise MiniCNNError(f"{name} must be an integer in 0 ... {MAX_SEED} (2**32 - 1), got {value!r}")
+    return value
+
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise MiniCNNError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+def _distinct(name: str, values: tuple, example: str) -> tuple:
+    if not values:
+        raise MiniCNNError(f"{name} is empty; pass e.g. {name} {example}")
+    repeated = sorted({f"{v:g}" if isinstance(v, float) else str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise MiniCNNError(f"{name} repeats {', '.join(repeated)}; give each value once")
+    return values
+
+
+def _amounts(values) -> tuple[float, ...]:
+    from minicnn.pruning.masks import parse_amounts
+
+    return tuple(parse_amounts(",".join(repr(float(v)) for v in values)) if values else parse_amounts(""))
+
+
+def _no_global_structured(methods, scope: str) -> None:
+    if scope == "global" and "structured" in methods:
+        raise MiniCNNError("structured pruning is layerwise: --scope global applies to unstructured pruning only; "
+                           "drop --scope global or prune --unstructured")
+
+
+# --------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True, kw_only=True)
+class _Common:
+    """What every run shares: the model, the optimiser's fixed settings and the data selection."""
+
+    arch: str = paper.ARCH
+    batch_size: int = paper.BATCH_SIZE
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    normalize: str = paper.NORMALIZE
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def __post_init__(self):
+        from minicnn.io.data import NORMALIZATIONS
+        from minicnn.nn.model import parse_spec, resolve_arch
+
+        parse_spec(resolve_arch(self.arch)[1])
+        _count("--batch-size", self.batch_size, low=1)
+        self._set("momentum", _finite("--momentum", self.momentum, low=0.0, high=1.0, high_open=True))
+        self._set("weight_decay", _finite("--weight-decay", self.weight_decay, low=0.0))
+        _choice("--normalize", self.normalize, NORMALIZATIONS)
+        _count("--train-limit", self.train_limit, low=1, optional=True)
+        _count("--test-limit", self.test_limit, low=1, optional=True)
+
+    def _set(self, name: str, value) -> None:
+        """Store a normalised value (e.g. an int lr as float) in the frozen instance, during validation."""
+        object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict:
+        """Flat JSON-ready settings (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """The config stored by ``to_dict`` (keys of other kinds, e.g. a step number, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+
+    def differences(self, stored: dict, ignore: tuple = ()) -> list[str]:
+        """'lr: 0.8 -> 0.01' for every setting whose stored value differs from this config's."""
+        mine = self.to_dict()
+        return [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in mine.items()
+                if k not in ignore and stored.get(k) != v]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_Common):
+    """A training run. ``epochs`` may grow on a rerun (the run is extended); the others define the run."""
+
+    epochs: int = paper.BASELINE_EPOCHS
+    lr: float = paper.BASELINE_LR
+    seed: int = 0
+
+    #: Settings a rerun into the same checkpoint may change (the run continues).
+    EXTENDABLE = ("epochs",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _count("--epochs", self.epochs, low=1)
+        self._set("lr", _finite("--lr", self.lr, low=0.0, low_open=True))
+        _seed("--seed", self.seed)
+
+    @classmethod
+    def paper_baseline(cls, common: _Common, seed: int) -> "TrainConfig":
+        """The paper's baseline (lr 0.8, batch 512, 10 epochs, plain SGD) on ``common``'s model and data."""
+        return cls(arch=common.arch, normalize=common.normalize, train_limit=common.train_limit,
+                   test_limit=common.test_limit, seed=seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig(_Common):
+    """A pruning run: ``amounts`` applied in turn by ``schedule``, fine-tuned ``epochs`` at ``lr`` after each.
+    ``baseline``: the trained checkpoint to prune (None: train the paper's baseline into the run folder).
+    ``compact``: fine-tune structured-pruned models with removed units physically dropped (same result)."""
+
+    schedule: str
+    method: str
+    lr: float
+    amounts: tuple[float, ...] = paper.AMOUNTS
+    epochs: int = paper.FINE_TUNE_EPOCHS
+    scope: str = "layer"
+    seed: int = 0
+    baseline: str | None = None
+    compact: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("schedule", self.schedule, paper.SCHEDULES)
+        _choice("method", self.method, paper.METHODS)
+        _choice("scope", self.scope, paper.SCOPES)
+        _no_global_structured((self.method,), self.scope)
+        self._set("lr", _finite("--lr", self.lr, low=0.0, low_open=True))
+        self._set("amounts", _amounts(self.amounts))
+        _count("--epochs", self.epochs, low=0)
+        _seed("--seed", self.seed)
+        if self.baseline is not None:
+            self._set("baseline", str(self.baseline))
+
+    def baseline_config(self) -> TrainConfig:
+        return TrainConfig.paper_baseline(self, self.seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig(_Common):
+    """A grid: every (schedule, method, lr) for every seed, each a PruneConfig over ``amounts``, all
+    sharing one baseline per seed. More ``seeds`` on a rerun extend the sweep."""
+
+    schedules: tuple[str, ...] = paper.SCHEDULES
+    methods: tuple[str, ...] = paper.METHODS
+    lrs: tuple[float, ...] = paper.LRS
+    amounts: tuple[float, ...] = paper.AMOUNTS
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = paper.FINE_TUNE_EPOCHS
+    scope: str = "layer"
+    compact: bool = True
+
+    EXTENDABLE = ("seeds",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for value in _distinct("--schedules", tuple(self.schedules), "oneshot,iterative"):
+            _choice("schedule", value, paper.SCHEDULES)
+        for value in _distinct("--methods", tuple(self.methods), "unstructured,structured"):
+            _choice("method", value, paper.METHODS)
+        _choice("scope", self.scope, paper.SCOPES)
+        _no_global_structured(self.methods, self.scope)
+        lrs = tuple(_finite("--lrs", v, low=0.0, low_open=True) for v in self.lrs)
+        self._set("lrs", _distinct("--lrs", lrs, "0.8,0.01,0.0001"))
+        seeds = tuple(_seed("--seeds", v) for v in self.seeds)
+        self._set("seeds", _distinct("--seeds", seeds, "0,1,2"))
+        self._set("schedules", tuple(self.schedules))
+        self._set("methods", tuple(self.methods))
+        self._set("amounts", _amounts(self.amounts))
+        _count("--epochs", self.epochs, low=0)
+
+    def baseline_path(self, out_dir: Path, seed: int) -> Path:
+        return Path(out_dir) / "baselines" / f"seed{seed}.h5"
+
+    def runs(self, out_dir: Path) -> list[tuple[PruneConfig, Path]]:
+        """Every (pruning config, run directory) of the grid, seeds outermost."""
+        out_dir = Path(out_dir)
+        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(_Common)}
+        return [(PruneConfig(**common, schedule=schedule, method=method, lr=lr, amounts=self.amounts,
+                             epochs=self.epochs, scope=self.scope, seed=seed, compact=self.compact,
+                             baseline=str(self.baseline_path(out_dir, seed))),
+                 out_dir / "runs" / f"{schedule}-{method}-lr{lr:g}-seed{seed}")
+                for seed in self.seeds for schedule in self.schedules for method in self.methods
+                for lr in self.lrs]
