@@ -524,7 +524,9 @@ def report_cmd(results, out_file, figures_dir):
     """
     from pathlib import Path
 
-    from minicnn.study.report import VERDICTS, evaluate_claims, preferred_scope, write_report
+    from minicnn.study.claims import VERDICTS, evaluate_claims
+    from minicnn.study.curves import preferred_scope
+    from minicnn.study.report import write_report
 
     rows = _load_result_rows(results)
     base = _results_base(results)
