@@ -24,16 +24,15 @@ functions (Agg canvas, no pyplot), so importing this module costs nothing.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 
-from minicnn.study.report import (METHODS, PAPER_LRS, SCHEDULE_TITLES, SCHEDULES, Curve, aggregate, curves_for_scope,
-                            fmt_lr, preferred_scope)
+from minicnn.paper import LRS, METHODS, SCHEDULES
+from minicnn.study.curves import (SCHEDULE_TITLES, SUMMARY_FIGURES, Curve, aggregate, curves_for_scope, figure_stem,
+                                  figure_title, fmt_lr, preferred_scope)
 
 FORMATS = ("png", "svg")
-SUMMARIES = ("summary_schedules", "summary_lrs", "summary_methods", "summary_flops")
 _CHANCE = 10.0
 
 _ACC_LINES = (
@@ -47,19 +46,7 @@ _LR_STYLE = {0.8: {"color": "C3", "marker": "^"}, 0.01: {"color": "C0", "marker"
              0.0001: {"color": "C1", "marker": "s"}}
 
 
-def figure_stem(schedule: str, method: str, lr: float, scope: str = "layer", preferred: str | None = "layer") -> str:
-    """File name without extension: 'oneshot_structured_lr0.8' (+ '_global' for a second scope)."""
-    stem = f"{schedule}_{method}_lr{fmt_lr(lr)}"
-    return stem if scope == preferred else f"{stem}_{scope}"
-
-
-def figure_title(schedule: str, method: str, lr: float, scope: str | None = None) -> str:
-    """'One-shot structured pruning, lr 0.8' (the paper's figure for that configuration)."""
-    title = f"{SCHEDULE_TITLES.get(schedule, schedule)} {method} pruning, lr {fmt_lr(lr)}"
-    return f"{title} ({scope} scope)" if scope else title
-
-
-def make_figures(rows: list[dict], out_dir) -> list[Path]:
+def make_figures(rows: list, out_dir) -> list[Path]:
     """Draw every figure the rows allow into ``out_dir`` (PNG and SVG); return the paths written."""
     out_dir = Path(out_dir)
     if not rows:
@@ -74,9 +61,8 @@ def make_figures(rows: list[dict], out_dir) -> list[Path]:
             written += _save(_config_figure(curve, title), out_dir,
                              figure_stem(schedule, method, lr, scope, preferred))
         curves = curves_for_scope(rows, preferred)
-        for name, build in (("summary_schedules", _summary_schedules), ("summary_lrs", _summary_lrs),
-                            ("summary_methods", _summary_methods), ("summary_flops", _summary_flops)):
-            fig = build(curves)
+        for name, _heading in SUMMARY_FIGURES:
+            fig = _SUMMARY_BUILDERS[name](curves)
             if fig is not None:
                 written += _save(fig, out_dir, name)
     return written
@@ -104,24 +90,16 @@ def _new_figure(width: float, height: float):
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     from minicnn.io.files import atomic_path
 
-    mode = 0o666 & ~_umask()
     paths = []
     for ext in FORMATS:
         path = out_dir / f"{stem}.{ext}"
         meta = {"Date": None} if ext == "svg" else {}
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
-            os.chmod(tmp, mode)  # the temporary file is private (0600); give the figure normal permissions
         paths.append(path)
         # the layout is solved; keep it for the next format instead of solving it again (the slow part)
         fig.set_layout_engine("none")
     return paths
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _has(curve: Curve | None, metric: str = "test_acc_after") -> bool:
@@ -131,7 +109,7 @@ def _has(curve: Curve | None, metric: str = "test_acc_after") -> bool:
 def _lrs(curves: dict) -> list[float]:
     """Learning rates present: the paper's first (0.8, 0.01, 0.0001), then any other, high to low."""
     present = {lr for (_s, _m, lr) in curves}
-    return [lr for lr in PAPER_LRS if lr in present] + sorted(present - set(PAPER_LRS), reverse=True)
+    return [lr for lr in LRS if lr in present] + sorted(present - set(LRS), reverse=True)
 
 
 def _present(curves: dict, position: int, order: tuple) -> list[str]:
@@ -304,3 +282,7 @@ def _summary_flops(curves: dict):
     fig.suptitle(f"Accuracy vs effective training cost ({_seed_note(curves.values())})")
     fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center", ncol=min(len(legend), 4))
     return fig
+
+
+_SUMMARY_BUILDERS = {"summary_schedules": _summary_schedules, "summary_lrs": _summary_lrs,
+                     "summary_methods": _summary_methods, "summary_flops": _summary_flops}

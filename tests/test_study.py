@@ -278,7 +278,8 @@ def test_sweep_plot_report_smoke(tmp_path, make_synthetic_cache):
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0, result.output
     report = (out / "REPORT.md").read_text()
-    assert "Claims" in report and "lr" in report
+    assert "## Claims" in report and "### Iterative structured pruning, lr 0.01" in report
+    assert "| 0.9 | 0.1 |" in report  # the 90% row of a results table
 
 
 def test_sweep_adds_seeds_and_refuses_other_changes(tmp_path, make_synthetic_cache):

@@ -207,7 +207,9 @@ def report_cmd(results, out_file, figures_dir, force):
     to refresh them after the results change. An existing --out is replaced only if it is a minicnn
     report (or with --force).
     """
-    from minicnn.study.report import VERDICTS, evaluate_claims, preferred_scope, write_report
+    from minicnn.study.claims import VERDICTS, evaluate_claims
+    from minicnn.study.curves import preferred_scope
+    from minicnn.study.report import write_report
 
     rows = load_result_rows(results)
     base = results_base(results)
