@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from minicnn import paper
 from minicnn.pruning import flops, masks as prune
 from minicnn.cli import cli
 from minicnn.nn.model import build_model
@@ -91,7 +92,7 @@ def test_strided_unpadded_net_by_hand():
 
 
 # ---------------------------------------------------------------------------- effective, pruned
-@pytest.mark.parametrize("amount,k", list(zip(prune.PAPER_AMOUNTS, [0, 1, 2, 2, 3, 4, 5, 6, 6, 7, 8, 8])))
+@pytest.mark.parametrize("amount,k", list(zip(paper.AMOUNTS, [0, 1, 2, 2, 3, 4, 5, 6, 6, 7, 8, 8])))
 def test_structured_pruning_of_conv1_lowers_effective_counts_exactly(amount, k):
     model = _model(seed=3)
     prune.prune_model(model, amount, "structured")

@@ -10,13 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils import prune as tprune
 
+from minicnn import paper
 from minicnn.pruning import masks as prune
 from minicnn.errors import MiniCNNError
 from minicnn.nn.model import build_model
 
 SHAPES_ANY = [(8, 3, 3, 3), (16, 8, 3, 3), (10, 2048), (12, 20), (7,), (5, 1)]
 SHAPES_2D = [(8, 3, 3, 3), (16, 8, 3, 3), (6, 4, 5, 5), (10, 2048), (12, 20), (3, 1)]
-AMOUNTS = list(prune.PAPER_AMOUNTS) + [0.25, 0.375, 0.625, 1.0]
+AMOUNTS = list(paper.AMOUNTS) + [0.25, 0.375, 0.625, 1.0]
 SMALL_SPEC = "conv4,relu,pool2,flatten,linear12,relu,linear10"
 
 
@@ -58,10 +59,10 @@ def test_num_to_prune_is_python_round_like_torch(n):
 def test_paper_conv1_filter_rounding_table():
     """Filters of the paper model's conv1 (8 of them) pruned at each of the paper's amounts."""
     expected = [0, 1, 2, 2, 3, 4, 5, 6, 6, 7, 8, 8]
-    assert [round(a * 8) for a in prune.PAPER_AMOUNTS] == expected
+    assert [round(a * 8) for a in paper.AMOUNTS] == expected
     w = _weights((8, 3, 3, 3), 0)
     ours, theirs = [], []
-    for amount in prune.PAPER_AMOUNTS:
+    for amount in paper.AMOUNTS:
         ours.append(_pruned_slices(prune.l2_structured_mask(w, amount)))
         conv = torch.nn.Conv2d(3, 8, 3, padding=1).double()
         with torch.no_grad():
@@ -70,7 +71,7 @@ def test_paper_conv1_filter_rounding_table():
         theirs.append(_pruned_slices(_torch_mask(conv)))
     assert ours == expected
     assert theirs == expected
-    for amount, k in zip(prune.PAPER_AMOUNTS, expected):
+    for amount, k in zip(paper.AMOUNTS, expected):
         model = build_model("paper", np.random.default_rng(1), backend="ref")
         summary = prune.prune_model(model, amount, "structured")
         assert summary["conv1"]["pruned"] == k and summary["conv1"]["total"] == 8
@@ -123,7 +124,7 @@ def test_global_l1_equals_torch(amount):
 
 # -------------------------------------------------------------------------------- iterative masks
 ITERATIVE_SCHEDULES = [
-    list(prune.PAPER_AMOUNTS),
+    list(paper.AMOUNTS),
     [0.2, 0.36, 0.488, 0.5904, 0.67232],      # 20% of the remaining weights per step
     [0.05, 0.5, 0.51, 0.9, 1.0],
 ]
@@ -193,7 +194,7 @@ def test_prune_model_iterative_equals_torch(scope):
     tconv, tfc = _torch_paper_model(model)
     sizes = [216, 20480]
     previous = [0, 0]
-    for amount in prune.PAPER_AMOUNTS:
+    for amount in paper.AMOUNTS:
         summary = prune.prune_model(model, amount, "unstructured", scope)
         if scope == "layer":
             for mod, n, prev in zip((tconv, tfc), sizes, previous):
@@ -218,7 +219,7 @@ def test_prune_model_structured_iterative_equals_torch():
     model = build_model("paper", np.random.default_rng(6), backend="ref")
     tconv, _ = _torch_paper_model(model)
     previous = 0
-    for amount in prune.PAPER_AMOUNTS:
+    for amount in paper.AMOUNTS:
         summary = prune.prune_model(model, amount, "structured")
         tprune.ln_structured(tconv, "weight", amount=round(amount * 8) - previous, n=2, dim=0)
         conv = model.layer("conv1")
@@ -421,6 +422,6 @@ def test_bad_amounts_are_one_line_errors(text):
 
 def test_parse_amounts():
     assert prune.parse_amounts("0,0.1, 0.5 ,1") == [0.0, 0.1, 0.5, 1.0]
-    assert prune.parse_amounts(",".join(str(a) for a in prune.PAPER_AMOUNTS)) == list(prune.PAPER_AMOUNTS)
+    assert prune.parse_amounts(",".join(str(a) for a in paper.AMOUNTS)) == list(paper.AMOUNTS)
     assert "repeated" in str(pytest.raises(MiniCNNError, prune.parse_amounts, "0.1,0.1").value)
     assert "increasing" in str(pytest.raises(MiniCNNError, prune.parse_amounts, "0.5,0.2").value)

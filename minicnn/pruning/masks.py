@@ -44,11 +44,7 @@ import math
 import numpy as np
 
 from minicnn.errors import CheckpointError, MiniCNNError
-
-METHODS = ("unstructured", "structured")
-SCOPES = ("layer", "global")
-SCHEDULES = ("oneshot", "iterative")
-PAPER_AMOUNTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+from minicnn.paper import METHODS, SCOPES
 
 
 # ------------------------------------------------------------------------------------------ amounts
