@@ -193,6 +193,17 @@ def _pruned_slices(mask: np.ndarray) -> np.ndarray:
     return ~mask.reshape(mask.shape[0], -1).any(axis=1)
 
 
+def check_method_scope(method: str, scope: str) -> None:
+    """The one place that says which (method, scope) pairs exist; MiniCNNError for the others."""
+    if method not in METHODS:
+        raise MiniCNNError(f"unknown pruning method {method!r}; choose one of: {', '.join(METHODS)}")
+    if scope not in SCOPES:
+        raise MiniCNNError(f"unknown pruning scope {scope!r}; choose one of: {', '.join(SCOPES)}")
+    if method == "structured" and scope == "global":
+        raise MiniCNNError("structured pruning is layerwise only (filter norms of different layers are not "
+                           "comparable): drop --scope global or prune --unstructured")
+
+
 def prune_model(model, amount: float, method: str = "unstructured", scope: str = "layer") -> dict:
     """Prune ``model`` in place to the cumulative target ``amount``, on top of the masks it has.
 
@@ -207,13 +218,7 @@ def prune_model(model, amount: float, method: str = "unstructured", scope: str =
     (linear), and "pruned"/"total" count slices.
     """
     amount = _check_amount(amount)
-    if method not in METHODS:
-        raise MiniCNNError(f"unknown pruning method {method!r}; choose one of: {', '.join(METHODS)}")
-    if scope not in SCOPES:
-        raise MiniCNNError(f"unknown pruning scope {scope!r}; choose one of: {', '.join(SCOPES)}")
-    if method == "structured" and scope == "global":
-        raise MiniCNNError("structured pruning is layerwise only (filter norms of different layers are "
-                           "not comparable); use scope 'layer' or method 'unstructured'")
+    check_method_scope(method, scope)
     layers = model.prunable_layers()
     if not layers:
         raise MiniCNNError("the model has no conv or linear layer to prune")

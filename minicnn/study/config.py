@@ -76,10 +76,11 @@ def _amounts(values) -> tuple[float, ...]:
     return tuple(parse_amounts(",".join(repr(float(v)) for v in values)) if values else parse_amounts(""))
 
 
-def _no_global_structured(methods, scope: str) -> None:
-    if scope == "global" and "structured" in methods:
-        raise MiniCNNError("structured pruning is layerwise: --scope global applies to unstructured pruning only; "
-                           "drop --scope global or prune --unstructured")
+def _method_scope(methods, scope: str) -> None:
+    from minicnn.pruning.masks import check_method_scope
+
+    for method in methods:
+        check_method_scope(method, scope)
 
 
 # --------------------------------------------------------------------------------------- configs
@@ -171,9 +172,7 @@ class PruneConfig(_Common):
     def __post_init__(self):
         super().__post_init__()
         _choice("schedule", self.schedule, paper.SCHEDULES)
-        _choice("method", self.method, paper.METHODS)
-        _choice("scope", self.scope, paper.SCOPES)
-        _no_global_structured((self.method,), self.scope)
+        _method_scope((self.method,), self.scope)
         self._set("lr", _finite("--lr", self.lr, low=0.0, low_open=True))
         self._set("amounts", _amounts(self.amounts))
         _count("--epochs", self.epochs, low=0)
@@ -205,10 +204,7 @@ class SweepConfig(_Common):
         super().__post_init__()
         for value in _distinct("--schedules", tuple(self.schedules), "oneshot,iterative"):
             _choice("schedule", value, paper.SCHEDULES)
-        for value in _distinct("--methods", tuple(self.methods), "unstructured,structured"):
-            _choice("method", value, paper.METHODS)
-        _choice("scope", self.scope, paper.SCOPES)
-        _no_global_structured(self.methods, self.scope)
+        _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope)
         lrs = tuple(_finite("--lrs", v, low=0.0, low_open=True) for v in self.lrs)
         self._set("lrs", _distinct("--lrs", lrs, "0.8,0.01,0.0001"))
         seeds = tuple(_seed("--seeds", v) for v in self.seeds)
