@@ -17,7 +17,9 @@ from minicnn.nn.model import Sequential
 
 @dataclass
 class SGDConfig:
-    lr: float = 0.8
+    """torch.optim.SGD's settings (the run's learning rate is always given: see minicnn/paper.py)."""
+
+    lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
 
