@@ -4,7 +4,7 @@
 
 For an archive file it prints the container's md5 (and whether it is one of the official archives),
 then the md5 and sha256 of each CIFAR-10 member with OK / MISMATCH / (no official md5) against the
-official table in minicnn.io.data.MEMBER_MD5. Exit status 1 when any member does not match.
+official table in minicnn.io.archive.MEMBER_MD5. Exit status 1 when any member does not match.
 A re-packed archive may show a different container md5 while every member matches: the members are
 what minicnn verifies.
 """
@@ -21,16 +21,8 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minicnn.io import data  # noqa: E402
+from minicnn.io import archive  # noqa: E402
 from minicnn.errors import MiniCNNError  # noqa: E402
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,15 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(args.source).expanduser()
 
     if source.is_file():
-        md5 = file_md5(source)
-        official = {v: k for k, v in data.ARCHIVE_MD5.items()}
+        md5 = archive.file_md5(source)
+        official = {v: k for k, v in archive.ARCHIVE_MD5.items()}
         note = f"official ({official[md5].rsplit('/', 1)[-1]})" if md5 in official else \
             "not an official container (fine if every member below is OK)"
         print(f"{md5}  {source.name}  [{note}]")
 
     bad = 0
     try:
-        members = list(data.iter_members(source))
+        members = list(archive.iter_members(source))
     except MiniCNNError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -58,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, blob in members:
         md5 = hashlib.md5(blob).hexdigest()
         sha256 = hashlib.sha256(blob).hexdigest()
-        expected = data.MEMBER_MD5.get(name)
+        expected = archive.MEMBER_MD5.get(name)
         if expected is None:
             status = "(no official md5)"
         elif md5 == expected:

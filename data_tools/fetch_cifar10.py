@@ -5,7 +5,7 @@
     python data_tools/fetch_cifar10.py --source https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz
     python data_tools/fetch_cifar10.py --dest /scratch/minicnn --no-download
 
-The work is done by minicnn.io.data.prepare: every batch file is checked against the official md5 before
+The work is done by minicnn.io.cache.prepare: every batch file is checked against the official md5 before
 it is decoded, and the cache (cifar10.h5) is written atomically. Without --source the environment
 variable MINICNN_DATA is used, then an archive already in the destination folder, then a download.
 """
@@ -22,7 +22,7 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minicnn.io import data  # noqa: E402
+from minicnn.io import cache  # noqa: E402
 from minicnn.errors import MiniCNNError  # noqa: E402
 
 
@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the cache path")
     args = parser.parse_args(argv)
 
-    cache = Path(args.dest).expanduser() / data.CACHE_NAME if args.dest else None
+    target = Path(args.dest).expanduser() / cache.CACHE_NAME if args.dest else None
     start = time.perf_counter()
     try:
-        path = data.prepare(args.source, download=not args.no_download, progress=not args.quiet,
-                            cache=cache)
-        facts = data.info(path)
+        path = cache.prepare(args.source, download=not args.no_download, progress=not args.quiet,
+                             cache=target)
+        facts = cache.info(path)
     except MiniCNNError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@
 - ``real_data``: the CIFAR-10 archive named by ``MINICNN_DATA``; tests using it are skipped when the
   variable is unset or points nowhere. The HDF5 cache is built in a session temporary folder unless
   ``MINICNN_CACHE`` is already set.
-- ``synthetic_cache`` / ``make_synthetic_cache``: a tiny CIFAR-shaped HDF5 cache (``minicnn.io.data``'s
+- ``synthetic_cache`` / ``make_synthetic_cache``: a tiny CIFAR-shaped HDF5 cache (``minicnn.io.dataset``'s
   synthetic stand-in), for command-line and training tests that need a ``--data`` file.
 """
 
@@ -42,7 +42,7 @@ def real_data(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def make_synthetic_cache(tmp_path_factory):
     """make(n_train, n_test, seed=0) -> path of a synthetic HDF5 cache (built once per argument set)."""
-    from minicnn.io import data
+    from minicnn.io import cache, dataset
 
     built: dict[tuple, Path] = {}
 
@@ -50,8 +50,8 @@ def make_synthetic_cache(tmp_path_factory):
         key = (n_train, n_test, seed)
         if key not in built:
             path = tmp_path_factory.mktemp("synthetic") / f"synthetic-{n_train}-{n_test}-{seed}.h5"
-            built[key] = data.write_cache(data.make_synthetic(n_train, n_test, np.random.default_rng(seed)), path,
-                                          source="synthetic", source_format="synthetic")
+            built[key] = cache.write_cache(dataset.make_synthetic(n_train, n_test, np.random.default_rng(seed)), path,
+                                           source="synthetic", source_format="synthetic")
         return built[key]
 
     return make

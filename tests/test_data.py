@@ -7,7 +7,9 @@ at an existing archive (e.g. /work/shared/datasets/cifar10/cifar-10-binary.tar.g
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minicnn.io import data
+from minicnn.io import archive, cache, data, dataset
 from minicnn.cli import cli
 from minicnn.errors import DataError
 
@@ -101,18 +103,18 @@ def make_tar(folder: Path, dest: Path) -> Path:
 @pytest.fixture(params=["binary", "python"])
 def fake(request, tmp_path, monkeypatch):
     f = Fake(tmp_path, request.param)
-    monkeypatch.setattr(data, "MEMBER_MD5", dict(f.md5))
+    monkeypatch.setattr(archive, "MEMBER_MD5", dict(f.md5))
     return f
 
 
 @pytest.fixture
 def fake_bin(tmp_path, monkeypatch):
     f = Fake(tmp_path, "binary")
-    monkeypatch.setattr(data, "MEMBER_MD5", dict(f.md5))
+    monkeypatch.setattr(archive, "MEMBER_MD5", dict(f.md5))
     return f
 
 
-def assert_matches(ds: data.Dataset, f: Fake, n_train=None, n_test=None):
+def assert_matches(ds: dataset.Dataset, f: Fake, n_train=None, n_test=None):
     n_train = f.x_train.shape[0] if n_train is None else n_train
     n_test = f.x_test.shape[0] if n_test is None else n_test
     assert ds.x_train.dtype == np.uint8 and ds.x_train.flags.c_contiguous
@@ -130,7 +132,7 @@ def assert_matches(ds: data.Dataset, f: Fake, n_train=None, n_test=None):
 
 # ---------------------------------------------------------------------------------------- round trip
 def test_archive_round_trip(fake, tmp_path):
-    path = data.prepare(str(fake.archive))
+    path = cache.prepare(str(fake.archive))
     assert path == tmp_path / "cache" / "cifar10.h5"
     assert_matches(data.load_cifar10(str(fake.archive)), fake)
     assert_matches(data.load_cifar10(str(path)), fake)  # the .h5 itself as the source
@@ -144,19 +146,19 @@ def test_folder_round_trip(fake, level):
 
 def test_env_var_source(fake, monkeypatch):
     monkeypatch.setenv("MINICNN_DATA", str(fake.archive))
-    assert data.resolve_source(None) == str(fake.archive)
-    assert data.resolve_source("elsewhere") == "elsewhere"
+    assert cache.resolve_source(None) == str(fake.archive)
+    assert cache.resolve_source("elsewhere") == "elsewhere"
     assert_matches(data.load_cifar10(), fake)
 
 
 def test_cache_layout(fake_bin):
-    path = data.prepare(str(fake_bin.archive))
+    path = cache.prepare(str(fake_bin.archive))
     with h5py.File(path, "r") as f:
         assert set(f.keys()) == {"x_train", "y_train", "x_test", "y_test"}
         assert f["x_train"].shape == (30, 3, 32, 32) and f["x_train"].dtype == np.uint8
         assert f["y_train"].dtype == np.uint8 and f["x_test"].shape == (5, 3, 32, 32)
         assert f["x_train"].compression is None
-        assert f.attrs["format_version"] == data.FORMAT_VERSION
+        assert f.attrs["format_version"] == cache.FORMAT_VERSION
         assert json.loads(f.attrs["classes"]) == FAKE_CLASSES
         assert f.attrs["channel_mean"].shape == (3,) and f.attrs["channel_std"].shape == (3,)
         assert json.loads(f.attrs["member_md5"]) == fake_bin.md5
@@ -175,37 +177,37 @@ def test_limits(fake_bin):
 
 
 def test_valid_cache_is_not_rebuilt(fake_bin, monkeypatch):
-    path = data.prepare(str(fake_bin.archive))
+    path = cache.prepare(str(fake_bin.archive))
 
     def fail(*args, **kwargs):
         raise AssertionError("the archive was read again")
 
-    monkeypatch.setattr(data, "_convert", fail)
-    assert data.prepare(str(fake_bin.archive)) == path
-    assert data.prepare(None) == path
+    monkeypatch.setattr(cache, "_convert", fail)
+    assert cache.prepare(str(fake_bin.archive)) == path
+    assert cache.prepare(None) == path
     assert data.load_cifar10().n_train == 30
 
 
 def test_cache_from_other_md5s_is_rebuilt(fake_bin, monkeypatch):
-    path = data.prepare(str(fake_bin.archive))
-    table = dict(data.MEMBER_MD5, **{"data_batch_1.bin": "0" * 32})
-    monkeypatch.setattr(data, "MEMBER_MD5", table)  # the cache no longer matches "official" md5s
+    path = cache.prepare(str(fake_bin.archive))
+    table = dict(archive.MEMBER_MD5, **{"data_batch_1.bin": "0" * 32})
+    monkeypatch.setattr(archive, "MEMBER_MD5", table)  # the cache no longer matches "official" md5s
     with pytest.raises(DataError, match="data_batch_1.bin"):
-        data.prepare(str(fake_bin.archive))
+        cache.prepare(str(fake_bin.archive))
     assert path.exists()
 
 
 def test_cache_path_precedence(monkeypatch, tmp_path):
-    assert data.cache_path() == tmp_path / "cache" / "cifar10.h5"
+    assert cache.cache_path() == tmp_path / "cache" / "cifar10.h5"
     monkeypatch.delenv("MINICNN_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.cache_path() == tmp_path / "xdg" / "minicnn" / "cifar10.h5"
+    assert cache.cache_path() == tmp_path / "xdg" / "minicnn" / "cifar10.h5"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert data.cache_path() == Path.home() / ".cache" / "minicnn" / "cifar10.h5"
+    assert cache.cache_path() == Path.home() / ".cache" / "minicnn" / "cifar10.h5"
 
 
 def test_archive_in_cache_folder_is_used(fake_bin, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "download_file", _no_network)
+    monkeypatch.setattr(archive, "download_file", _no_network)
     (tmp_path / "cache").mkdir()
     shutil.copy(fake_bin.archive, tmp_path / "cache" / "cifar-10-binary.tar.gz")
     assert_matches(data.load_cifar10(), fake_bin)
@@ -223,20 +225,94 @@ def test_md5_mismatch_names_member(fake, packed):
     with pytest.raises(DataError, match=f"{name} in .* corrupt") as err:
         data.load_cifar10(str(source))
     assert "\n" not in str(err.value)
-    assert not data.cache_path().exists()
+    assert not cache.cache_path().exists()
 
 
 def test_missing_member(fake_bin):
     (fake_bin.folder / "test_batch.bin").unlink()
     with pytest.raises(DataError, match="lacks test_batch.bin"):
-        data.prepare(str(fake_bin.folder))
+        cache.prepare(str(fake_bin.folder))
 
 
 def test_truncated_archive(fake_bin, tmp_path):
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(fake_bin.archive.read_bytes()[: fake_bin.archive.stat().st_size // 2])
     with pytest.raises(DataError, match="truncated or corrupt"):
-        data.prepare(str(cut))
+        cache.prepare(str(cut))
+
+
+def _tar_gz(folder: Path) -> tuple[bytes, list[tarfile.TarInfo]]:
+    """The uncompressed tar of ``folder`` (as the official archives lay it out) and its members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(folder, arcname=folder.name)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf, mode="r") as tar:
+        members = tar.getmembers()
+    return buf.getvalue(), members
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+def test_byte_flipped_archive_is_corrupt_with_its_md5(fake_bin, tmp_path, where):
+    """A flipped byte in a member's header ends the tar stream early (tarfile stops quietly): that is a
+    corrupt archive, named with its md5 and the official one, not an 'incomplete' one. In a member's
+    data it fails that member's md5."""
+    raw, members = _tar_gz(fake_bin.folder)
+    third = [m for m in members if m.isfile()][2]
+    blob = bytearray(raw)
+    blob[third.offset + 10 if where == "header" else third.offset_data + 100] ^= 0x01
+    flipped = tmp_path / "flipped" / "cifar-10-binary.tar.gz"
+    flipped.parent.mkdir()
+    flipped.write_bytes(gzip.compress(bytes(blob), mtime=0))
+    with pytest.raises(DataError) as err:
+        cache.prepare(str(flipped))
+    message = str(err.value)
+    assert "corrupt" in message and "incomplete" not in message and "\n" not in message
+    if where == "header":
+        assert hashlib.md5(flipped.read_bytes()).hexdigest() in message and archive.BINARY_ARCHIVE_MD5 in message
+    else:
+        assert f"{third.name.rsplit('/', 1)[-1]} in {flipped} has md5" in message
+    assert not cache.cache_path().exists()
+
+
+def test_named_source_is_used_or_refused_even_with_a_valid_cache(fake_bin, tmp_path, monkeypatch):
+    path = cache.prepare(str(fake_bin.archive))
+    built = path.read_bytes()
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 40)
+    random_h5 = tmp_path / "random.h5"
+    random_h5.write_bytes(bytes(range(255, -1, -1)) * 16)
+    for bad in (garbage, random_h5, tmp_path / "missing.tar.gz"):
+        with pytest.raises(DataError, match=bad.name):
+            data.load_cifar10(str(bad))
+        monkeypatch.setenv("MINICNN_DATA", str(bad))
+        with pytest.raises(DataError, match=bad.name):
+            data.load_cifar10()
+        monkeypatch.delenv("MINICNN_DATA")
+        result = CliRunner().invoke(cli, ["data", "info", "--data", str(bad)])
+        assert result.exit_code == 1 and bad.name in result.output and "channel mean" not in result.output
+    assert path.read_bytes() == built
+    assert data.load_cifar10().n_train == 30  # nothing named: the cache
+
+
+def test_cache_stands_for_exactly_the_file_it_was_built_from(fake_bin, tmp_path, monkeypatch):
+    converted = []
+    convert = cache._convert
+    monkeypatch.setattr(cache, "_convert", lambda *a: converted.append(a[0]) or convert(*a))
+    cache.prepare(str(fake_bin.archive))
+    cache.prepare(str(fake_bin.archive))
+    assert converted == [fake_bin.archive]  # the same file: the cache is reused
+    copy = tmp_path / "elsewhere" / "cifar-10-binary.tar.gz"
+    copy.parent.mkdir()
+    shutil.copy(fake_bin.archive, copy)
+    cache.prepare(str(copy))
+    assert converted[-1] == copy  # another file: verified and converted again
+    os.utime(copy, ns=(1, 1))
+    cache.prepare(str(copy))
+    assert converted[-1] == copy and len(converted) == 3  # the same path, changed: again
+    cache.prepare(str(fake_bin.folder))
+    cache.prepare(str(fake_bin.folder))
+    assert converted[-1] == fake_bin.folder and len(converted) == 4  # a folder too: converted once
 
 
 def test_not_an_archive(tmp_path):
@@ -266,9 +342,9 @@ def test_unpickler_refuses_other_objects(tmp_path, monkeypatch):
     evil = pickle.dumps({b"data": os.getcwd, b"labels": []})  # a callable reference, not data
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (folder / name).write_bytes(evil)
-    monkeypatch.setattr(data, "MEMBER_MD5", {})
+    monkeypatch.setattr(archive, "MEMBER_MD5", {})
     with pytest.raises(DataError, match="cannot be read"):
-        data.prepare(str(folder))
+        cache.prepare(str(folder))
 
 
 # ---------------------------------------------------------------------------------------- downloads
@@ -277,7 +353,7 @@ def _no_network(*args, **kwargs):
 
 
 def test_offline_without_data(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "download_file", _no_network)
+    monkeypatch.setattr(archive, "download_file", _no_network)
     with pytest.raises(DataError) as err:
         data.load_cifar10()
     message = str(err.value)
@@ -285,7 +361,7 @@ def test_offline_without_data(monkeypatch, tmp_path):
     assert str(tmp_path / "cache") in message and "cifar-10-binary.tar.gz" in message
     assert "Network is unreachable" in message and "\n" not in message
     with pytest.raises(DataError, match="minicnn data prepare"):
-        data.prepare(None, download=False)
+        cache.prepare(None, download=False)
 
 
 def test_download_then_convert(fake_bin, monkeypatch, tmp_path):
@@ -297,12 +373,12 @@ def test_download_then_convert(fake_bin, monkeypatch, tmp_path):
         shutil.copy(fake_bin.archive, dest)
         return Path(dest)
 
-    monkeypatch.setattr(data, "download_file", fake_download)
+    monkeypatch.setattr(archive, "download_file", fake_download)
     assert_matches(data.load_cifar10(), fake_bin)
-    assert calls == [(data.BINARY_URL, data.BINARY_ARCHIVE_MD5)]
+    assert calls == [(archive.BINARY_URL, archive.BINARY_ARCHIVE_MD5)]
     assert (tmp_path / "cache" / "cifar-10-binary.tar.gz").exists()
     # a URL source downloads too, named after the URL; a non-official URL has no container md5
-    data.cache_path().unlink()
+    cache.cache_path().unlink()
     assert_matches(data.load_cifar10("https://example.org/mirror/cifar-10-binary-copy.tar.gz"), fake_bin)
     assert calls[-1] == ("https://example.org/mirror/cifar-10-binary-copy.tar.gz", None)
 
@@ -312,14 +388,14 @@ def test_download_file_checks_md5(tmp_path):
     src.write_bytes(b"some bytes" * 1000)
     good = hashlib.md5(src.read_bytes()).hexdigest()
     dest = tmp_path / "dl" / "payload.bin"
-    assert data.download_file(src.as_uri(), dest, md5=good) == dest
+    assert archive.download_file(src.as_uri(), dest, md5=good) == dest
     assert dest.read_bytes() == src.read_bytes()
     dest2 = tmp_path / "dl" / "bad.bin"
     with pytest.raises(DataError, match="corrupt"):
-        data.download_file(src.as_uri(), dest2, md5="0" * 32)
+        archive.download_file(src.as_uri(), dest2, md5="0" * 32)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]  # no partial files
     with pytest.raises(OSError):
-        data.download_file((tmp_path / "nothing").as_uri(), dest2)
+        archive.download_file((tmp_path / "nothing").as_uri(), dest2)
 
 
 # ------------------------------------------------------------------------------- normalise and batch
@@ -350,37 +426,23 @@ def test_normalize_errors():
     assert data.NORMALIZATIONS == ("center", "unit", "standard")
 
 
-def test_iterate_batches():
-    seq = list(data.iterate_batches(10, 4, None))
-    assert [b.tolist() for b in seq] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    a = list(data.iterate_batches(10, 4, np.random.default_rng(3)))
-    b = list(data.iterate_batches(10, 4, np.random.default_rng(3)))
-    assert [len(x) for x in a] == [4, 4, 2]
-    assert sorted(np.concatenate(a).tolist()) == list(range(10))
-    assert np.concatenate(a).tolist() != list(range(10))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert list(data.iterate_batches(0, 4, None)) == []
-    with pytest.raises(DataError):
-        list(data.iterate_batches(10, 0, None))
-
-
 def test_synthetic_dataset_and_explicit_cache(tmp_path):
-    ds = data.make_synthetic(64, 16, np.random.default_rng(1))
+    ds = dataset.make_synthetic(64, 16, np.random.default_rng(1))
     assert ds.x_train.shape == (64, 3, 32, 32) and ds.x_train.dtype == np.uint8
     assert ds.y_test.shape == (16,) and ds.y_test.dtype == np.int64
     assert ds.y_train.min() >= 0 and ds.y_train.max() <= 9 and len(ds.classes) == 10
     # the class colour is recoverable from the mean pixel of each image
     means = ds.x_train.mean(axis=(2, 3))
-    nearest = np.argmin(((means[:, None, :] - data._SYNTHETIC_COLOURS[None]) ** 2).sum(-1), axis=1)
+    nearest = np.argmin(((means[:, None, :] - dataset.SYNTHETIC_COLOURS[None]) ** 2).sum(-1), axis=1)
     assert (nearest == ds.y_train).mean() > 0.95
-    again = data.make_synthetic(64, 16, np.random.default_rng(1))
+    again = dataset.make_synthetic(64, 16, np.random.default_rng(1))
     np.testing.assert_array_equal(ds.x_train, again.x_train)
-    path = data.write_cache(ds, tmp_path / "synthetic.h5", source="synthetic", source_format="synthetic")
+    path = cache.write_cache(ds, tmp_path / "synthetic.h5", source="synthetic", source_format="synthetic")
     loaded = data.load_cifar10(str(path), train_limit=10)
     np.testing.assert_array_equal(loaded.x_train, ds.x_train[:10])
     np.testing.assert_array_equal(loaded.y_test, ds.y_test)
     np.testing.assert_allclose(loaded.channel_mean, ds.channel_mean)
-    facts = data.info(path)
+    facts = cache.info(path)
     assert facts["n_train"] == 64 and facts["official"] is False
 
 
@@ -419,7 +481,7 @@ def test_cli_bad_paths_give_clean_errors(command, tmp_path):
 
 
 def test_cli_info_without_data_does_not_download(monkeypatch):
-    monkeypatch.setattr(data, "download_file", lambda *a, **k: pytest.fail("tried to download"))
+    monkeypatch.setattr(archive, "download_file", lambda *a, **k: pytest.fail("tried to download"))
     result = CliRunner().invoke(cli, ["data", "info"])
     assert result.exit_code == 1 and "minicnn data prepare" in result.output
 
@@ -433,7 +495,7 @@ def real_cifar(tmp_path_factory):
         mp.setenv("MINICNN_DATA", REAL_DATA)
         mp.setenv("MINICNN_CACHE", str(tmp_path_factory.mktemp("real-cache")))
         start = time.perf_counter()
-        path = data.prepare()
+        path = cache.prepare()
         print(f"\nprepared {REAL_DATA} -> {path} in {time.perf_counter() - start:.2f} s")
         return path
 
@@ -450,10 +512,10 @@ def test_real_cifar10(real_cifar):
     assert ds.x_test[0, 2, 31, -3:].tolist() == [124, 129, 110]
     assert np.bincount(ds.y_train).tolist() == [5000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
-    assert ds.classes == list(data.CLASSES)
+    assert ds.classes == list(dataset.CLASSES)
     np.testing.assert_allclose(ds.channel_mean, [0.49139968, 0.48215841, 0.44653091], atol=1e-8)
     np.testing.assert_allclose(ds.channel_std, [0.24703223, 0.24348513, 0.26158784], atol=1e-8)
-    assert data.info(real_cifar)["official"] is True
+    assert cache.info(real_cifar)["official"] is True
     small = data.load_cifar10(str(real_cifar), train_limit=1000, test_limit=100)
     np.testing.assert_array_equal(small.x_train, ds.x_train[:1000])
     np.testing.assert_array_equal(small.channel_std, ds.channel_std)

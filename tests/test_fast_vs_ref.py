@@ -929,7 +929,7 @@ def test_kernel_cache_folder_follows_every_fast_source(tmp_path, monkeypatch):
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     sources = tmp_path / "fast"
-    shutil.copytree(ROOT / "minicnn" / "fast", sources, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "minicnn" / "nn" / "fast", sources, ignore=shutil.ignore_patterns("__pycache__"))
     first = _jit._kernel_cache_dir(sources)
     assert first == _jit._kernel_cache_dir(sources)
     assert Path(first).parent == sources / "__pycache__"

@@ -270,3 +270,58 @@ def test_cli_flops_user_errors_are_one_line(args):
     assert len(lines) == 1 and lines[0].startswith("Error:")
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)   # a clean exit, not an escaped exception
+
+
+# ------------------------------------------------------------------- specs sized before allocating
+@pytest.mark.parametrize("spec", ["paper", "conv2", "conv4", "conv8k5s2p0,relu,pool3s2,linear10",
+                                  "conv4k1p0,pool2,conv6k3s3p2,relu,flatten,linear32,relu,linear10"])
+def test_spec_plan_matches_the_built_layers(spec):
+    """plan_spec computes every shape and the parameter count without building anything; the built
+    model's layers agree with it."""
+    from minicnn.nn.footprint import parameter_count, training_bytes
+    from minicnn.nn.model import plan_spec, resolve_arch
+
+    plan = plan_spec(resolve_arch(spec)[1])
+    model = _model(spec)
+    assert [row[0] for row in plan] == [layer.kind for layer in model.layers]
+    shape = (3, 32, 32)
+    for (kind, _args, in_shape, out_shape), layer in zip(plan, model.layers):
+        assert in_shape == shape and out_shape == layer.output_shape(shape)
+        shape = out_shape
+    assert parameter_count(plan) == model.num_params()
+    params, activations = training_bytes(plan, 512)
+    assert params == 16 * model.num_params() and activations > 512 * 2 * 3 * 32 * 32 * 4
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("conv8s0,relu,pool2,flatten,linear10", "stride must be positive"),
+    ("conv0,relu,pool2,flatten,linear10", "must be positive"),
+    ("conv8k0,relu,pool2,flatten,linear10", "must be positive"),
+    ("conv8,relu,pool2s0,flatten,linear10", "stride must be positive"),
+    ("conv8,relu,pool64,flatten,linear10", "to nothing"),
+    ("conv8k40p0,relu,flatten,linear10", "to nothing"),
+    ("conv8,relu,pool2,flatten,linear10,conv8", "after flatten"),
+    ("conv99999999,relu,pool2,flatten,linear10", "too large"),
+    ("conv8p99999,relu,pool2,flatten,linear10", "too large"),
+])
+def test_degenerate_and_huge_specs_are_refused(spec, message):
+    from minicnn.errors import MiniCNNError
+    from minicnn.nn.model import check_arch
+
+    with pytest.raises(MiniCNNError, match=message):
+        check_arch(spec, 512)
+    with pytest.raises(MiniCNNError, match=message):
+        _model(spec)
+
+
+def test_a_batch_too_large_for_memory_is_refused_with_its_size(monkeypatch):
+    from minicnn.errors import MiniCNNError
+    from minicnn.nn import footprint
+    from minicnn.nn.model import check_arch
+
+    monkeypatch.setattr(footprint, "available_memory", lambda: 10**9)
+    check_arch("conv4", 64)
+    with pytest.raises(MiniCNNError, match=r"'conv4' is too large: training it at batch 4096 needs about "
+                                           r"[0-9.]+ GB .* 1.0 GB of memory"):
+        check_arch("conv4", 4096)
+    check_arch("conv4", None)  # its parameters alone fit

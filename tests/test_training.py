@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from minicnn.io import data
+from minicnn.io import cache, data, dataset
 from minicnn.nn.backend import get_backend
 from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
 from minicnn.errors import CheckpointError
@@ -49,7 +49,7 @@ def quiet(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return data.make_synthetic(256, 64, np.random.default_rng(5))
+    return dataset.make_synthetic(256, 64, np.random.default_rng(5))
 
 
 # ----------------------------------------------------------------------- fast == ref == torch
@@ -229,7 +229,7 @@ def test_resumed_run_equals_uninterrupted_run(synthetic, tmp_path):
 
 def test_ref_backend_trains_like_fast(synthetic):
     """One epoch on the reference backend ends where the fast backend ends (float32 rounding apart)."""
-    small = data.Dataset(synthetic.x_train[:64], synthetic.y_train[:64], synthetic.x_test[:16],
+    small = dataset.Dataset(synthetic.x_train[:64], synthetic.y_train[:64], synthetic.x_test[:16],
                          synthetic.y_test[:16], synthetic.classes, synthetic.channel_mean, synthetic.channel_std)
     start = build_model("paper", np.random.default_rng(2)).state()
     f, _, _ = _fit(small, 2, "fast", epochs=1)
@@ -300,9 +300,9 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path)  # a folder
     # a dataset cache is HDF5 but not a checkpoint
-    cache = data.write_cache(data.make_synthetic(4, 2), tmp_path / "cache.h5")
+    cache_file = cache.write_cache(dataset.make_synthetic(4, 2), tmp_path / "cache.h5")
     with pytest.raises(CheckpointError):
-        load_checkpoint(cache)
+        load_checkpoint(cache_file)
 
 
 def test_load_checkpoint_rejects_damaged_checkpoints(tmp_path):
@@ -332,7 +332,7 @@ def test_load_checkpoint_rejects_damaged_checkpoints(tmp_path):
 # ------------------------------------------------------------------------------------- divergence
 @pytest.mark.parametrize("backend", ["fast", "ref"])
 def test_huge_learning_rate_diverges_cleanly(synthetic, tmp_path, backend):
-    small = data.Dataset(synthetic.x_train[:128], synthetic.y_train[:128], synthetic.x_test[:32],
+    small = dataset.Dataset(synthetic.x_train[:128], synthetic.y_train[:128], synthetic.x_test[:32],
                          synthetic.y_test[:32], synthetic.classes, synthetic.channel_mean, synthetic.channel_std)
     with np.errstate(all="ignore"):
         result = run_training(run_config(lr=1e6, momentum=0.0, epochs=3), tmp_path / "div.h5", dataset=small,

@@ -36,6 +36,7 @@ class _CleanErrors(click.Group):
             raise click.ClickException(_one_line(exc)) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        prog_name = prog_name or "minicnn"  # also under `python -c` or -m, whose argv[0] says nothing
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:

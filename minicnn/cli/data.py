@@ -29,6 +29,8 @@ def data_prepare(source, data_path, download, quiet):
       3. the existing cache, if valid (then nothing is read again)
       4. an official archive or unpacked folder in the cache folder
       5. a download of the official binary archive into the cache folder
+    A source named in 1 or 2 is used or refused, never skipped: the cache
+    stands for it only if it was built from exactly that file.
 
     \b
     The cache is $MINICNN_CACHE/cifar10.h5, else $XDG_CACHE_HOME/minicnn/cifar10.h5,
@@ -37,18 +39,18 @@ def data_prepare(source, data_path, download, quiet):
     """
     import time
 
-    from minicnn.io import data as data_lib
+    from minicnn.io import cache
 
     if source and data_path and source != data_path:
         raise click.UsageError("give the data location once: --source or --data, not both")
     start = time.perf_counter()
-    path = data_lib.prepare(data_lib.resolve_source(source or data_path), download=download,
+    path = cache.prepare(cache.resolve_source(source or data_path), download=download,
                             progress=not quiet)
     elapsed = time.perf_counter() - start
     if quiet:
         click.echo(str(path))
         return
-    facts = data_lib.info(path)
+    facts = cache.info(path)
     click.echo(f"CIFAR-10 cache: {path}")
     click.echo(f"{facts['n_train']} train and {facts['n_test']} test images, ready in {elapsed:.1f} s")
 
@@ -63,15 +65,16 @@ def data_info(data_path, as_json):
     \b
     Reads --data PATH, else MINICNN_DATA, else the cache ($MINICNN_CACHE/cifar10.h5,
     else $XDG_CACHE_HOME/minicnn/cifar10.h5, else ~/.cache/minicnn/cifar10.h5).
-    An archive or folder is converted to the cache first; nothing is downloaded
-    (use `minicnn data prepare` for that).
+    An archive or folder is verified and converted to the cache first (unless the
+    cache was built from exactly that file); nothing is downloaded (use
+    `minicnn data prepare` for that).
     """
     import json
 
-    from minicnn.io import data as data_lib
+    from minicnn.io import cache
 
-    path = data_lib.prepare(data_lib.resolve_source(data_path), download=False)
-    facts = data_lib.info(path)
+    path = cache.prepare(cache.resolve_source(data_path), download=False)
+    facts = cache.info(path)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return

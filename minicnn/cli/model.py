@@ -60,13 +60,15 @@ def train(arch, epochs, lr, batch_size, momentum, weight_decay, seed, data_path,
 def eval_cmd(checkpoint, data_path, normalize, train_limit, test_limit, backend):
     """Print the train and test accuracy of a checkpoint.
 
-    The normalisation stored in the checkpoint is used unless --normalize is given explicitly.
+    The normalisation stored in the checkpoint is used unless --normalize is given explicitly. A
+    checkpoint whose training diverged (NaN or infinite weights, or a recorded NaN/inf loss) is
+    refused: it has no accuracy to measure.
     """
-    from minicnn.io.checkpoint import load_checkpoint
+    from minicnn.io.checkpoint import load_trained
     from minicnn.io.data import load_cifar10, make_normalizer
     from minicnn.nn.train import evaluate
 
-    model, info = load_checkpoint(checkpoint, backend=backend)
+    model, info = load_trained(checkpoint, backend=backend)
     source = click.get_current_context().get_parameter_source("normalize")
     if source == click.core.ParameterSource.DEFAULT:
         normalize = info["config"].get("normalize", normalize)
@@ -149,11 +151,12 @@ def compact_cmd(checkpoint, out, force):
     inputs that read them). The compact model computes exactly the same outputs, faster.
 
     An existing --out is replaced only if it is an earlier compact copy of the same CHECKPOINT (or with
-    --force)."""
-    from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
+    --force). A checkpoint whose training diverged (NaN or infinite weights, or a recorded NaN/inf
+    loss) is refused: which units are dead would be meaningless."""
+    from minicnn.io.checkpoint import load_trained, save_checkpoint
     from minicnn.pruning.compact import compact, compact_summary
 
-    model, info = load_checkpoint(checkpoint, backend="ref")
+    model, info = load_trained(checkpoint, backend="ref")
     out = Path(out or Path(checkpoint).with_suffix(".compact.h5"))
     if out.resolve() == Path(checkpoint).resolve():
         raise MiniCNNError("--out must differ from CHECKPOINT (the full-size checkpoint is kept)")

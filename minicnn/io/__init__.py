@@ -1,1 +1,2 @@
-"""Files: CIFAR-10 (archives, the HDF5 cache, preprocessing) and checkpoints."""
+"""Files: CIFAR-10 (dataset: in memory; archive: the official files; cache: the HDF5 cache; data: loading
+and normalising), checkpoints, and atomic writes (files)."""

@@ -6,7 +6,7 @@ Checkpoint layout (h5py):
     /optimizer/velocity/<layer>/<param>  float32 momentum buffers (absent with momentum 0)
     attrs: format ("minicnn-checkpoint"), version, epoch, model (JSON: layer list), config (JSON:
            training settings), history (JSON: one dict per epoch), extra (JSON: final metrics, ...)
-The file is written atomically (minicnn.io.files.atomic_path).
+The file is written atomically (minicnn.io.files.write_hdf5).
 """
 
 from __future__ import annotations
@@ -17,35 +17,37 @@ from pathlib import Path
 import numpy as np
 
 from minicnn.errors import CheckpointError
-from minicnn.io.files import atomic_path
+from minicnn.io.files import write_hdf5
 
 FORMAT = "minicnn-checkpoint"
 VERSION = 1
 
 
+class UnknownVersion(CheckpointError):
+    """A minicnn checkpoint of a format version this minicnn does not read."""
+
+
 def save_checkpoint(path, model, optimizer=None, *, config: dict | None = None, epoch: int = 0,
                     history: list | None = None, extra: dict | None = None) -> Path:
     """Write ``model`` (params, masks), the optimizer's momentum buffers, config and history."""
-    import h5py
+    def fill(f):
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["epoch"] = int(epoch)
+        f.attrs["model"] = json.dumps(model.config())
+        f.attrs["config"] = json.dumps(config or {})
+        f.attrs["history"] = json.dumps(history or [])
+        f.attrs["extra"] = json.dumps(extra or {})
+        for layer in model.layers:
+            for name, arr in layer.params.items():
+                f.create_dataset(f"params/{layer.name}/{name}", data=arr)
+            for name, mask in layer.masks.items():
+                f.create_dataset(f"masks/{layer.name}/{name}", data=mask.astype(np.uint8))
+        if optimizer is not None:
+            for key, v in optimizer.velocity.items():
+                f.create_dataset(f"optimizer/velocity/{key.replace('.', '/')}", data=v)
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["version"] = VERSION
-            f.attrs["epoch"] = int(epoch)
-            f.attrs["model"] = json.dumps(model.config())
-            f.attrs["config"] = json.dumps(config or {})
-            f.attrs["history"] = json.dumps(history or [])
-            f.attrs["extra"] = json.dumps(extra or {})
-            for layer in model.layers:
-                for name, arr in layer.params.items():
-                    f.create_dataset(f"params/{layer.name}/{name}", data=arr)
-                for name, mask in layer.masks.items():
-                    f.create_dataset(f"masks/{layer.name}/{name}", data=mask.astype(np.uint8))
-            if optimizer is not None:
-                for key, v in optimizer.velocity.items():
-                    f.create_dataset(f"optimizer/velocity/{key.replace('.', '/')}", data=v)
-    return Path(path)
+    return write_hdf5(path, fill)
 
 
 def load_checkpoint(path, backend: str = "fast"):
@@ -64,6 +66,10 @@ def load_checkpoint(path, backend: str = "fast"):
     with f:
         if f.attrs.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a minicnn checkpoint; pass a file written by `minicnn train`")
+        version = f.attrs.get("version")
+        if not isinstance(version, (int, np.integer)) or int(version) != VERSION:
+            raise UnknownVersion(f"{path} is a minicnn checkpoint of format version {version}, and this minicnn "
+                                 f"reads version {VERSION} only; use the minicnn that wrote it, or retrain")
         try:
             model = model_from_config(json.loads(f.attrs["model"]), backend=backend)
             for layer in model.layers:
@@ -88,3 +94,31 @@ def load_checkpoint(path, backend: str = "fast"):
             raise CheckpointError(f"{path} is an incomplete or damaged minicnn checkpoint ({exc}); "
                                   f"retrain or pass another file") from None
     return model, info
+
+
+def load_trained(path, backend: str = "fast", role: str = "checkpoint"):
+    """``load_checkpoint`` for a command that needs a trained model (to evaluate, prune or compact it):
+    CheckpointError when a weight is NaN or infinite, or the checkpoint records that its training
+    diverged (a non-finite loss), since any accuracy, pruning or compaction of it would be meaningless.
+    ``role`` names the file in the message ('baseline', ...)."""
+    model, info = load_checkpoint(path, backend=backend)
+    finite = all(np.isfinite(p).all() for layer in model.layers for p in layer.params.values())
+    recorded = [info["history"][-1] if info["history"] else {}, info["extra"].get("final", {}),
+                info["extra"].get("row", {})]
+    if not finite or any(isinstance(r, dict) and r.get("diverged") for r in recorded):
+        what = "holds NaN or infinite weights" if not finite else "records a NaN or infinite loss"
+        raise CheckpointError(f"{role} {path} {what} (its training diverged); retrain it with a smaller --lr "
+                              f"or pass another file")
+    return model, info
+
+
+def read_extra(path) -> dict:
+    """The ``extra`` dict of a checkpoint (final metrics, a step's result row, ...) without loading the
+    model; {} when the file cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs.get("extra", "{}"))
+    except (OSError, ValueError):
+        return {}

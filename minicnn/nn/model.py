@@ -8,18 +8,24 @@ A spec string is a comma-separated list of layers, applied in order to a (3, 32,
     flatten                     (C, H, W) -> C*H*W
     linear<O>                   fully connected with O outputs
 
-The paper's model is ``conv8,relu,pool2,flatten,linear10`` (20,714 parameters).
+The paper's model is ``conv8,relu,pool2,flatten,linear10`` (20,714 parameters). Every size must be
+positive (a padding may be 0). A spec is planned first (``plan_spec``: every shape, without allocating)
+and sized against the memory available (minicnn.nn.footprint), so a degenerate or oversized spec is
+refused with a one-line error before anything is built.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 
-from minicnn.nn.backend import get_backend
 from minicnn.errors import MiniCNNError
+from minicnn.nn.backend import get_backend
+from minicnn.nn.footprint import check_fits, check_parameters
 from minicnn.nn.layers import Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+from minicnn.nn.ref.im2col import conv_output_size
 
 PRESETS = {
     "paper": "conv8,relu,pool2,flatten,linear10",
@@ -166,7 +172,8 @@ def resolve_arch(arch: str) -> tuple[str, str]:
 
 
 def parse_spec(spec: str) -> list[tuple[str, tuple]]:
-    """'conv8,relu' -> [('conv', (8, 3, 1, 1)), ('relu', ())]."""
+    """'conv8,relu' -> [('conv', (8, 3, 1, 1)), ('relu', ())]. Every size must be positive (a padding
+    may be 0)."""
     parsed = []
     for token in [t.strip().lower() for t in spec.split(",") if t.strip()]:
         for kind, pattern in _TOKEN.items():
@@ -180,60 +187,98 @@ def parse_spec(spec: str) -> list[tuple[str, tuple]]:
             f, k, s, p = m.groups()
             k = int(k or 3)
             args = (int(f), k, int(s or 1), int(p) if p is not None else k // 2)
+            positive = args[:3]
+            what = "filters, kernel size and stride"
         elif kind == "pool":
             k, s = m.groups()
             args = (int(k), int(s) if s else int(k))
+            positive, what = args, "kernel size and stride"
         elif kind == "linear":
             args = (int(m.group(1)),)
+            positive, what = args, "outputs"
         else:
-            args = ()
-        if any(a <= 0 for a in args[:2]):
-            raise MiniCNNError(f"layer {token!r}: sizes must be positive")
+            args, positive, what = (), (), ""
+        if any(a <= 0 for a in positive):
+            raise MiniCNNError(f"layer {token!r} in architecture spec {spec!r}: {what} must be positive")
         parsed.append((kind, args))
     if not parsed:
         raise MiniCNNError("empty architecture spec")
     return parsed
 
 
+def _output_shape(kind: str, args: tuple, shape: tuple) -> tuple:
+    """One example's output shape (as the layer's ``output_shape``), in Python integers."""
+    if kind == "conv":
+        f, k, s, p = args
+        return (f, conv_output_size(shape[1], k, s, p), conv_output_size(shape[2], k, s, p))
+    if kind == "pool":
+        k, s = args
+        return (shape[0], conv_output_size(shape[1], k, s, 0), conv_output_size(shape[2], k, s, 0))
+    if kind == "flatten":
+        return (math.prod(shape),)
+    if kind == "linear":
+        return (args[0],)
+    return shape
+
+
+def plan_spec(spec: str, input_shape: tuple = INPUT_SHAPE,
+              num_classes: int = NUM_CLASSES) -> list[tuple[str, tuple, tuple, tuple]]:
+    """The layers of a spec string with their shapes, computed without allocating anything: rows
+    (kind, args, input shape, output shape) of one example, with the implicit flatten before a linear
+    layer made explicit. MiniCNNError for a spec that cannot be built (a conv after flatten, an image
+    shrunk to nothing, an output other than ``num_classes``)."""
+    rows = []
+    shape = tuple(input_shape)
+    for kind, args in parse_spec(spec):
+        if kind in ("conv", "pool") and len(shape) != 3:
+            raise MiniCNNError(f"spec {spec!r}: {kind} after flatten/linear is not possible")
+        if kind == "linear" and len(shape) != 1:
+            rows.append(("flatten", (), shape, _output_shape("flatten", (), shape)))  # implicit flatten
+            shape = rows[-1][3]
+        out_shape = _output_shape(kind, args, shape)
+        if any(d <= 0 for d in out_shape):
+            raise MiniCNNError(f"spec {spec!r}: layer {len(rows) + 1} ({kind}) shrinks the {shape[1]}x{shape[2]} "
+                               f"image to nothing {out_shape}")
+        rows.append((kind, args, shape, out_shape))
+        shape = out_shape
+    if shape != (num_classes,):
+        raise MiniCNNError(f"spec {spec!r} must end in linear{num_classes} (got output shape {shape})")
+    return rows
+
+
+def check_arch(arch: str, batch_size: int | None = None) -> None:
+    """MiniCNNError unless ``arch`` (a preset or spec string) can be built and, at ``batch_size``,
+    trained in the memory this machine has available (with None: its parameters fit)."""
+    name, spec = resolve_arch(arch)
+    check_fits(plan_spec(spec), spec if name == "custom" else name, batch_size)
+
+
 def build_model(arch: str = "paper", rng: np.random.Generator | None = None, backend: str = "fast",
                 input_shape: tuple = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> Sequential:
-    """Build a freshly initialised model (PyTorch's default init) from a preset name or spec string."""
+    """Build a freshly initialised model (PyTorch's default init) from a preset name or spec string.
+    The spec is checked (``plan_spec``) and its parameters sized against the available memory first."""
     rng = rng if rng is not None else np.random.default_rng(0)
     name, spec = resolve_arch(arch)
+    plan = plan_spec(spec, input_shape, num_classes)
+    check_fits(plan, spec if name == "custom" else name, None)
     layers: list[Layer] = []
-    shape = tuple(input_shape)
     counts: dict[str, int] = {}
 
     def next_name(prefix):
         counts[prefix] = counts.get(prefix, 0) + 1
         return f"{prefix}{counts[prefix]}"
 
-    for kind, args in parse_spec(spec):
+    for kind, args, shape, _ in plan:
         if kind == "conv":
-            if len(shape) != 3:
-                raise MiniCNNError(f"spec {spec!r}: conv after flatten/linear is not possible")
-            f, k, s, p = args
-            layer = Conv2d(next_name("conv"), shape[0], f, k, s, p, rng=rng)
+            layers.append(Conv2d(next_name("conv"), shape[0], *args, rng=rng))
         elif kind == "pool":
-            if len(shape) != 3:
-                raise MiniCNNError(f"spec {spec!r}: pool after flatten/linear is not possible")
-            layer = MaxPool2d(next_name("pool"), *args)
+            layers.append(MaxPool2d(next_name("pool"), *args))
         elif kind == "relu":
-            layer = ReLU(next_name("relu"))
+            layers.append(ReLU(next_name("relu")))
         elif kind == "flatten":
-            layer = Flatten(next_name("flatten"))
+            layers.append(Flatten(next_name("flatten")))
         else:
-            if len(shape) != 1:
-                layers.append(Flatten(next_name("flatten")))  # implicit flatten before a linear layer
-                shape = layers[-1].output_shape(shape)
-            layer = Linear(next_name("fc"), shape[0], args[0], rng=rng)
-        out_shape = layer.output_shape(shape)
-        if any(d <= 0 for d in out_shape):
-            raise MiniCNNError(f"spec {spec!r}: layer {layer.name} shrinks the image to nothing {out_shape}")
-        layers.append(layer)
-        shape = out_shape
-    if shape != (num_classes,):
-        raise MiniCNNError(f"spec {spec!r} must end in linear{num_classes} (got output shape {shape})")
+            layers.append(Linear(next_name("fc"), shape[0], args[0], rng=rng))
     return Sequential(layers, spec, name, backend)
 
 
@@ -248,8 +293,12 @@ def model_from_config(config: dict, backend: str = "fast") -> Sequential:
         "relu": lambda c: ReLU(c["name"]),
         "flatten": lambda c: Flatten(c["name"]),
     }
+    sizes = {"conv": lambda c: c["out_channels"] * (c["in_channels"] * c["kernel_size"] ** 2 + 1),
+             "linear": lambda c: c["out_features"] * (c["in_features"] + 1)}
     try:
+        check_parameters(sum(sizes[c["kind"]](c) for c in config["layers"] if c["kind"] in sizes),
+                         "the model description")
         layers = [builders[c["kind"]](c) for c in config["layers"]]
-    except KeyError as exc:
-        raise MiniCNNError(f"model description is damaged (missing {exc}); the file is not a valid checkpoint") from None
+    except (KeyError, TypeError) as exc:
+        raise MiniCNNError(f"model description is damaged ({exc!r}); the file is not a valid checkpoint") from None
     return Sequential(layers, config["spec"], config["arch"], backend)

@@ -98,14 +98,15 @@ class _Common:
 
     def __post_init__(self):
         from minicnn.io.data import NORMALIZATIONS
-        from minicnn.nn.model import parse_spec, resolve_arch
+        from minicnn.nn.model import check_arch
 
-        parse_spec(resolve_arch(self.arch)[1])
         _count("--batch-size", self.batch_size, low=1)
+        _count("--train-limit", self.train_limit, low=1, optional=True)
+        # a spec that cannot be built, or too large to train here (a batch is at most the training images)
+        check_arch(self.arch, min(self.batch_size, self.train_limit or self.batch_size))
         self._set("momentum", _finite("--momentum", self.momentum, low=0.0, high=1.0, high_open=True))
         self._set("weight_decay", _finite("--weight-decay", self.weight_decay, low=0.0))
         _choice("--normalize", self.normalize, NORMALIZATIONS)
-        _count("--train-limit", self.train_limit, low=1, optional=True)
         _count("--test-limit", self.test_limit, low=1, optional=True)
 
     def _set(self, name: str, value) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from minicnn.errors import MiniCNNError
-from minicnn.io.files import atomic_path
+from minicnn.io.files import atomic_path, write_hdf5
 
 FORMAT = "minicnn-results"
 VERSION = 1
@@ -90,16 +90,17 @@ def save_results(rows: list[ResultRow], csv_path, h5_path=None) -> None:
     if h5_path is not None:
         import h5py
 
-        with atomic_path(h5_path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["version"] = VERSION
-                for col in COLUMNS:
-                    values = [getattr(row, col) for row in rows]
-                    if col in TEXT_COLUMNS:
-                        f.create_dataset(col, data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
-                    else:
-                        f.create_dataset(col, data=np.array(values, dtype=np.float64))
+        def fill(f):
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            for col in COLUMNS:
+                values = [getattr(row, col) for row in rows]
+                if col in TEXT_COLUMNS:
+                    f.create_dataset(col, data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
+                else:
+                    f.create_dataset(col, data=np.array(values, dtype=np.float64))
+
+        write_hdf5(h5_path, fill)
 
 
 def _parse(column: str, text: str, where: str):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from minicnn.errors import MiniCNNError
-from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
+from minicnn.io.checkpoint import load_checkpoint, load_trained, read_extra, save_checkpoint
 from minicnn.io.data import load_cifar10, make_normalizer
 from minicnn.nn.model import resolve_arch
 from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, weights_finite
@@ -40,7 +40,13 @@ def prepare_run_dir(out_dir: Path, config: PruneConfig, force: bool) -> list[Res
     out_dir = Path(out_dir)
     claim_dir(out_dir, "run.json", config, force, ("steps", "results.csv", "results.h5"), "a pruning run")
     rows = load_results(out_dir) if (out_dir / "results.csv").exists() else []
-    return [r for r in rows if step_path(out_dir, r.step, r.amount).exists()]
+    finished = []
+    for row in rows:
+        path = step_path(out_dir, row.step, row.amount)
+        if path.exists():  # the step's checkpoint holds its row at full precision, the CSV at 6 digits
+            stored = read_extra(path).get("row")
+            finished.append(ResultRow.from_dict(stored) if stored else row)
+    return finished
 
 
 def measure(model, dataset, normalizer, run_model=None) -> dict:
@@ -72,7 +78,7 @@ def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progres
         echo(f"baseline: {baseline} (arch {config.arch}, lr {base_cfg.lr}, {base_cfg.epochs} epochs)")
         run_training(base_cfg, baseline, dataset=dataset, backend=backend, progress_factory=progress_factory,
                      echo=echo)
-    model, info = load_checkpoint(baseline, backend=backend)
+    model, info = load_trained(baseline, backend=backend, role="baseline")
     if model.spec != resolve_arch(config.arch)[1]:
         its_arch = model.arch if model.arch != "custom" else repr(model.spec)
         raise MiniCNNError(f"baseline {baseline} is a {model.arch!r} model ({model.spec}), not "
@@ -80,9 +86,6 @@ def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progres
     if info["config"].get("normalize", config.normalize) != config.normalize:
         raise MiniCNNError(f"baseline {baseline} was trained with --normalize "
                            f"{info['config'].get('normalize')}; pass the same --normalize")
-    if not weights_finite(model):
-        raise MiniCNNError(f"baseline {baseline} holds NaN or infinite weights (its training diverged); "
-                           f"retrain it with a smaller --lr or pass another --baseline")
     return baseline, model
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from pathlib import Path
 
+from minicnn.errors import MiniCNNError
 from minicnn.study.config import PruneConfig, SweepConfig, TrainConfig
 from minicnn.study.results import ResultRow, load_results, save_results
 from minicnn.study.rundir import claim_dir, read_settings
@@ -28,8 +30,22 @@ def available_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _worker_init(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when the sweep's process dies, however it dies (even
+    by SIGKILL), so that no orphaned worker keeps writing into run folders that a rerun resumes."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: an orphan finishes its configuration and exits
+    if os.getppid() != parent:  # the sweep died before prctl took effect
+        os._exit(1)
+
+
+def _worker_init(threads: int, parent: int) -> None:
     """Runs first in each sweep worker process: its share of the cores, before any kernel runs."""
+    _die_with_parent(parent)
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     if threads == 1:  # pinning one-thread workers would put them all on the first core
         os.environ["OMP_PROC_BIND"] = "false"
@@ -77,7 +93,8 @@ def run_sweep(sweep: SweepConfig, out_dir, *, jobs: int = 1, data_path=None, bac
     """Run (or resume) a whole grid: one baseline per seed, then every configuration in ``jobs`` worker
     processes that split the cores between them. Writes out_dir/results.csv/.h5 (all rows) after every
     configuration; returns the rows. ``on_run_done(done, total)`` is called as configurations finish."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
     from minicnn.io.data import load_cifar10
@@ -94,32 +111,45 @@ def run_sweep(sweep: SweepConfig, out_dir, *, jobs: int = 1, data_path=None, bac
     jobs = max(1, min(jobs, cores))
     threads = max(1, cores // jobs)
     grid = sweep.runs(out_dir)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:
-        base_jobs = [(TrainConfig.paper_baseline(sweep, seed), str(sweep.baseline_path(out_dir, seed)), data_path,
-                      backend) for seed in sweep.seeds]
-        echo(f"sweep: {len(grid)} configurations x {len(sweep.amounts)} amounts, {jobs} worker(s) x "
-             f"{threads} thread(s); baselines first")
-        for seed, acc, diverged in pool.map(_train_baseline_job, base_jobs):
-            echo(f"baseline seed {seed}: test acc {acc:.2%}" + ("  DIVERGED" if diverged else ""))
-
-        t0 = time.perf_counter()
-        futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend))
-                   for cfg, run_dir in submission_order(grid)]
-        finished, worked = 0, 0  # worked: configurations that ran steps now (not finished earlier)
-        for fut in as_completed(futures):
-            run_dir, rows, seconds = fut.result()
-            finished += 1
-            worked += seconds > 1.0
-            save_results(collect_rows(grid), out_dir / "results.csv", out_dir / "results.h5")
-            eta = (time.perf_counter() - t0) / max(worked, 1) * (len(grid) - finished)
-            last = rows[-1] if rows else None
-            echo(f"{Path(run_dir).name}: {seconds:.0f} s"
-                 + (f", at amount {last.amount:g}: test acc {last.test_acc_after:.2%}" if last else "")
-                 + f"; {finished}/{len(grid)} done" + (f", about {eta / 60:.1f} min left" if worked else ""))
-            if on_run_done is not None:
-                on_run_done(finished, len(grid))
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads, os.getpid())) as pool:
+            t0 = _run_grid(pool, sweep, grid, out_dir, jobs, threads, data_path, backend, echo, on_run_done)
+    except BrokenProcessPool:
+        raise MiniCNNError("a sweep worker process died (killed, perhaps by the out-of-memory killer); finished "
+                           "configurations are kept: rerun the same command to resume") from None
     rows = collect_rows(grid)
     save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
     echo(f"sweep finished in {(time.perf_counter() - t0) / 60:.1f} min (after baselines): {len(rows)} rows")
     return rows
+
+
+def _run_grid(pool, sweep: SweepConfig, grid, out_dir: Path, jobs: int, threads: int, data_path, backend: str,
+              echo, on_run_done) -> float:
+    """The baselines, then every configuration of ``grid``, in ``pool``; merges the results as configurations
+    finish. Returns when the configurations started (after the baselines), as time.perf_counter()."""
+    from concurrent.futures import as_completed
+
+    base_jobs = [(TrainConfig.paper_baseline(sweep, seed), str(sweep.baseline_path(out_dir, seed)), data_path,
+                  backend) for seed in sweep.seeds]
+    echo(f"sweep: {len(grid)} configurations x {len(sweep.amounts)} amounts, {jobs} worker(s) x "
+         f"{threads} thread(s); baselines first")
+    for seed, acc, diverged in pool.map(_train_baseline_job, base_jobs):
+        echo(f"baseline seed {seed}: test acc {acc:.2%}" + ("  DIVERGED" if diverged else ""))
+
+    t0 = time.perf_counter()
+    futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend)) for cfg, run_dir in submission_order(grid)]
+    finished, worked = 0, 0  # worked: configurations that ran steps now (not finished earlier)
+    for fut in as_completed(futures):
+        run_dir, rows, seconds = fut.result()
+        finished += 1
+        worked += seconds > 1.0
+        save_results(collect_rows(grid), out_dir / "results.csv", out_dir / "results.h5")
+        eta = (time.perf_counter() - t0) / max(worked, 1) * (len(grid) - finished)
+        last = rows[-1] if rows else None
+        echo(f"{Path(run_dir).name}: {seconds:.0f} s"
+             + (f", at amount {last.amount:g}: test acc {last.test_acc_after:.2%}" if last else "")
+             + f"; {finished}/{len(grid)} done" + (f", about {eta / 60:.1f} min left" if worked else ""))
+        if on_run_done is not None:
+            on_run_done(finished, len(grid))
+    return t0

@@ -17,10 +17,12 @@ from minicnn.study.config import TrainConfig
 def _resume_state(config: TrainConfig, out: Path, backend: str, echo):
     """(model, info) of the unfinished or finished run in ``out``; MiniCNNError if ``out`` holds
     something else."""
-    from minicnn.io.checkpoint import load_checkpoint
+    from minicnn.io.checkpoint import UnknownVersion, load_checkpoint
 
     try:
         model, info = load_checkpoint(out, backend=backend)
+    except UnknownVersion:
+        raise
     except CheckpointError:
         raise MiniCNNError(f"{out} exists and is not a minicnn checkpoint; choose another --out "
                            f"or pass --force to overwrite it") from None
