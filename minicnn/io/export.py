@@ -80,7 +80,7 @@ def export_metadata(model, prep: dict, uint8_input: bool = False) -> dict[str, s
     """String key/value metadata written beside the weights (ONNX metadata_props, safetensors
     metadata, the torch file's 'metadata'): architecture, layer list and preprocessing. Nothing in it
     depends on file names or time, so the same model always gives the same bytes."""
-    from minicnn.io.data import CLASSES
+    from minicnn.io.dataset import CLASSES
 
     meta = {
         "format": LAYOUT_FORMAT,
