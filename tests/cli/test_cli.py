@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_clean_error, invoke
 from click.testing import CliRunner
 
-from minicnn.io.checkpoint import load_checkpoint
 from minicnn.cli import cli
+from minicnn.io.checkpoint import load_checkpoint
 
 LIMITS = ["--train-limit", "256", "--test-limit", "128"]
 
@@ -25,10 +26,6 @@ def _no_user_data(monkeypatch, tmp_path):
     monkeypatch.setenv("MINICNN_CACHE", str(tmp_path / "cache"))
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 def train_args(cache, out, *extra) -> list:
     return ["train", "--epochs", "1", *LIMITS, "--data", cache, "--out", out, *extra]
 
@@ -36,19 +33,6 @@ def train_args(cache, out, *extra) -> list:
 def assert_ok(result):
     assert result.exit_code == 0, result.output
     assert result.exception is None
-
-
-def assert_clean_error(result, *fragments: str):
-    """Non-zero exit, no traceback, and exactly one `Error: ...` line, the last line of the output."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an unhandled crash
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert lines[-1] == errors[0], f"the error message must be a single line:\n{result.output}"
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import assert_clean_error, invoke
+from cli_helpers import assert_clean_error, invoke
 
 from minicnn.io.checkpoint import load_checkpoint, save_checkpoint
 from minicnn.io.data import load_cifar10, normalize
@@ -23,7 +23,7 @@ from minicnn.nn.model import build_model
 from minicnn.pruning.masks import prune_model
 
 SMALL_SPEC = "conv6,relu,conv5s2,relu,pool2,flatten,linear12,relu,linear10"
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(autouse=True)
