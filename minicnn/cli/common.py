@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from minicnn import paper
 from minicnn.errors import MiniCNNError
 
 
@@ -31,9 +32,13 @@ def backend_option(f):
                         help="fast = Numba kernels; ref = the plain NumPy reference (slow, for checking).")(f)
 
 
-def seed_option(f):
-    return click.option("--seed", type=int, default=0, show_default=True,
-                        help="Seeds initialisation and shuffling (an integer in 0 ... 2**32-1).")(f)
+def sgd_options(f):
+    """--batch-size, --momentum, --weight-decay, --seed: the optimiser's fixed settings and the seed."""
+    f = click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seeds initialisation and shuffling (an integer in 0 ... 2**32-1).")(f)
+    f = click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay, >= 0.")(f)
+    f = click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum, in [0, 1).")(f)
+    return click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)(f)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from minicnn import paper
-from minicnn.cli.common import backend_option, data_options, progress, refuse_overwrite, seed_option
+from minicnn.cli.common import backend_option, data_options, progress, refuse_overwrite, sgd_options
 from minicnn.errors import MiniCNNError
 
 
@@ -24,10 +24,7 @@ def _print_epoch(record: dict) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=paper.BASELINE_EPOCHS, show_default=True)
 @click.option("--lr", type=float, default=paper.BASELINE_LR, show_default=True,
               help="SGD learning rate, > 0 (the paper's baseline uses 0.8).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
-@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum, in [0, 1).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay, >= 0.")
-@seed_option
+@sgd_options
 @data_options
 @backend_option
 @click.option("--out", type=click.Path(dir_okay=False), default="runs/baseline.h5", show_default=True,

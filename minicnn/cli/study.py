@@ -8,7 +8,7 @@ import click
 
 from minicnn import paper
 from minicnn.cli.common import (backend_option, data_options, load_result_rows, progress, refuse_overwrite,
-                                results_base, seed_option, split_list)
+                                results_base, sgd_options, split_list)
 
 _AMOUNTS = ",".join(f"{a:g}".lstrip("0") or "0" for a in paper.AMOUNTS)
 
@@ -56,10 +56,7 @@ on the full splits; the test split is not evaluated between fine-tuning epochs (
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="Trained checkpoint to prune (default: train the paper's baseline into OUT).")
 @click.option("--arch", default=paper.ARCH, show_default=True, help="Architecture of the baseline.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
-@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum, in [0, 1).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay, >= 0.")
-@seed_option
+@sgd_options
 @data_options
 @backend_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
