@@ -9,6 +9,7 @@ import click
 from minicnn import paper
 from minicnn.cli.common import (backend_option, data_options, load_result_rows, progress, refuse_overwrite,
                                 results_base, sgd_options, split_list)
+from minicnn.errors import MiniCNNError
 
 _AMOUNTS = ",".join(f"{a:g}".lstrip("0") or "0" for a in paper.AMOUNTS)
 
@@ -103,20 +104,28 @@ def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batc
 @click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes; the cores (or NUMBA_NUM_THREADS) are split between them.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask cluster instead: tcp://HOST:PORT (a running `dask scheduler`) or local:N "
+                   "(N one-thread worker processes here). Needs the distributed extra.")
 @data_options
 @backend_option
 @click.option("--out", type=click.Path(file_okay=False), default="runs/sweep", show_default=True)
 @click.option("--compact/--no-compact", default=True, show_default=True,
               help="Fine-tune structured-pruned models compacted (see `minicnn prune --help`).")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a sweep with other settings.")
-def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_size, jobs, data_path, normalize,
-          train_limit, test_limit, backend, out, compact, force):
+def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_size, jobs, scheduler, data_path,
+          normalize, train_limit, test_limit, backend, out, compact, force):
     """Run the paper's whole ablation grid: schedules x methods x learning rates x amounts x seeds.
 
     One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
     every configuration of that seed. Each configuration is a `minicnn prune` run in OUT/runs/...;
     all rows are merged into OUT/results.csv and OUT/results.h5 as configurations finish. Rerunning
     with the same OUT resumes where it stopped; rerunning with more --seeds adds those seeds.
+
+    With --scheduler the tasks (one per baseline, one per configuration and seed) run on a Dask
+    cluster; the workers need minicnn and CIFAR-10 (their own MINICNN_DATA or cache), not OUT: this
+    machine writes every file, the same files as --jobs. Same seeds and threads per task give the
+    same bits.
     """
     from minicnn.pruning.masks import parse_amounts
     from minicnn.study.config import SweepConfig
@@ -128,7 +137,15 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_si
                          seeds=split_list(seeds, "--seeds", int), epochs=epochs, scope=scope, batch_size=batch_size,
                          normalize=normalize, train_limit=train_limit, test_limit=test_limit, arch=arch,
                          compact=compact)
-    rows = run_sweep(config, out, jobs=jobs, data_path=data_path, backend=backend, force=force, echo=click.echo)
+    if scheduler is None:
+        rows = run_sweep(config, out, jobs=jobs, data_path=data_path, backend=backend, force=force, echo=click.echo)
+    else:
+        from minicnn.study.distributed import run_sweep_dask
+
+        if jobs != 1:
+            raise MiniCNNError("--jobs and --scheduler exclude each other: the cluster's workers run the tasks")
+        rows = run_sweep_dask(config, out, scheduler, data_path=data_path, backend=backend, force=force,
+                              echo=click.echo)
     click.echo(format_table(rows))
     diverged = sum(r.diverged for r in rows)
     click.echo(f"\nresults: {out}/results.csv" + (f"; {diverged} row(s) DIVERGED" if diverged else ""))

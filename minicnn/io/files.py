@@ -159,3 +159,25 @@ def write_hdf5(path: str | os.PathLike, fill) -> Path:
         with open(tmp, "wb") as fh:
             fh.write(buffer.getbuffer())
     return Path(path)
+
+
+def read_tree(folder: str | os.PathLike) -> dict[str, bytes]:
+    """Every file under ``folder`` as {path relative to it, '/'-separated: bytes}; hidden files (the
+    temporary names of unfinished atomic writes) are left out. An absent folder reads as empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)}
+
+
+def write_tree(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write ``files`` ({relative path: bytes}, as ``read_tree`` returns) under ``folder``, each atomically,
+    in the order given (a reader of the folder sees each file whole or not at all)."""
+    folder = Path(folder)
+    for name, blob in files.items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or not parts or ".." in parts:
+            raise MiniCNNError(f"refusing to write {name!r} outside {folder}")
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(blob)

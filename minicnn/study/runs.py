@@ -27,7 +27,7 @@ from minicnn.pruning.compact import compact, expand_into
 from minicnn.pruning.masks import prune_model
 from minicnn.study.config import PruneConfig
 from minicnn.study.results import ResultRow, load_results, save_results
-from minicnn.study.rundir import claim_dir, step_path
+from minicnn.study.rundir import claim_dir, read_settings, step_path
 from minicnn.study.training import run_training
 
 
@@ -49,6 +49,18 @@ def prepare_run_dir(out_dir: Path, config: PruneConfig, force: bool) -> list[Res
     return finished
 
 
+def is_finished(config: PruneConfig, out_dir) -> bool:
+    """Whether ``out_dir`` holds the run ``config`` with every step finished (rerunning it does nothing)."""
+    out_dir = Path(out_dir)
+    if read_settings(out_dir / "run.json") != config.to_dict() or not (out_dir / "results.csv").is_file():
+        return False
+    try:
+        rows = load_results(out_dir)
+    except MiniCNNError:  # damaged: the rerun reports it
+        return False
+    return {r.step for r in rows if step_path(out_dir, r.step, r.amount).exists()} == set(range(len(config.amounts)))
+
+
 def measure(model, dataset, normalizer, run_model=None) -> dict:
     """Accuracy and loss on both splits and the parameter/FLOP counts of ``model``: the ResultRow fields
     a step measures after fine-tuning. ``run_model``, if given, computes the same function faster (the
@@ -68,10 +80,12 @@ def measure(model, dataset, normalizer, run_model=None) -> dict:
             "test_acc_after": test_m["acc"], "test_loss": test_m["loss"]}
 
 
-def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progress_factory, echo):
-    """(path, model) of the trained baseline to prune: ``config.baseline``, or the paper's baseline
-    trained into ``out_dir/baseline.h5`` (reused when it is there). Checked against the config."""
-    baseline = config.baseline
+def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progress_factory, echo,
+              baseline_file=None):
+    """(path, model) of the trained baseline to prune: ``baseline_file`` (a copy of ``config.baseline``
+    lying elsewhere), ``config.baseline``, or the paper's baseline trained into ``out_dir/baseline.h5``
+    (reused when it is there). Checked against the config."""
+    baseline = baseline_file if baseline_file is not None else config.baseline
     if baseline is None:
         baseline = out_dir / "baseline.h5"
         base_cfg = config.baseline_config()
@@ -123,12 +137,14 @@ def run_step(config: PruneConfig, step: int, model, dataset, normalizer, progres
 
 
 def run_prune(config: PruneConfig, out_dir, *, data_path=None, dataset=None, backend: str = "fast",
-              force: bool = False, echo=print, progress_factory=None, step_progress=None) -> list[ResultRow]:
+              force: bool = False, echo=print, progress_factory=None, step_progress=None,
+              baseline_file=None) -> list[ResultRow]:
     """Run (or resume) one pruning schedule; returns all result rows.
 
     Without ``config.baseline``, the paper's baseline is trained into ``out_dir/baseline.h5`` (or reused
-    if it is already there with the same settings). ``step_progress(done, total)`` is called as steps
-    finish.
+    if it is already there with the same settings). ``baseline_file``: read the baseline from there
+    instead of ``config.baseline`` (a copy on another machine), while the run's settings still name
+    ``config.baseline``. ``step_progress(done, total)`` is called as steps finish.
     """
     out_dir = Path(out_dir)
     rows = prepare_run_dir(out_dir, config, force)
@@ -141,7 +157,7 @@ def run_prune(config: PruneConfig, out_dir, *, data_path=None, dataset=None, bac
     if dataset is None:
         dataset = load_cifar10(data_path, train_limit=config.train_limit, test_limit=config.test_limit)
     normalizer = make_normalizer(config.normalize, dataset)
-    baseline, base_model = _baseline(config, out_dir, dataset, backend, progress_factory, echo)
+    baseline, base_model = _baseline(config, out_dir, dataset, backend, progress_factory, echo, baseline_file)
     stored = config.to_dict()
 
     for step, amount in enumerate(amounts):

@@ -5,6 +5,9 @@ worker processes that split the cores between them, resumable, merged into one r
     OUT/baselines/seedS.h5       one paper baseline per seed, shared by every run of that seed
     OUT/runs/SCHEDULE-METHOD-lrLR-seedS/   one pruning run each (see minicnn.study.runs)
     OUT/results.csv / .h5        every finished row, rewritten as runs finish
+
+``run_sweep`` runs the grid in processes on this machine; ``minicnn.study.distributed`` runs the same
+grid on a Dask cluster and writes the same folder. Both use the helpers below.
 """
 
 from __future__ import annotations
@@ -69,6 +72,48 @@ def _prune_job(args):
     return str(run_dir), rows, time.perf_counter() - t0
 
 
+class Progress:
+    """One line per finished task: what it did, then done/total and, once a task has worked (run more
+    than a second: not merely found finished), the time left at the average pace so far."""
+
+    def __init__(self, total: int, echo):
+        self.total, self.echo, self.done, self.worked, self.t0 = total, echo, 0, 0, time.perf_counter()
+
+    def finished(self, text: str, seconds: float) -> None:
+        self.done += 1
+        self.worked += seconds > 1.0
+        eta = (time.perf_counter() - self.t0) / max(self.worked, 1) * (self.total - self.done)
+        self.echo(f"{text}; {self.done}/{self.total} done"
+                  + (f", about {eta / 60:.1f} min left" if self.worked else ""))
+
+
+def describe_run(run_dir, seconds: float, rows: list[ResultRow]) -> str:
+    """'NAME: 12 s, at amount 0.5: test acc 41.20%': a finished configuration, for the progress line."""
+    last = rows[-1] if rows else None
+    return (f"{Path(run_dir).name}: {seconds:.0f} s"
+            + (f", at amount {last.amount:g}: test acc {last.test_acc_after:.2%}" if last else ""))
+
+
+def describe_baseline(seed: int, acc: float, diverged: bool) -> str:
+    return f"baseline seed {seed}: test acc {acc:.2%}" + ("  DIVERGED" if diverged else "")
+
+
+def claim_sweep(sweep: SweepConfig, out_dir: Path, force: bool) -> None:
+    """Make ``out_dir`` hold ``sweep`` (see rundir.claim_dir); more seeds extend a stored sweep."""
+    stored = read_settings(out_dir / "sweep.json")
+    extendable = SweepConfig.EXTENDABLE if stored is not None and set(stored.get("seeds", [])) <= set(sweep.seeds) \
+        else ()  # more seeds extend a sweep; its runs are kept
+    claim_dir(out_dir, "sweep.json", sweep, force, ("runs", "baselines", "results.csv", "results.h5"), "a sweep",
+              extendable)
+
+
+def merge_results(grid, out_dir: Path) -> list[ResultRow]:
+    """Write every finished row of the grid's runs into out_dir/results.csv/.h5; returns them."""
+    rows = collect_rows(grid)
+    save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
+    return rows
+
+
 def collect_rows(grid) -> list[ResultRow]:
     """All finished rows of a sweep's runs, in grid order."""
     rows = []
@@ -100,11 +145,7 @@ def run_sweep(sweep: SweepConfig, out_dir, *, jobs: int = 1, data_path=None, bac
     from minicnn.io.data import load_cifar10
 
     out_dir = Path(out_dir)
-    stored = read_settings(out_dir / "sweep.json")
-    extendable = SweepConfig.EXTENDABLE if stored is not None and set(stored.get("seeds", [])) <= set(sweep.seeds) \
-        else ()  # more seeds extend a sweep; its runs are kept
-    claim_dir(out_dir, "sweep.json", sweep, force, ("runs", "baselines", "results.csv", "results.h5"), "a sweep",
-              extendable)
+    claim_sweep(sweep, out_dir, force)
     load_cifar10(data_path, train_limit=1, test_limit=1)  # fail early (and build the cache once) if data is missing
 
     cores = available_threads()
@@ -114,20 +155,19 @@ def run_sweep(sweep: SweepConfig, out_dir, *, jobs: int = 1, data_path=None, bac
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init,
                                  initargs=(threads, os.getpid())) as pool:
-            t0 = _run_grid(pool, sweep, grid, out_dir, jobs, threads, data_path, backend, echo, on_run_done)
+            progress = _run_grid(pool, sweep, grid, out_dir, jobs, threads, data_path, backend, echo, on_run_done)
     except BrokenProcessPool:
         raise MiniCNNError("a sweep worker process died (killed, perhaps by the out-of-memory killer); finished "
                            "configurations are kept: rerun the same command to resume") from None
-    rows = collect_rows(grid)
-    save_results(rows, out_dir / "results.csv", out_dir / "results.h5")
-    echo(f"sweep finished in {(time.perf_counter() - t0) / 60:.1f} min (after baselines): {len(rows)} rows")
+    rows = merge_results(grid, out_dir)
+    echo(f"sweep finished in {(time.perf_counter() - progress.t0) / 60:.1f} min (after baselines): {len(rows)} rows")
     return rows
 
 
 def _run_grid(pool, sweep: SweepConfig, grid, out_dir: Path, jobs: int, threads: int, data_path, backend: str,
-              echo, on_run_done) -> float:
+              echo, on_run_done) -> "Progress":
     """The baselines, then every configuration of ``grid``, in ``pool``; merges the results as configurations
-    finish. Returns when the configurations started (after the baselines), as time.perf_counter()."""
+    finish. Returns the progress of the configurations (started after the baselines)."""
     from concurrent.futures import as_completed
 
     base_jobs = [(TrainConfig.paper_baseline(sweep, seed), str(sweep.baseline_path(out_dir, seed)), data_path,
@@ -135,21 +175,14 @@ def _run_grid(pool, sweep: SweepConfig, grid, out_dir: Path, jobs: int, threads:
     echo(f"sweep: {len(grid)} configurations x {len(sweep.amounts)} amounts, {jobs} worker(s) x "
          f"{threads} thread(s); baselines first")
     for seed, acc, diverged in pool.map(_train_baseline_job, base_jobs):
-        echo(f"baseline seed {seed}: test acc {acc:.2%}" + ("  DIVERGED" if diverged else ""))
+        echo(describe_baseline(seed, acc, diverged))
 
-    t0 = time.perf_counter()
+    progress = Progress(len(grid), echo)
     futures = [pool.submit(_prune_job, (cfg, run_dir, data_path, backend)) for cfg, run_dir in submission_order(grid)]
-    finished, worked = 0, 0  # worked: configurations that ran steps now (not finished earlier)
     for fut in as_completed(futures):
         run_dir, rows, seconds = fut.result()
-        finished += 1
-        worked += seconds > 1.0
-        save_results(collect_rows(grid), out_dir / "results.csv", out_dir / "results.h5")
-        eta = (time.perf_counter() - t0) / max(worked, 1) * (len(grid) - finished)
-        last = rows[-1] if rows else None
-        echo(f"{Path(run_dir).name}: {seconds:.0f} s"
-             + (f", at amount {last.amount:g}: test acc {last.test_acc_after:.2%}" if last else "")
-             + f"; {finished}/{len(grid)} done" + (f", about {eta / 60:.1f} min left" if worked else ""))
+        merge_results(grid, out_dir)
+        progress.finished(describe_run(run_dir, seconds, rows), seconds)
         if on_run_done is not None:
-            on_run_done(finished, len(grid))
-    return t0
+            on_run_done(progress.done, len(grid))
+    return progress
