@@ -53,24 +53,24 @@ def make_figures(rows: list, out_dir) -> list[Path]:
         return []
     preferred = preferred_scope(rows)
     written: list[Path] = []
-    with _style():
+    with house_style():
         for (schedule, method, scope, lr), curve in aggregate(rows).items():
             if not _has(curve):
                 continue
             title = figure_title(schedule, method, lr, None if scope == preferred else scope)
-            written += _save(_config_figure(curve, title), out_dir,
+            written += save_figure(_config_figure(curve, title), out_dir,
                              figure_stem(schedule, method, lr, scope, preferred))
         curves = curves_for_scope(rows, preferred)
         for name, _heading in SUMMARY_FIGURES:
             fig = _SUMMARY_BUILDERS[name](curves)
             if fig is not None:
-                written += _save(fig, out_dir, name)
+                written += save_figure(fig, out_dir, name)
     return written
 
 
 # ------------------------------------------------------------------------------------ plumbing
 @contextlib.contextmanager
-def _style():
+def house_style():
     import matplotlib
 
     with matplotlib.rc_context({"svg.hashsalt": "minicnn", "font.size": 9, "axes.grid": True,
@@ -78,7 +78,7 @@ def _style():
         yield
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -87,7 +87,7 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
     from minicnn.io.files import atomic_path
 
     paths = []
@@ -160,7 +160,7 @@ def _seed_note(curves) -> str:
 
 # ------------------------------------------------------------------------- per-configuration
 def _config_figure(curve: Curve, title: str):
-    fig = _new_figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot()
     x = curve.remaining
     for metric, label, style in _ACC_LINES:
@@ -178,7 +178,7 @@ def _grid(row_keys, col_keys, title: str, draw, row_name, col_name, width=3.4, h
     """A grid of panels; draw(ax, row, col) -> list of (handle, label) or [] when it has no data."""
     if not row_keys or not col_keys:
         return None
-    fig = _new_figure(width * len(col_keys) + 0.6, height * len(row_keys) + 0.9)
+    fig = new_figure(width * len(col_keys) + 0.6, height * len(row_keys) + 0.9)
     axes = fig.subplots(len(row_keys), len(col_keys), squeeze=False, sharex=True, sharey=True)
     legend: dict[str, object] = {}
     drawn = False
@@ -248,7 +248,7 @@ def _summary_flops(curves: dict):
     lrs = _lrs(curves)
     if not lrs:
         return None
-    fig = _new_figure(3.6 * len(lrs) + 0.6, 3.4)
+    fig = new_figure(3.6 * len(lrs) + 0.6, 3.4)
     axes = fig.subplots(1, len(lrs), squeeze=False, sharey=True)[0]
     legend: dict[str, object] = {}
     for ax, lr in zip(axes, lrs):

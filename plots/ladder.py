@@ -1,4 +1,4 @@
-"""The kernel ladder's figure (minicnn/nn/ladder): training images/s per rung on a log axis, PyTorch's
+"""The kernel ladder's figure (minicnn/ladder): training images/s per rung on a log axis, PyTorch's
 figure on the same batch as a horizontal line. PNG and SVG, each written to a temporary name and
 renamed into place; matplotlib is imported inside the function (Agg canvas, no pyplot)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plots.figures import _new_figure, _save, _style
+from plots.figures import house_style, new_figure, save_figure
 
 
 def ladder_figure(labels: list[str], rates: list[float], out_dir, torch_rate: float | None = None,
@@ -14,8 +14,8 @@ def ladder_figure(labels: list[str], rates: list[float], out_dir, torch_rate: fl
     """Bars of ``rates`` (images/s, one per rung, named by ``labels``) on a log axis, each with its value;
     ``torch_rate`` (images/s) as a dashed line. Writes ``<stem>.png`` and ``<stem>.svg`` into ``out_dir``
     and returns their paths."""
-    with _style():
-        fig = _new_figure(7.5, 4.2)
+    with house_style():
+        fig = new_figure(7.5, 4.2)
         ax = fig.add_subplot()
         ax.bar(range(len(rates)), rates, color="C0", zorder=2)
         for i, rate in enumerate(rates):
@@ -29,4 +29,4 @@ def ladder_figure(labels: list[str], rates: list[float], out_dir, torch_rate: fl
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
         ax.set_ylabel("training images/s (log scale)")
         ax.set_title(title)
-        return _save(fig, Path(out_dir), stem)
+        return save_figure(fig, Path(out_dir), stem)

@@ -1,4 +1,4 @@
-"""Every rung of the kernel ladder (minicnn/nn/ladder) equals the reference op, and stays short.
+"""Every rung of the kernel ladder (minicnn/ladder) equals the reference op, and stays short.
 
 Each rung's training step (loss, logits, dw, db, dfc_w, dfc_b) is held to
 minicnn.nn.ref.convnet.conv_relu_pool_linear_loss in float32, within |rung - ref| <= ATOL + RTOL*|ref|
@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicnn.nn.ladder import RUNGS, load
+import minicnn.ladder
+from minicnn.ladder import RUNGS, load
 from minicnn.nn.ref.convnet import conv_relu_pool_linear_loss as reference
 
 ATOL = 1e-5
 RTOL = 1e-4
 NAMES = [name for name, _ in RUNGS]
-LADDER = Path(__file__).resolve().parents[1] / "minicnn" / "nn" / "ladder"
+LADDER = Path(minicnn.ladder.__file__).resolve().parent
 OUTPUTS = ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")
 
 # (N, C, H, W, F, K, pad, classes)
@@ -115,7 +116,7 @@ def test_unknown_rung():
 def test_harness_table_and_figure(tmp_path, monkeypatch):
     """The harness's table on a tiny batch (rungs 2 to 7: rung 1 as on the paper batch would take long),
     and the figure written as PNG and SVG."""
-    from minicnn.nn.ladder import __main__ as harness
+    from minicnn.ladder import __main__ as harness
     from plots.ladder import ladder_figure
 
     monkeypatch.setattr(harness, "RUNGS", [rung for rung in RUNGS if rung[0] != "rung1_loops"])
@@ -131,8 +132,9 @@ def test_harness_table_and_figure(tmp_path, monkeypatch):
 
 _PLAIN_PYTHON_CHECK = """
 import numpy as np
-from minicnn.nn.ladder import load
+from minicnn.ladder import load
 from minicnn.nn.ref.convnet import conv_relu_pool_linear_loss as reference
+import minicnn.ladder
 from test_ladder import CASES, assert_same, inputs
 for case in (CASES[1], CASES[4]):
     args = inputs(np.random.default_rng(1), case)

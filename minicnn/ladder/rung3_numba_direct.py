@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.nn.ladder._jit import kernel, reduction_kernel, serial, serial_reduction
-from minicnn.nn.ladder.shared import linear_loss, thread_parts
+from minicnn.ladder._jit import kernel, reduction_kernel, serial, serial_reduction
+from minicnn.ladder.shared import linear_loss, thread_parts
 
 
 @serial

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.nn.ladder._jit import kernel, reduction_kernel, serial, serial_reduction
-from minicnn.nn.ladder.rung5_parity import fill_quarters, pool_codes, split_sizes
-from minicnn.nn.ladder.shared import part_range, run_fused
+from minicnn.ladder._jit import kernel, reduction_kernel, serial, serial_reduction
+from minicnn.ladder.rung5_parity import fill_quarters, pool_codes, split_sizes
+from minicnn.ladder.shared import part_range, run_fused
 
 _ZERO_SUMS = (np.float32(0.0),) * 9  # the nine sums of a weight-gradient pass, before it
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.nn.ladder._jit import kernel, reduction_kernel, serial, serial_reduction
-from minicnn.nn.ladder.shared import part_range, run_fused
+from minicnn.ladder._jit import kernel, reduction_kernel, serial, serial_reduction
+from minicnn.ladder.shared import part_range, run_fused
 
 
 @serial

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import prange
 
-from minicnn.nn.ladder._jit import num_threads, reduction_kernel, serial
+from minicnn.ladder._jit import num_threads, reduction_kernel, serial
 
 
 @serial

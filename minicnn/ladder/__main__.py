@@ -1,4 +1,4 @@
-"""python -m minicnn.nn.ladder [--repeats N] [--out DIR]: the ladder measured side by side, in one run.
+"""python -m minicnn.ladder [--repeats N] [--out DIR]: the ladder measured side by side, in one run.
 
 Times every rung's training step (forward, loss and the four gradients, no optimizer step) on the
 paper model's batch, x (512, 3, 32, 32) float32, w (8, 3, 3, 3), fc_w (10, 2048), and PyTorch's on the
@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from minicnn.nn.ladder import RUNGS, load
-from minicnn.nn.ladder._jit import num_threads
+from minicnn.ladder import RUNGS, load
+from minicnn.ladder._jit import num_threads
 
 BATCH = 512
 SLOW_BATCH = 16  # images rung 1 is timed on (its per-image cost does not depend on the batch)
@@ -157,7 +157,7 @@ def _number(row: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minicnn.nn.ladder", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m minicnn.ladder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
     parser.add_argument("--out", help="folder for the figure (ladder.png, ladder.svg); none without")
     args = parser.parse_args(argv)

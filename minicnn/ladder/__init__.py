@@ -8,7 +8,7 @@ fc_b (K,), labels (N,) -> loss, logits (N, K), dw, db, dfc_w, dfc_b, for conv (s
 change which weights a kernel skips, not how it gets fast (rung 7, the production op, takes them).
 Rungs 1 to 6 assume finite inputs (the production op also keeps the reference's NaNs).
 
-    python -m minicnn.nn.ladder [--repeats N] [--out DIR]    # images/s per rung beside PyTorch; the figure
+    python -m minicnn.ladder [--repeats N] [--out DIR]    # images/s per rung beside PyTorch; the figure
 """
 
 from __future__ import annotations

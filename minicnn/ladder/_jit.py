@@ -23,7 +23,7 @@ num_threads = _jit.num_threads
 
 
 def _cache_dir() -> str | None:
-    """<the fast path's cache folder>/ladder-<hash of minicnn/nn/ladder/*.py but __main__.py>; None
+    """<the fast path's cache folder>/ladder-<hash of minicnn/ladder/*.py but __main__.py>; None
     (Numba's own choice) under a user's NUMBA_CACHE_DIR."""
     if "NUMBA_CACHE_DIR" in os.environ or not numba.config.CACHE_DIR:
         return None

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.nn.ladder._jit import kernel, reduction_kernel, serial
-from minicnn.nn.ladder.rung3_numba_direct import conv_image, weight_grad_image
-from minicnn.nn.ladder.shared import run_fused
+from minicnn.ladder._jit import kernel, reduction_kernel, serial
+from minicnn.ladder.rung3_numba_direct import conv_image, weight_grad_image
+from minicnn.ladder.shared import run_fused
 
 
 @serial
