@@ -134,7 +134,6 @@ _PLAIN_PYTHON_CHECK = """
 import numpy as np
 from minicnn.ladder import load
 from minicnn.nn.ref.convnet import conv_relu_pool_linear_loss as reference
-import minicnn.ladder
 from test_ladder import CASES, assert_same, inputs
 for case in (CASES[1], CASES[4]):
     args = inputs(np.random.default_rng(1), case)
