@@ -147,9 +147,10 @@ print("ok")
 def test_rungs_as_plain_python():
     """With NUMBA_DISABLE_JIT=1 the rungs' kernels run as ordinary Python (prange is range): their
     logic, not only the compiled code, equals the reference."""
-    root = LADDER.parents[2]
+    root = LADDER.parents[1]
+    here = Path(__file__).resolve().parent
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(here), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run([sys.executable, "-c", _PLAIN_PYTHON_CHECK], env=env, cwd=root, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-4000:]
