@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import io
 import os
 import re
@@ -124,16 +125,19 @@ def atomic_path(path: str | os.PathLike):
     Removes the stale temporary files of ``path`` first (see the module docstring). A write that finds
     no room (disk full, quota, file size limit) raises MiniCNNError naming ``path``."""
     path = Path(path)
-    tmp = _new_temp(path)
     try:
+        tmp = _new_temp(path)
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should read like any other file
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        # every temporary file of ``path`` this process made: also one whose creation a Ctrl-C interrupted
+        # before its name was known here
+        for own in path.parent.glob(f"{glob.escape(_temp_prefix(path))}*.tmp"):
+            with contextlib.suppress(OSError):
+                own.unlink()
         room = _no_room(exc)
         if room is not None:
             raise MiniCNNError(f"{room} while writing {path}; nothing written was lost") from None
