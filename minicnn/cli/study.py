@@ -12,6 +12,7 @@ from minicnn.cli.common import (backend_option, data_options, load_result_rows, 
 from minicnn.errors import MiniCNNError
 
 _AMOUNTS = ",".join(f"{a:g}".lstrip("0") or "0" for a in paper.AMOUNTS)
+_CRITERION_HELP = "What ranks the weights, lowest pruned first: magnitude, random or gradmag (see prune --help)."
 
 _PRUNE_HELP = """Prune a trained model step by step, fine-tuning after every step, and record the results.
 
@@ -31,6 +32,9 @@ Semantics (exactly as the paper's PyTorch pruning):
   dead inputs count as removed in the effective parameter and FLOP counts.
 - Masks hold through fine-tuning: pruned weights get no gradient, momentum or weight decay and
   stay exactly 0.
+- --criterion ranks the weights (lowest first) with the rules above: magnitude (the default,
+  the L1 / L2 just described), random (uniform scores seeded by --seed and the step), gradmag
+  (sum of |w * g| over the first 8 training batches; structured: summed per slice).
 
 Without --baseline, the paper's baseline (lr 0.8, batch 512, 10 epochs, same seed and data) is
 trained into OUT/baseline.h5 first, or reused if it is there. Every step writes OUT/steps/*.h5 and
@@ -54,6 +58,7 @@ on the full splits; the test split is not evaluated between fine-tuning epochs (
               help="Fine-tuning epochs per step.")
 @click.option("--scope", type=click.Choice(paper.SCOPES), default="layer", show_default=True,
               help="Rank weights per tensor (as the paper) or across all prunable weights (unstructured only).")
+@click.option("--criterion", default="magnitude", show_default=True, help=_CRITERION_HELP)
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="Trained checkpoint to prune (default: train the paper's baseline into OUT).")
 @click.option("--arch", default=paper.ARCH, show_default=True, help="Architecture of the baseline.")
@@ -61,23 +66,25 @@ on the full splits; the test split is not evaluated between fine-tuning epochs (
 @data_options
 @backend_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory [default: runs/prune-SCHEDULE-METHOD-lrLR].")
+              help="Run directory [default: runs/prune-SCHEDULE-METHOD[-CRITERION]-lrLR, the criterion when not "
+                   "magnitude].")
 @click.option("--compact/--no-compact", default=True, show_default=True,
               help="Fine-tune structured-pruned models with removed filters physically dropped (same "
                    "results, faster); checkpoints stay full-size.")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a run with other settings.")
-def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batch_size, momentum, weight_decay,
-          seed, data_path, normalize, train_limit, test_limit, backend, out, compact, force):
+def prune(schedule, structured, lr, amounts, epochs, scope, criterion, baseline, arch, batch_size, momentum,
+          weight_decay, seed, data_path, normalize, train_limit, test_limit, backend, out, compact, force):
     from minicnn.pruning.masks import parse_amounts
     from minicnn.study.config import PruneConfig
     from minicnn.study.runs import format_table, run_prune
 
     method = "structured" if structured else "unstructured"
-    config = PruneConfig(arch=arch, schedule=schedule, method=method, scope=scope, lr=lr,
+    config = PruneConfig(arch=arch, schedule=schedule, method=method, scope=scope, criterion=criterion, lr=lr,
                          amounts=tuple(parse_amounts(amounts)), epochs=epochs, batch_size=batch_size,
                          momentum=momentum, weight_decay=weight_decay, seed=seed, normalize=normalize,
                          train_limit=train_limit, test_limit=test_limit, baseline=baseline, compact=compact)
-    out = out or f"runs/prune-{schedule}-{method}-lr{config.lr:g}"
+    tag = "" if criterion == "magnitude" else f"-{criterion}"
+    out = out or f"runs/prune-{schedule}-{method}{tag}-lr{config.lr:g}"
     rows = run_prune(config, out, data_path=data_path, backend=backend, force=force, echo=click.echo,
                      progress_factory=progress)
     click.echo("")
@@ -100,6 +107,9 @@ def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batc
               help="Fine-tuning epochs per step.")
 @click.option("--scope", type=click.Choice(paper.SCOPES), default="layer", show_default=True,
               help="Unstructured ranking scope (structured is always layerwise).")
+@click.option("--criterion", default="magnitude", show_default=True,
+              help=_CRITERION_HELP + " One for the whole sweep; its runs go to "
+                   "OUT/runs/SCHEDULE-METHOD-CRITERION-lrLR-seedS when not magnitude.")
 @click.option("--arch", default=paper.ARCH, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -113,8 +123,8 @@ def prune(schedule, structured, lr, amounts, epochs, scope, baseline, arch, batc
 @click.option("--compact/--no-compact", default=True, show_default=True,
               help="Fine-tune structured-pruned models compacted (see `minicnn prune --help`).")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a sweep with other settings.")
-def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_size, jobs, scheduler, data_path,
-          normalize, train_limit, test_limit, backend, out, compact, force):
+def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, criterion, arch, batch_size, jobs, scheduler,
+          data_path, normalize, train_limit, test_limit, backend, out, compact, force):
     """Run the paper's whole ablation grid: schedules x methods x learning rates x amounts x seeds.
 
     One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
@@ -134,7 +144,8 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, arch, batch_si
 
     config = SweepConfig(schedules=split_list(schedules, "--schedules"), methods=split_list(methods, "--methods"),
                          lrs=split_list(lrs, "--lrs", float), amounts=tuple(parse_amounts(amounts)),
-                         seeds=split_list(seeds, "--seeds", int), epochs=epochs, scope=scope, batch_size=batch_size,
+                         seeds=split_list(seeds, "--seeds", int), epochs=epochs, scope=scope, criterion=criterion,
+                         batch_size=batch_size,
                          normalize=normalize, train_limit=train_limit, test_limit=test_limit, arch=arch,
                          compact=compact)
     if scheduler is None:

@@ -1,4 +1,6 @@
-"""Pruning: masks beside the weights, L1 unstructured and L2 structured, layerwise or global.
+"""Pruning: masks beside the weights, unstructured or structured, layerwise or global, from a criterion's
+scores (:mod:`minicnn.pruning.criteria`; the default, magnitude, is L1 unstructured and L2 structured).
+The semantics below hold for every criterion, with "smallest |w|" / "L2 norm" read as "lowest score".
 
 Semantics
 ---------
@@ -45,6 +47,7 @@ import numpy as np
 
 from minicnn.errors import CheckpointError, MiniCNNError
 from minicnn.paper import METHODS, SCOPES
+from minicnn.pruning.criteria import Context, get_criterion, magnitude
 
 
 # ------------------------------------------------------------------------------------------ amounts
@@ -106,44 +109,47 @@ def _start_mask(weight: np.ndarray, mask) -> np.ndarray:
     return out
 
 
-def l1_unstructured_mask(weight: np.ndarray, amount: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """Mask that prunes the round(amount * weight.size) entries of smallest |w| in total.
+def unstructured_mask(scores: np.ndarray, amount: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Mask that prunes the round(amount * scores.size) entries of lowest score in total: the one
+    construction every criterion's unstructured masks share (:mod:`minicnn.pruning.criteria`).
 
-    weight: any shape; mask: None (nothing pruned yet) or the current 0/1 mask of that shape.
-    With a mask, only still-unpruned entries are candidates and the pruned count is raised from the
-    current one to the target (nothing more if the target is not above it). Returns a new float32
-    0/1 array; the inputs are not modified.
+    scores: the weight's shape, one score per entry; mask: None (nothing pruned yet) or the current 0/1
+    mask of that shape. With a mask, only still-unpruned entries are candidates and the pruned count is
+    raised from the current one to the target (nothing more if the target is not above it); ties go to
+    the lower flat index. Returns a new float32 0/1 array; the inputs are not modified.
     """
-    weight = np.asarray(weight)
-    new = _start_mask(weight, mask)
+    scores = np.asarray(scores)
+    new = _start_mask(scores, mask)
     flat = new.reshape(-1)
-    target = num_to_prune(amount, weight.size)
+    target = num_to_prune(amount, scores.size)
     extra = target - (flat.size - int(np.count_nonzero(flat)))
     if extra <= 0:
         return new
     alive = np.flatnonzero(flat)
-    order = np.argsort(np.abs(weight.reshape(-1)[alive]), kind="stable")
+    order = np.argsort(scores.reshape(-1)[alive], kind="stable")
     flat[alive[order[:extra]]] = 0.0
     return new
 
 
-def _slice_norms(weight: np.ndarray) -> np.ndarray:
-    w = weight.reshape(weight.shape[0], -1).astype(np.float64)
-    return np.sqrt(np.sum(w * w, axis=1))
-
-
-def l2_structured_mask(weight: np.ndarray, amount: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """Mask that prunes the round(amount * F) dim-0 slices (filters / neurons) of smallest L2 norm.
-
-    weight: (F, ...) with at least 2 dimensions; mask: None or the current 0/1 mask of that shape.
-    A slice whose mask is all zero counts as already pruned; the count is raised from there to the
-    target among the other slices, ranked by the L2 norm of ``weight[f]``. Entries already masked
-    inside a kept slice stay masked. Returns a new float32 0/1 array.
-    """
+def _structured_weight(weight) -> np.ndarray:
     weight = np.asarray(weight)
     if weight.ndim < 2:
         raise MiniCNNError(f"structured pruning needs a weight with at least 2 dimensions, got shape "
                            f"{weight.shape}")
+    return weight
+
+
+def structured_mask(weight: np.ndarray, scores: np.ndarray, amount: float,
+                    mask: np.ndarray | None = None) -> np.ndarray:
+    """Mask that prunes the round(amount * F) dim-0 slices (filters / neurons) of lowest score: the
+    construction every criterion's structured masks share.
+
+    weight: (F, ...) with at least 2 dimensions; scores: (F,), one per slice; mask: None or the current
+    0/1 mask of the weight's shape. A slice whose mask is all zero counts as already pruned; the count is
+    raised from there to the target among the other slices. Entries already masked inside a kept slice
+    stay masked. Returns a new float32 0/1 array.
+    """
+    weight = _structured_weight(weight)
     new = _start_mask(weight, mask)
     rows = new.reshape(new.shape[0], -1)
     alive = np.flatnonzero(rows.any(axis=1))
@@ -151,33 +157,49 @@ def l2_structured_mask(weight: np.ndarray, amount: float, mask: np.ndarray | Non
     extra = target - (weight.shape[0] - alive.size)
     if extra <= 0:
         return new
-    order = np.argsort(_slice_norms(weight)[alive], kind="stable")
+    order = np.argsort(np.asarray(scores)[alive], kind="stable")
     rows[alive[order[:extra]]] = 0.0
     return new
 
 
-def global_l1_masks(weights: list, amount: float, masks: list | None = None) -> list[np.ndarray]:
-    """L1 unstructured pruning of several tensors ranked together: round(amount * total entries) are
-    pruned in all, the smallest |w| across every tensor (among the still-unpruned ones).
+def global_masks(scores: list, amount: float, masks: list | None = None) -> list[np.ndarray]:
+    """Unstructured pruning of several tensors ranked together: round(amount * total entries) are pruned
+    in all, those of lowest score across every tensor (among the still-unpruned ones).
 
-    weights: list of arrays (any shapes); masks: None or a list of the same length whose items are
+    scores: one array per weight (its shape); masks: None or a list of the same length whose items are
     None or current masks. Returns one new float32 0/1 mask per weight.
     """
-    weights = [np.asarray(w) for w in weights]
+    scores = [np.asarray(s) for s in scores]
     if masks is None:
-        masks = [None] * len(weights)
-    if len(masks) != len(weights):
-        raise MiniCNNError(f"{len(masks)} masks given for {len(weights)} weights")
-    if not weights:
+        masks = [None] * len(scores)
+    if len(masks) != len(scores):
+        raise MiniCNNError(f"{len(masks)} masks given for {len(scores)} weights")
+    if not scores:
         return []
-    flat_w = np.concatenate([w.reshape(-1) for w in weights])
-    flat_m = np.concatenate([_start_mask(w, m).reshape(-1) for w, m in zip(weights, masks)])
-    flat_new = l1_unstructured_mask(flat_w, amount, flat_m)
+    flat_s = np.concatenate([s.reshape(-1) for s in scores])
+    flat_m = np.concatenate([_start_mask(s, m).reshape(-1) for s, m in zip(scores, masks)])
+    flat_new = unstructured_mask(flat_s, amount, flat_m)
     out, start = [], 0
-    for w in weights:
-        out.append(flat_new[start:start + w.size].reshape(w.shape).copy())
-        start += w.size
+    for s in scores:
+        out.append(flat_new[start:start + s.size].reshape(s.shape).copy())
+        start += s.size
     return out
+
+
+def l1_unstructured_mask(weight: np.ndarray, amount: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """:func:`unstructured_mask` by |w|: the round(amount * weight.size) entries of smallest |w| go."""
+    return unstructured_mask(np.abs(np.asarray(weight)), amount, mask)
+
+
+def l2_structured_mask(weight: np.ndarray, amount: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """:func:`structured_mask` by L2 norm: the round(amount * F) slices of smallest ||weight[f]||_2 go."""
+    weight = _structured_weight(weight)
+    return structured_mask(weight, magnitude([weight], True, None)[0], amount, mask)
+
+
+def global_l1_masks(weights: list, amount: float, masks: list | None = None) -> list[np.ndarray]:
+    """:func:`global_masks` by |w| across every tensor."""
+    return global_masks([np.abs(np.asarray(w)) for w in weights], amount, masks)
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -204,9 +226,13 @@ def check_method_scope(method: str, scope: str) -> None:
                            "comparable): drop --scope global or prune --unstructured")
 
 
-def prune_model(model, amount: float, method: str = "unstructured", scope: str = "layer") -> dict:
+def prune_model(model, amount: float, method: str = "unstructured", scope: str = "layer",
+                criterion: str = "magnitude", context: Context | None = None) -> dict:
     """Prune ``model`` in place to the cumulative target ``amount``, on top of the masks it has.
 
+    ``criterion`` (a name in ``minicnn.pruning.criteria.CRITERIA``) scores the weights, lowest pruned
+    first; ``context`` is what it needs beyond them (the run's seed and step, the training data). With
+    "magnitude" (the default, no context needed):
     method "unstructured": L1 on the weights of every conv and linear layer (biases untouched), per
     tensor (scope "layer") or ranked across all of them (scope "global").
     method "structured": L2 norm of dim-0 slices (conv filters, hidden linear neurons), per layer; the
@@ -219,25 +245,27 @@ def prune_model(model, amount: float, method: str = "unstructured", scope: str =
     """
     amount = _check_amount(amount)
     check_method_scope(method, scope)
+    score = get_criterion(criterion)
     layers = model.prunable_layers()
     if not layers:
         raise MiniCNNError("the model has no conv or linear layer to prune")
+    weights = [layer.params["weight"] for layer in layers]
+    scores = score(weights, method == "structured", context if context is not None else Context())
 
     if method == "unstructured":
-        weights = [layer.params["weight"] for layer in layers]
         current = [layer.masks.get("weight") for layer in layers]
         if scope == "global":
-            new_masks = global_l1_masks(weights, amount, current)
+            new_masks = global_masks(scores, amount, current)
         else:
-            new_masks = [l1_unstructured_mask(w, amount, m) for w, m in zip(weights, current)]
+            new_masks = [unstructured_mask(s, amount, m) for s, m in zip(scores, current)]
         for layer, old, new in zip(layers, current, new_masks):
             if old is None and new.all():
                 continue  # nothing pruned: keep "no mask"
             _apply_mask(layer, "weight", new)
     else:
-        for layer in layers[:-1]:
+        for layer, slice_scores in zip(layers[:-1], scores):
             old = layer.masks.get("weight")
-            new = l2_structured_mask(layer.params["weight"], amount, old)
+            new = structured_mask(layer.params["weight"], slice_scores, amount, old)
             if old is None and new.all():
                 continue
             _apply_mask(layer, "weight", new)

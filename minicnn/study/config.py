@@ -76,11 +76,13 @@ def _amounts(values) -> tuple[float, ...]:
     return tuple(parse_amounts(",".join(repr(float(v)) for v in values)) if values else parse_amounts(""))
 
 
-def _method_scope(methods, scope: str) -> None:
+def _method_scope(methods, scope: str, criterion: str) -> None:
+    from minicnn.pruning.criteria import get_criterion
     from minicnn.pruning.masks import check_method_scope
 
     for method in methods:
         check_method_scope(method, scope)
+    get_criterion(criterion)
 
 
 # --------------------------------------------------------------------------------------- configs
@@ -124,10 +126,13 @@ class _Common:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
     def differences(self, stored: dict, ignore: tuple = ()) -> list[str]:
-        """'lr: 0.8 -> 0.01' for every setting whose stored value differs from this config's."""
+        """'lr: 0.8 -> 0.01' for every setting whose stored value differs from this config's. A setting
+        absent from ``stored`` (recorded before the setting existed) counts as its default."""
         mine = self.to_dict()
-        return [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in mine.items()
-                if k not in ignore and stored.get(k) != v]
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
+        defaults = json.loads(json.dumps(defaults))  # as to_dict stores them (tuples as lists)
+        was = {k: stored.get(k, defaults.get(k)) for k in mine}
+        return [f"{k}: {was[k]!r} -> {v!r}" for k, v in mine.items() if k not in ignore and was[k] != v]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +163,8 @@ class TrainConfig(_Common):
 class PruneConfig(_Common):
     """A pruning run: ``amounts`` applied in turn by ``schedule``, fine-tuned ``epochs`` at ``lr`` after each.
     ``baseline``: the trained checkpoint to prune (None: train the paper's baseline into the run folder).
-    ``compact``: fine-tune structured-pruned models with removed units physically dropped (same result)."""
+    ``compact``: fine-tune structured-pruned models with removed units physically dropped (same result).
+    ``criterion``: what ranks the weights (``minicnn.pruning.criteria``; magnitude is the paper's)."""
 
     schedule: str
     method: str
@@ -166,6 +172,7 @@ class PruneConfig(_Common):
     amounts: tuple[float, ...] = paper.AMOUNTS
     epochs: int = paper.FINE_TUNE_EPOCHS
     scope: str = "layer"
+    criterion: str = "magnitude"
     seed: int = 0
     baseline: str | None = None
     compact: bool = True
@@ -173,7 +180,7 @@ class PruneConfig(_Common):
     def __post_init__(self):
         super().__post_init__()
         _choice("schedule", self.schedule, paper.SCHEDULES)
-        _method_scope((self.method,), self.scope)
+        _method_scope((self.method,), self.scope, self.criterion)
         self._set("lr", _finite("--lr", self.lr, low=0.0, low_open=True))
         self._set("amounts", _amounts(self.amounts))
         _count("--epochs", self.epochs, low=0)
@@ -188,7 +195,7 @@ class PruneConfig(_Common):
 @dataclass(frozen=True, kw_only=True)
 class SweepConfig(_Common):
     """A grid: every (schedule, method, lr) for every seed, each a PruneConfig over ``amounts``, all
-    sharing one baseline per seed. More ``seeds`` on a rerun extend the sweep."""
+    sharing one baseline per seed, all with one ``criterion``. More ``seeds`` on a rerun extend the sweep."""
 
     schedules: tuple[str, ...] = paper.SCHEDULES
     methods: tuple[str, ...] = paper.METHODS
@@ -197,6 +204,7 @@ class SweepConfig(_Common):
     seeds: tuple[int, ...] = (0,)
     epochs: int = paper.FINE_TUNE_EPOCHS
     scope: str = "layer"
+    criterion: str = "magnitude"
     compact: bool = True
 
     EXTENDABLE = ("seeds",)
@@ -205,7 +213,8 @@ class SweepConfig(_Common):
         super().__post_init__()
         for value in _distinct("--schedules", tuple(self.schedules), "oneshot,iterative"):
             _choice("schedule", value, paper.SCHEDULES)
-        _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope)
+        _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope,
+                      self.criterion)
         lrs = tuple(_finite("--lrs", v, low=0.0, low_open=True) for v in self.lrs)
         self._set("lrs", _distinct("--lrs", lrs, "0.8,0.01,0.0001"))
         seeds = tuple(_seed("--seeds", v) for v in self.seeds)
@@ -219,12 +228,14 @@ class SweepConfig(_Common):
         return Path(out_dir) / "baselines" / f"seed{seed}.h5"
 
     def runs(self, out_dir: Path) -> list[tuple[PruneConfig, Path]]:
-        """Every (pruning config, run directory) of the grid, seeds outermost."""
+        """Every (pruning config, run directory) of the grid, seeds outermost. A run's directory is
+        SCHEDULE-METHOD-lrLR-seedS, with -CRITERION after METHOD for a criterion other than magnitude."""
         out_dir = Path(out_dir)
         common = {f.name: getattr(self, f.name) for f in dataclasses.fields(_Common)}
+        tag = "" if self.criterion == "magnitude" else f"-{self.criterion}"
         return [(PruneConfig(**common, schedule=schedule, method=method, lr=lr, amounts=self.amounts,
                              epochs=self.epochs, scope=self.scope, seed=seed, compact=self.compact,
-                             baseline=str(self.baseline_path(out_dir, seed))),
-                 out_dir / "runs" / f"{schedule}-{method}-lr{lr:g}-seed{seed}")
+                             criterion=self.criterion, baseline=str(self.baseline_path(out_dir, seed))),
+                 out_dir / "runs" / f"{schedule}-{method}{tag}-lr{lr:g}-seed{seed}")
                 for seed in self.seeds for schedule in self.schedules for method in self.methods
                 for lr in self.lrs]

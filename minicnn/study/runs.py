@@ -24,6 +24,7 @@ from minicnn.io.data import load_cifar10, make_normalizer
 from minicnn.nn.model import resolve_arch
 from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, weights_finite
 from minicnn.pruning.compact import compact, expand_into
+from minicnn.pruning.criteria import Context
 from minicnn.pruning.masks import prune_model
 from minicnn.study.config import PruneConfig
 from minicnn.study.results import ResultRow, load_results, save_results
@@ -52,7 +53,8 @@ def prepare_run_dir(out_dir: Path, config: PruneConfig, force: bool) -> list[Res
 def is_finished(config: PruneConfig, out_dir) -> bool:
     """Whether ``out_dir`` holds the run ``config`` with every step finished (rerunning it does nothing)."""
     out_dir = Path(out_dir)
-    if read_settings(out_dir / "run.json") != config.to_dict() or not (out_dir / "results.csv").is_file():
+    stored = read_settings(out_dir / "run.json")
+    if stored is None or config.differences(stored) or not (out_dir / "results.csv").is_file():
         return False
     try:
         rows = load_results(out_dir)
@@ -115,7 +117,9 @@ def run_step(config: PruneConfig, step: int, model, dataset, normalizer, progres
     """Prune ``model`` (the previous step's, or the baseline) to ``config.amounts[step]`` in place,
     fine-tune it and measure it. Returns (row without its wall time, history, optimizer or None)."""
     amount = config.amounts[step]
-    prune_model(model, amount, config.method, config.scope)
+    context = Context(seed=config.seed, step=step, model=model, images=dataset.x_train, labels=dataset.y_train,
+                      normalize=normalizer, batch_size=config.batch_size)
+    prune_model(model, amount, config.method, config.scope, config.criterion, context)
     optimizer = Optimizer(SGDConfig(config.lr, config.momentum, config.weight_decay))
     # fine-tune the compact model (removed filters physically dropped: faster, same function),
     # then write it back into the full-size model that checkpoints and masks describe

@@ -3,7 +3,8 @@ worker processes that split the cores between them, resumable, merged into one r
 
     OUT/sweep.json               the settings (SweepConfig); more seeds on a rerun extend the sweep
     OUT/baselines/seedS.h5       one paper baseline per seed, shared by every run of that seed
-    OUT/runs/SCHEDULE-METHOD-lrLR-seedS/   one pruning run each (see minicnn.study.runs)
+    OUT/runs/SCHEDULE-METHOD-lrLR-seedS/   one pruning run each (see minicnn.study.runs); -CRITERION after
+                                 METHOD when the sweep's criterion is not magnitude
     OUT/results.csv / .h5        every finished row, rewritten as runs finish
 
 ``run_sweep`` runs the grid in processes on this machine; ``minicnn.study.distributed`` runs the same
