@@ -50,13 +50,15 @@ class ResultRow:
     epochs: int                      # fine-tuning epochs of the step
     seconds: float
     diverged: bool                   # a non-finite loss or weight was seen
+    # columns added after the first tables: a table without them reads them as their default
+    criterion: str = "magnitude"    # what ranked the weights (minicnn.pruning.criteria)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ResultRow":
-        return cls(**{name: values[name] for name in COLUMNS})
+        return cls(**{name: values[name] for name in COLUMNS if name in values or name in REQUIRED_COLUMNS})
 
     def config_key(self) -> tuple:
         """(schedule, method, scope, lr): the run configuration the row belongs to."""
@@ -67,6 +69,7 @@ COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
 _TYPES = {f.name: f.type for f in dataclasses.fields(ResultRow)}
 TEXT_COLUMNS = tuple(c for c in COLUMNS if _TYPES[c] == "str")
 INT_COLUMNS = tuple(c for c in COLUMNS if _TYPES[c] == "int")
+REQUIRED_COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow) if f.default is dataclasses.MISSING)
 
 
 def _csv_value(v):
@@ -144,7 +147,7 @@ def load_results(path) -> list[ResultRow]:
         raise MiniCNNError(f"{path} is not a minicnn results table (no 'amount' column); pass the results.csv "
                            f"written by `minicnn prune` or `minicnn sweep`")
     header = lines[0]
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise MiniCNNError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by "
                            f"`minicnn prune` or `minicnn sweep`")
@@ -154,5 +157,5 @@ def load_results(path) -> list[ResultRow]:
             raise MiniCNNError(f"{path}, line {number}: {len(cells)} cells where the header has {len(header)} "
                                f"(the file was cut short); rerun with the same --out to rewrite it")
         raw = dict(zip(header, cells))
-        rows.append(ResultRow(**{c: _parse(c, raw[c], f"{path}, line {number}") for c in COLUMNS}))
+        rows.append(ResultRow(**{c: _parse(c, raw[c], f"{path}, line {number}") for c in COLUMNS if c in raw}))
     return rows

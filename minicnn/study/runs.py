@@ -136,7 +136,7 @@ def run_step(config: PruneConfig, step: int, model, dataset, normalizer, progres
         math.isfinite(measured["train_loss"]) and math.isfinite(measured["test_loss"]) and weights_finite(model))
     row = dict(schedule=config.schedule, method=config.method, scope=config.scope, lr=config.lr, seed=config.seed,
                step=step, amount=amount, remaining=1 - amount, test_acc_before=before, epochs=config.epochs,
-               diverged=diverged, **measured)
+               diverged=diverged, criterion=config.criterion, **measured)
     return row, history, optimizer
 
 

@@ -5,6 +5,7 @@ globally, masks only shrink, and the command line takes --criterion."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from minicnn.pruning import criteria
 from minicnn.pruning.criteria import CRITERIA, Context
 from minicnn.pruning.masks import prune_model
 from minicnn.study.config import PruneConfig, SweepConfig
+from minicnn.study.results import load_results
 
 SMALL_SPEC = "conv4,relu,pool2,flatten,linear12,relu,linear10"
 
@@ -238,9 +240,24 @@ def test_cli_prune_with_random_criterion(make_synthetic_cache, tmp_path, monkeyp
     out = tmp_path / "runs" / "prune-oneshot-unstructured-random-lr0.01"
     assert json.loads((out / "run.json").read_text())["criterion"] == "random"
     assert len((out / "results.csv").read_text().splitlines()) == 3  # header and two rows
+    assert [row.criterion for row in load_results(out)] == ["random", "random"]
     model, _ = load_checkpoint(sorted((out / "steps").glob("001_*.h5"))[0])
     for mask in _masks(model):
         assert _pruned(mask) == round(0.5 * mask.size)
+
+
+
+def test_a_table_from_before_the_criterion_column_reads_as_magnitude(tmp_path):
+    """results.csv files written before rows recorded their criterion (the committed paper study) load,
+    each row read as magnitude pruning, the only criterion there was."""
+    import csv
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[2] / "experiments" / "results" / "paper" / "results.csv", tmp_path)
+    with open(tmp_path / "results.csv", newline="") as fh:
+        assert "criterion" not in next(csv.reader(fh))
+    rows = load_results(tmp_path)
+    assert len(rows) == 288 and {row.criterion for row in rows} == {"magnitude"}
 
 
 def test_cli_unknown_criterion_is_one_line(make_synthetic_cache, tmp_path):
