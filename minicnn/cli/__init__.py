@@ -4,6 +4,7 @@ imported inside the commands so that `minicnn --help` starts fast.
     data.py     minicnn data prepare / info
     model.py    minicnn train / eval / flops / compact
     study.py    minicnn prune / sweep / plot / report
+    sensitivity.py  minicnn sensitivity
     export.py   minicnn export / import
     common.py   options and helpers the commands share
 """
@@ -62,11 +63,12 @@ def cli():
 
 
 def _register() -> None:
-    from minicnn.cli import data, export, model, study
+    from minicnn.cli import data, export, model, sensitivity, study
 
     cli.add_command(data.data)
     for command in (model.train, model.eval_cmd, model.flops_cmd, model.compact_cmd, study.prune, study.sweep,
-                    study.plot_cmd, study.report_cmd, export.export_cmd, export.import_cmd):
+                    study.plot_cmd, study.report_cmd, sensitivity.sensitivity_cmd, export.export_cmd,
+                    export.import_cmd):
         cli.add_command(command)
 
 

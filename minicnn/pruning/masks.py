@@ -226,8 +226,21 @@ def check_method_scope(method: str, scope: str) -> None:
                            "comparable): drop --scope global or prune --unstructured")
 
 
+def _chosen(layers, names) -> list[bool]:
+    """One flag per prunable layer: whether ``names`` (None: all of them) selects it. MiniCNNError for a
+    name that is not a prunable layer."""
+    if names is None:
+        return [True] * len(layers)
+    names = [names] if isinstance(names, str) else list(names)
+    known = [layer.name for layer in layers]
+    for name in names:
+        if name not in known:
+            raise MiniCNNError(f"no prunable layer named {name!r}; the prunable layers are {', '.join(known)}")
+    return [layer.name in names for layer in layers]
+
+
 def prune_model(model, amount: float, method: str = "unstructured", scope: str = "layer",
-                criterion: str = "magnitude", context: Context | None = None) -> dict:
+                criterion: str = "magnitude", context: Context | None = None, names=None) -> dict:
     """Prune ``model`` in place to the cumulative target ``amount``, on top of the masks it has.
 
     ``criterion`` (a name in ``minicnn.pruning.criteria.CRITERIA``) scores the weights, lowest pruned
@@ -242,6 +255,11 @@ def prune_model(model, amount: float, method: str = "unstructured", scope: str =
     Returns {layer_name: {"unit", "pruned", "total", "weights_pruned", "weights_total"}}: for
     unstructured pruning the unit is "weights"; for structured it is "filters" (conv) or "neurons"
     (linear), and "pruned"/"total" count slices.
+
+    ``names`` (names of prunable layers; None: every one) prunes only those and leaves the others'
+    weights and masks untouched. The criterion still scores every layer, so a named layer gets exactly
+    the mask a call without ``names`` gives it. With scope "global" the named layers are ranked together;
+    structured, the last layer stays unpruned even when named. The summary covers every prunable layer.
     """
     amount = _check_amount(amount)
     check_method_scope(method, scope)
@@ -249,21 +267,25 @@ def prune_model(model, amount: float, method: str = "unstructured", scope: str =
     layers = model.prunable_layers()
     if not layers:
         raise MiniCNNError("the model has no conv or linear layer to prune")
+    chosen = _chosen(layers, names)
     weights = [layer.params["weight"] for layer in layers]
     scores = score(weights, method == "structured", context if context is not None else Context())
 
     if method == "unstructured":
-        current = [layer.masks.get("weight") for layer in layers]
+        picked = [i for i, yes in enumerate(chosen) if yes]
+        current = [layers[i].masks.get("weight") for i in picked]
         if scope == "global":
-            new_masks = global_masks(scores, amount, current)
+            new_masks = global_masks([scores[i] for i in picked], amount, current)
         else:
-            new_masks = [unstructured_mask(s, amount, m) for s, m in zip(scores, current)]
-        for layer, old, new in zip(layers, current, new_masks):
+            new_masks = [unstructured_mask(scores[i], amount, m) for i, m in zip(picked, current)]
+        for i, old, new in zip(picked, current, new_masks):
             if old is None and new.all():
                 continue  # nothing pruned: keep "no mask"
-            _apply_mask(layer, "weight", new)
+            _apply_mask(layers[i], "weight", new)
     else:
-        for layer, slice_scores in zip(layers[:-1], scores):
+        for layer, slice_scores, yes in zip(layers[:-1], scores, chosen):
+            if not yes:
+                continue
             old = layer.masks.get("weight")
             new = structured_mask(layer.params["weight"], slice_scores, amount, old)
             if old is None and new.all():

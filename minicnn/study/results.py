@@ -82,23 +82,30 @@ def _csv_value(v):
 
 def save_results(rows: list[ResultRow], csv_path, h5_path=None) -> None:
     """Write the rows as CSV (and as HDF5, one dataset per column), each file atomically."""
+    write_table(rows, COLUMNS, TEXT_COLUMNS, csv_path, h5_path, {"format": FORMAT, "version": VERSION})
+
+
+def write_table(rows: list, columns: tuple, text_columns: tuple, csv_path, h5_path=None, attrs=None) -> None:
+    """Rows (objects with an attribute per column) as a CSV file (floats with 6 significant digits,
+    booleans 0/1) and, if ``h5_path``, an HDF5 file with one dataset per column (text columns as strings,
+    the others as float64) and ``attrs``; each file written atomically. Any table of dataclass rows."""
     import csv
 
     with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(COLUMNS)
+            writer.writerow(columns)
             for row in rows:
-                writer.writerow([_csv_value(getattr(row, c)) for c in COLUMNS])
+                writer.writerow([_csv_value(getattr(row, c)) for c in columns])
     if h5_path is not None:
         import h5py
 
         def fill(f):
-            f.attrs["format"] = FORMAT
-            f.attrs["version"] = VERSION
-            for col in COLUMNS:
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            for col in columns:
                 values = [getattr(row, col) for row in rows]
-                if col in TEXT_COLUMNS:
+                if col in text_columns:
                     f.create_dataset(col, data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
                 else:
                     f.create_dataset(col, data=np.array(values, dtype=np.float64))
