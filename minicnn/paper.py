@@ -19,5 +19,7 @@ FINE_TUNE_EPOCHS = 10
 
 #: Schedules, methods and ranking scopes, in the order the tool lists, runs and reports them.
 SCHEDULES = ("oneshot", "iterative")
+#: Every schedule minicnn runs: the paper's, then gradual (AGP) and lottery-ticket (LTH) pruning beyond it.
+ALL_SCHEDULES = SCHEDULES + ("agp", "lth")
 METHODS = ("unstructured", "structured")
 SCOPES = ("layer", "global")

@@ -22,9 +22,23 @@ Semantics (exactly as the paper's PyTorch pruning):
 - Amounts are cumulative targets: the fraction of each prunable tensor pruned after the step.
   The count is round(amount * n), Python's round (half to even), as torch.nn.utils.prune;
   n counts entries (unstructured) or dim-0 slices (structured).
-- oneshot: every amount is applied to the trained baseline directly.
+- oneshot: every amount is applied to the trained baseline directly (each restarts from it, so
+  its masks need not nest from amount to amount; in every other schedule masks only shrink).
 - iterative: step k prunes the smallest still-unpruned entries up to the new count; masks only
   shrink (torch's repeated pruning with integer amounts new - previous).
+- agp (Zhu & Gupta 2017): one continuous fine-tuning run; for each amount s_f in turn, --epochs
+  epochs during which the sparsity follows s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3 from the
+  previous amount s_i (0 first), t0 = 0 at the ramp's start, t in batches: n = --agp-steps mask
+  updates, dt = --agp-interval batches apart (updates past the budget happen at its end); each
+  update prunes round(s_t * n) among the still-unpruned. One row per amount. No compaction.
+- lth (Frankle & Carbin 2019): iterative pruning, but after each step every weight goes back to
+  its --rewind value (init: the baseline's initial weights, rebuilt from its seed; EPOCH: its
+  weights after that epoch, saved when this run trains the baseline), masks kept, then --epochs
+  epochs of training. test before: the pruned model's accuracy, before the rewind.
+- Rows also record compression_ratio (total / nonzero parameters), theoretical_speedup (dense /
+  effective forward FLOPs), epochs_spent and train_flops_spent: fine-tuning epochs, and training
+  FLOPs per image x images summed over them, spent to reach the row (cumulative over the steps but
+  for oneshot; the baseline's training is not counted).
 - --unstructured: L1, smallest |w| per tensor (--scope global ranks all weights together).
 - --structured: whole conv filters / hidden neurons by L2 norm (ln_structured n=2, dim=0); the
   output layer's rows (the classes) are never removed. A removed filter's bias is masked too
@@ -46,8 +60,17 @@ on the full splits; the test split is not evaluated between fine-tuning epochs (
 
 
 @click.command(help=_PRUNE_HELP)
-@click.option("--schedule", type=click.Choice(paper.SCHEDULES), required=True,
-              help="oneshot: each amount from the baseline; iterative: each step from the previous one.")
+@click.option("--schedule", type=click.Choice(paper.ALL_SCHEDULES), required=True,
+              help="oneshot: each amount from the baseline; iterative: each step from the previous one; "
+                   "agp: gradual ramps in one run; lth: iterative with rewinding.")
+@click.option("--rewind", default=None, metavar="init|EPOCH",
+              help="lth only: reset the surviving weights to the baseline's initial ones or its weights after "
+                   "EPOCH epochs  [default: init]")
+@click.option("--agp-steps", type=int, default=None,
+              help="agp only: mask updates per amount (n)  [default: 10]")
+@click.option("--agp-interval", type=int, default=None,
+              help="agp only: training batches between mask updates (dt)  [default: a tenth of an epoch's "
+                   "batches, at least 1]")
 @click.option("--structured/--unstructured", "structured", default=None, required=True,
               help="L2 filter-level structured or L1 unstructured pruning.")
 @click.option("--lr", type=float, required=True,
@@ -72,8 +95,9 @@ on the full splits; the test split is not evaluated between fine-tuning epochs (
               help="Fine-tune structured-pruned models with removed filters physically dropped (same "
                    "results, faster); checkpoints stay full-size.")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a run with other settings.")
-def prune(schedule, structured, lr, amounts, epochs, scope, criterion, baseline, arch, batch_size, momentum,
-          weight_decay, seed, data_path, normalize, train_limit, test_limit, backend, out, compact, force):
+def prune(schedule, rewind, agp_steps, agp_interval, structured, lr, amounts, epochs, scope, criterion, baseline, arch,
+          batch_size, momentum, weight_decay, seed, data_path, normalize, train_limit, test_limit, backend, out,
+          compact, force):
     from minicnn.pruning.masks import parse_amounts
     from minicnn.study.config import PruneConfig
     from minicnn.study.runs import format_table, run_prune
@@ -82,7 +106,8 @@ def prune(schedule, structured, lr, amounts, epochs, scope, criterion, baseline,
     config = PruneConfig(arch=arch, schedule=schedule, method=method, scope=scope, criterion=criterion, lr=lr,
                          amounts=tuple(parse_amounts(amounts)), epochs=epochs, batch_size=batch_size,
                          momentum=momentum, weight_decay=weight_decay, seed=seed, normalize=normalize,
-                         train_limit=train_limit, test_limit=test_limit, baseline=baseline, compact=compact)
+                         train_limit=train_limit, test_limit=test_limit, baseline=baseline, compact=compact,
+                         rewind=rewind, agp_steps=agp_steps, agp_interval=agp_interval)
     tag = "" if criterion == "magnitude" else f"-{criterion}"
     out = out or f"runs/prune-{schedule}-{method}{tag}-lr{config.lr:g}"
     rows = run_prune(config, out, data_path=data_path, backend=backend, force=force, echo=click.echo,
@@ -95,7 +120,9 @@ def prune(schedule, structured, lr, amounts, epochs, scope, criterion, baseline,
 
 
 @click.command()
-@click.option("--schedules", default=",".join(paper.SCHEDULES), show_default=True, help="Comma-separated schedules.")
+@click.option("--schedules", default=",".join(paper.SCHEDULES), show_default=True,
+              help=f"Comma-separated schedules, of {', '.join(paper.ALL_SCHEDULES)} (lth rewinds to init; agp with "
+                   f"its default ramps: see `minicnn prune --help`).")
 @click.option("--methods", default=",".join(paper.METHODS), show_default=True, help="Comma-separated methods.")
 @click.option("--lrs", default=",".join(f"{lr:g}" for lr in paper.LRS), show_default=True,
               help="Fine-tuning learning rates, comma-separated, each > 0 and given once.")

@@ -66,12 +66,13 @@ def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, normaliz
 
 
 def train_epoch(model: Sequential, optimizer: Optimizer, images: np.ndarray, labels: np.ndarray, normalize,
-                batch_size: int, rng: np.random.Generator, progress=None) -> dict:
+                batch_size: int, rng: np.random.Generator, progress=None, before_batch=None) -> dict:
     """One pass over the data in a random order drawn from ``rng``.
 
     images: (N, 3, 32, 32) uint8, labels: (N,). ``progress(n_images, running_loss, images_per_s)`` is
-    called after each batch when given. Returns {'loss', 'acc' (running, on the training batches),
-    'diverged' (a NaN/inf loss was seen: the epoch stops there), 'seconds', 'images_per_s'}.
+    called after each batch when given; ``before_batch(index, n_images)`` before each (index counts the
+    epoch's batches from 0; e.g. to change the masks during training). Returns {'loss', 'acc' (running, on
+    the training batches), 'diverged' (a NaN/inf loss was seen: the epoch stops there), 'seconds', 'images_per_s'}.
     """
     order = rng.permutation(len(labels))
     start = time.perf_counter()
@@ -80,6 +81,8 @@ def train_epoch(model: Sequential, optimizer: Optimizer, images: np.ndarray, lab
     for lo in range(0, len(order), batch_size):
         idx = np.sort(order[lo : lo + batch_size])  # sorted gather is cache-friendlier; the batch is the same set
         x, y = normalize(images[idx]), labels[idx]
+        if before_batch is not None:
+            before_batch(lo // batch_size, len(y))
         loss, batch_correct = train_step(model, optimizer, x, y)
         if not math.isfinite(loss):
             diverged = True
@@ -107,26 +110,28 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 def fit(model: Sequential, optimizer: Optimizer, dataset, *, epochs: int, batch_size: int, normalizer,
         seed: int, start_epoch: int = 0, on_epoch=None, progress_factory=None,
-        test_every_epoch: bool = True) -> list[dict]:
+        test_every_epoch: bool = True, before_batch=None) -> list[dict]:
     """Train for epochs start_epoch..epochs-1; after each, evaluate on the test split (with
     ``test_every_epoch=False`` not at all: the caller measures the result itself, and a record's
     test_loss/test_acc are NaN).
 
     ``on_epoch(epoch_index, record)`` is called after every epoch (to checkpoint); ``progress_factory(
-    label, n_images)`` returns a context manager whose value is called as in train_epoch. Returns one
+    label, n_images)`` returns a context manager whose value is called as in train_epoch;
+    ``before_batch(epoch_index, batch_index, n_images)`` is called before every batch. Returns one
     record per epoch: {'epoch', 'train_loss', 'train_acc' (running), 'test_loss', 'test_acc', 'seconds',
     'images_per_s', 'diverged' (a non-finite loss or weight)}. Training stops after a diverged epoch.
     """
     history = []
     for epoch in range(start_epoch, epochs):
         label = f"epoch {epoch + 1}/{epochs}"
+        hook = None if before_batch is None else (lambda b, n, e=epoch: before_batch(e, b, n))
         if progress_factory is None:
             stats = train_epoch(model, optimizer, dataset.x_train, dataset.y_train, normalizer, batch_size,
-                                epoch_rng(seed, epoch))
+                                epoch_rng(seed, epoch), before_batch=hook)
         else:
             with progress_factory(label, len(dataset.y_train)) as progress:
                 stats = train_epoch(model, optimizer, dataset.x_train, dataset.y_train, normalizer, batch_size,
-                                    epoch_rng(seed, epoch), progress)
+                                    epoch_rng(seed, epoch), progress, hook)
         if test_every_epoch:
             test = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
         else:

@@ -85,6 +85,21 @@ def _method_scope(methods, scope: str, criterion: str) -> None:
     get_criterion(criterion)
 
 
+def _rewind(schedule: str, value) -> str | None:
+    """lth's rewind point as stored: "init" or a positive epoch as text (default "init"); None otherwise."""
+    if schedule != "lth":
+        if value is not None:
+            raise MiniCNNError("--rewind applies only to --schedule lth (it resets the weights after each "
+                               "pruning step); drop --rewind or pass --schedule lth")
+        return None
+    if value is None or str(value).strip() == "init":
+        return "init"
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise MiniCNNError(f"--rewind must be init or a baseline epoch >= 1, got {value!r}")
+    return str(int(text))
+
+
 # --------------------------------------------------------------------------------------- configs
 @dataclass(frozen=True, kw_only=True)
 class _Common:
@@ -164,7 +179,9 @@ class PruneConfig(_Common):
     """A pruning run: ``amounts`` applied in turn by ``schedule``, fine-tuned ``epochs`` at ``lr`` after each.
     ``baseline``: the trained checkpoint to prune (None: train the paper's baseline into the run folder).
     ``compact``: fine-tune structured-pruned models with removed units physically dropped (same result).
-    ``criterion``: what ranks the weights (``minicnn.pruning.criteria``; magnitude is the paper's)."""
+    ``criterion``: what ranks the weights (``minicnn.pruning.criteria``; magnitude is the paper's).
+    ``rewind`` (lth only, default "init"): "init" or a baseline epoch k as text; ``agp_steps`` and
+    ``agp_interval`` (agp only; None: 10 updates, a tenth of an epoch's batches): minicnn.pruning.schedules."""
 
     schedule: str
     method: str
@@ -176,11 +193,19 @@ class PruneConfig(_Common):
     seed: int = 0
     baseline: str | None = None
     compact: bool = True
+    rewind: str | None = None
+    agp_steps: int | None = None
+    agp_interval: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("schedule", self.schedule, paper.SCHEDULES)
+        _choice("schedule", self.schedule, paper.ALL_SCHEDULES)
         _method_scope((self.method,), self.scope, self.criterion)
+        self._set("rewind", _rewind(self.schedule, self.rewind))
+        for name in ("agp_steps", "agp_interval"):
+            value = _count(f"--{name.replace('_', '-')}", getattr(self, name), low=1, optional=True)
+            if value is not None and self.schedule != "agp":
+                raise MiniCNNError(f"--{name.replace('_', '-')} applies only to --schedule agp; drop it")
         self._set("lr", _finite("--lr", self.lr, low=0.0, low_open=True))
         self._set("amounts", _amounts(self.amounts))
         _count("--epochs", self.epochs, low=0)
@@ -212,7 +237,7 @@ class SweepConfig(_Common):
     def __post_init__(self):
         super().__post_init__()
         for value in _distinct("--schedules", tuple(self.schedules), "oneshot,iterative"):
-            _choice("schedule", value, paper.SCHEDULES)
+            _choice("schedule", value, paper.ALL_SCHEDULES)
         _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope,
                       self.criterion)
         lrs = tuple(_finite("--lrs", v, low=0.0, low_open=True) for v in self.lrs)

@@ -52,6 +52,17 @@ class ResultRow:
     diverged: bool                   # a non-finite loss or weight was seen
     # columns added after the first tables: a table without them reads them as their default
     criterion: str = "magnitude"    # what ranked the weights (minicnn.pruning.criteria)
+    compression_ratio: float = math.nan    # params_total / params_nonzero (NaN in a table: computed)
+    theoretical_speedup: float = math.nan  # flops_dense / flops_effective, forward (NaN in a table: computed)
+    epochs_spent: int = -1           # fine-tuning epochs trained to reach the row, the baseline's excluded
+    train_flops_spent: int = -1      # sum over those epochs of training FLOPs per image x images (-1: not recorded)
+
+    def __post_init__(self):
+        # the two ratios follow from the counts; a table written before them gets them computed
+        if math.isnan(self.compression_ratio):
+            object.__setattr__(self, "compression_ratio", _ratio(self.params_total, self.params_nonzero))
+        if math.isnan(self.theoretical_speedup):
+            object.__setattr__(self, "theoretical_speedup", _ratio(self.flops_dense, self.flops_effective))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,6 +74,11 @@ class ResultRow:
     def config_key(self) -> tuple:
         """(schedule, method, scope, lr): the run configuration the row belongs to."""
         return (self.schedule, self.method, self.scope, self.lr)
+
+
+def _ratio(total, part) -> float:
+    """total / part as a float; inf when nothing is left (part 0)."""
+    return total / part if part else math.inf
 
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))

@@ -6,6 +6,10 @@ A run lives in one directory:
     baseline.h5          the trained baseline (unless --baseline points elsewhere)
     steps/NNN_amount_A.h5   the model after step NNN (pruned to A, fine-tuned)
     results.csv / .h5    one row per finished step (minicnn.study.results.ResultRow)
+A step starts from the baseline (oneshot) or the previous step's model (iterative, agp, lth); lth then
+rewinds the survivors (its rewind source: the baseline's seed for init, else the snapshot OUT/baseline.epochK.h5
+its training saved), agp prunes while it fine-tunes. Every row records the fine-tuning budget spent to reach
+it (epochs_spent, train_flops_spent: this step's, plus the previous row's but for oneshot).
 Each step's checkpoint and the results are written atomically after the step finishes; a rerun
 skips finished steps and redoes an unfinished one from the previous step's checkpoint. Fine-tuning
 is deterministic for a given seed and thread count, so a resumed run reproduces the uninterrupted
@@ -18,18 +22,21 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from minicnn.errors import MiniCNNError
 from minicnn.io.checkpoint import load_checkpoint, load_trained, read_extra, save_checkpoint
 from minicnn.io.data import load_cifar10, make_normalizer
-from minicnn.nn.model import resolve_arch
+from minicnn.nn.model import build_model, resolve_arch
 from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, weights_finite
 from minicnn.pruning.compact import compact, expand_into
 from minicnn.pruning.criteria import Context
 from minicnn.pruning.masks import prune_model
-from minicnn.study.config import PruneConfig
+from minicnn.pruning.schedules import AGP_STEPS, agp_interval, agp_updates, parameters_of, rewind
+from minicnn.study.config import PruneConfig, TrainConfig
 from minicnn.study.results import ResultRow, load_results, save_results
 from minicnn.study.rundir import claim_dir, read_settings, step_path
-from minicnn.study.training import run_training
+from minicnn.study.training import run_training, snapshot_path
 
 
 def prepare_run_dir(out_dir: Path, config: PruneConfig, force: bool) -> list[ResultRow]:
@@ -92,8 +99,9 @@ def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progres
         baseline = out_dir / "baseline.h5"
         base_cfg = config.baseline_config()
         echo(f"baseline: {baseline} (arch {config.arch}, lr {base_cfg.lr}, {base_cfg.epochs} epochs)")
+        keep = (int(config.rewind),) if config.rewind not in (None, "init") else ()  # lth --rewind EPOCH
         run_training(base_cfg, baseline, dataset=dataset, backend=backend, progress_factory=progress_factory,
-                     echo=echo)
+                     echo=echo, snapshots=keep)
     model, info = load_trained(baseline, backend=backend, role="baseline")
     if model.spec != resolve_arch(config.arch)[1]:
         its_arch = model.arch if model.arch != "custom" else repr(model.spec)
@@ -113,31 +121,118 @@ def _step_progress(progress_factory, step: int, n_steps: int, amount: float):
     return lambda label, n: progress_factory(f"{prefix} {label}", n)
 
 
-def run_step(config: PruneConfig, step: int, model, dataset, normalizer, progress_factory=None):
+def run_step(config: PruneConfig, step: int, model, dataset, normalizer, progress_factory=None, rewind_to=None,
+             velocity=None):
     """Prune ``model`` (the previous step's, or the baseline) to ``config.amounts[step]`` in place,
-    fine-tune it and measure it. Returns (row without its wall time, history, optimizer or None)."""
+    fine-tune it and measure it. Returns (row without its wall time, history, optimizer or None); the
+    row's epochs_spent and train_flops_spent are this step's alone (run_prune adds the earlier steps').
+
+    lth: ``rewind_to`` ({layer: {param: array}}) is restored after pruning (masks kept); the row's
+    test_acc_before is the pruned model's, before the rewind. agp: see :func:`_agp_step` (``velocity``:
+    the momentum buffers the previous target's fine-tuning ended with)."""
+    from minicnn.pruning.flops import count
+
+    if config.schedule == "agp":
+        return _agp_step(config, step, model, dataset, normalizer, progress_factory, velocity)
     amount = config.amounts[step]
     context = Context(seed=config.seed, step=step, model=model, images=dataset.x_train, labels=dataset.y_train,
                       normalize=normalizer, batch_size=config.batch_size)
     prune_model(model, amount, config.method, config.scope, config.criterion, context)
+    before = None
+    if rewind_to is not None:
+        before = evaluate(model, dataset.x_test, dataset.y_test, normalizer)["acc"]
+        rewind(model, rewind_to)
     optimizer = Optimizer(SGDConfig(config.lr, config.momentum, config.weight_decay))
     # fine-tune the compact model (removed filters physically dropped: faster, same function),
     # then write it back into the full-size model that checkpoints and masks describe
     trained, kept = compact(model) if config.compact else (model, None)
-    before = evaluate(trained, dataset.x_test, dataset.y_test, normalizer)["acc"]
+    if before is None:
+        before = evaluate(trained, dataset.x_test, dataset.y_test, normalizer)["acc"]
+    per_image = count(model)["totals"]["training_flops_effective"]  # the masks hold through fine-tuning
     history = fit(trained, optimizer, dataset, epochs=config.epochs, batch_size=config.batch_size,
                   normalizer=normalizer, seed=config.seed * 1000 + step + 1, test_every_epoch=False,
                   progress_factory=_step_progress(progress_factory, step, len(config.amounts), amount))
     if kept is not None:
         expand_into(model, trained, kept)
         optimizer = None  # its buffers have the compact shapes
+    spent = per_image * len(dataset.y_train) * len(history)
+    return _row(config, step, model, trained, dataset, normalizer, before, history, spent), history, optimizer
+
+
+def _agp_step(config: PruneConfig, step: int, model, dataset, normalizer, progress_factory, velocity):
+    """One AGP target: fine-tune ``config.epochs`` epochs from the previous target's model while the masks
+    follow the cubic ramp from the previous target (0 for the first) to this one (minicnn.pruning.schedules:
+    ``agp_steps`` updates, ``agp_interval`` batches apart). The full-size model trains (the masks change
+    as it does); train FLOPs are summed batch by batch with the masks of the moment. test_acc_before is
+    NaN: the pruning happens during training."""
+    from minicnn.pruning.flops import count
+
+    amount = config.amounts[step]
+    per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
+    n = config.agp_steps or AGP_STEPS
+    inside, after = agp_updates(config.amounts[step - 1] if step else 0.0, amount, n,
+                                agp_interval(per_epoch, config.agp_interval), config.epochs * per_epoch)
+    pending = sorted(inside.items()) + [(None, s) for s in after]
+    state = {"per_image": count(model)["totals"]["training_flops_effective"], "spent": 0, "update": 0}
+
+    def update(sparsity):
+        state["update"] += 1
+        context = Context(seed=config.seed, step=step * (n + 1) + state["update"], model=model,
+                          images=dataset.x_train, labels=dataset.y_train, normalize=normalizer,
+                          batch_size=config.batch_size)
+        prune_model(model, sparsity, config.method, config.scope, config.criterion, context)
+        state["per_image"] = count(model)["totals"]["training_flops_effective"]
+
+    def before_batch(epoch, batch, n_images):
+        while pending and pending[0][0] == epoch * per_epoch + batch:
+            update(pending.pop(0)[1])
+        state["spent"] += state["per_image"] * n_images
+
+    optimizer = Optimizer(SGDConfig(config.lr, config.momentum, config.weight_decay), dict(velocity or {}))
+    history = fit(model, optimizer, dataset, epochs=config.epochs, batch_size=config.batch_size,
+                  normalizer=normalizer, seed=config.seed * 1000 + step + 1, test_every_epoch=False,
+                  progress_factory=_step_progress(progress_factory, step, len(config.amounts), amount),
+                  before_batch=before_batch)
+    for _, sparsity in pending:  # beyond the budget's batches (or after a divergence): at its end
+        update(sparsity)
+    row = _row(config, step, model, model, dataset, normalizer, math.nan, history, state["spent"])
+    return row, history, optimizer
+
+
+def _row(config: PruneConfig, step: int, model, trained, dataset, normalizer, before: float, history,
+         spent: int) -> dict:
+    """The step's ResultRow fields but its wall time: ``model`` measured (on ``trained``, the same function)."""
     measured = measure(model, dataset, normalizer, run_model=trained)
     diverged = bool(history and history[-1]["diverged"]) or not (
         math.isfinite(measured["train_loss"]) and math.isfinite(measured["test_loss"]) and weights_finite(model))
-    row = dict(schedule=config.schedule, method=config.method, scope=config.scope, lr=config.lr, seed=config.seed,
-               step=step, amount=amount, remaining=1 - amount, test_acc_before=before, epochs=config.epochs,
-               diverged=diverged, criterion=config.criterion, **measured)
-    return row, history, optimizer
+    amount = config.amounts[step]
+    return dict(schedule=config.schedule, method=config.method, scope=config.scope, lr=config.lr, seed=config.seed,
+                step=step, amount=amount, remaining=1 - amount, test_acc_before=before, epochs=config.epochs,
+                diverged=diverged, criterion=config.criterion, epochs_spent=len(history), train_flops_spent=spent,
+                **measured)
+
+
+def _rewind_source(config: PruneConfig, baseline: Path, backend: str) -> dict | None:
+    """lth: the parameters every step rewinds to: the baseline's initial weights (rebuilt from the seed its
+    checkpoint records: the same bits) or its snapshot after epoch k (saved by its training run); None for
+    the other schedules. MiniCNNError when the baseline saved no such snapshot."""
+    if config.schedule != "lth":
+        return None
+    _, info = load_checkpoint(baseline, backend=backend)
+    if config.rewind == "init":
+        seed = info["config"].get("seed", config.seed)
+        return parameters_of(build_model(config.arch, np.random.default_rng(seed), backend=backend))
+    k, path = int(config.rewind), snapshot_path(baseline, int(config.rewind))
+    if not path.is_file():
+        fix = (f"choose --rewind init or an epoch up to {info['epoch']}" if k > info["epoch"] else
+               "pass --rewind init, or let the run train its own baseline (no --baseline; delete an old "
+               "OUT/baseline.h5) so that it saves the epoch")
+        raise MiniCNNError(f"--rewind {k}: the baseline {baseline} saved no weights after epoch {k} "
+                           f"({path.name} is missing); {fix}")
+    snap, snap_info = load_checkpoint(path, backend=backend)
+    if TrainConfig.from_dict(snap_info["config"]).differences(info["config"], ignore=TrainConfig.EXTENDABLE):
+        raise MiniCNNError(f"--rewind {k}: {path} belongs to another training run than {baseline}; delete it")
+    return parameters_of(snap)
 
 
 def run_prune(config: PruneConfig, out_dir, *, data_path=None, dataset=None, backend: str = "fast",
@@ -162,6 +257,7 @@ def run_prune(config: PruneConfig, out_dir, *, data_path=None, dataset=None, bac
         dataset = load_cifar10(data_path, train_limit=config.train_limit, test_limit=config.test_limit)
     normalizer = make_normalizer(config.normalize, dataset)
     baseline, base_model = _baseline(config, out_dir, dataset, backend, progress_factory, echo, baseline_file)
+    rewind_to = _rewind_source(config, Path(baseline), backend)
     stored = config.to_dict()
 
     for step, amount in enumerate(amounts):
@@ -170,10 +266,16 @@ def run_prune(config: PruneConfig, out_dir, *, data_path=None, dataset=None, bac
         t0 = time.perf_counter()
         start = baseline if config.schedule == "oneshot" or step == 0 else step_path(out_dir, step - 1,
                                                                                       amounts[step - 1])
-        model, _ = load_checkpoint(start, backend=backend)
+        model, info = load_checkpoint(start, backend=backend)
         if model.arch != base_model.arch or model.spec != base_model.spec:
             raise MiniCNNError("a step checkpoint does not match the baseline's architecture; pass --force")
-        values, history, optimizer = run_step(config, step, model, dataset, normalizer, progress_factory)
+        velocity = info["velocity"] if config.schedule == "agp" and step else None  # one continuous run
+        values, history, optimizer = run_step(config, step, model, dataset, normalizer, progress_factory,
+                                              rewind_to, velocity)
+        if config.schedule != "oneshot" and step:  # the budget spent so far: every earlier step's too
+            previous = next(r for r in rows if r.step == step - 1)
+            for key in ("epochs_spent", "train_flops_spent"):
+                values[key] = values[key] + getattr(previous, key) if getattr(previous, key) >= 0 else -1
         row = ResultRow(**values, seconds=time.perf_counter() - t0)
         save_checkpoint(step_path(out_dir, step, amount), model, optimizer, config={**stored, "step": step},
                         epoch=len(history), history=history, extra={"row": row.to_dict()})
@@ -189,17 +291,21 @@ def format_row(row: ResultRow) -> str:
     return (f"{row.schedule:9s} {row.method:12s} lr {row.lr:<7g} amount {row.amount:5.3f}  "
             f"params {row.params_effective:6d}  FLOPs {row.flops_effective:8d}  "
             f"test before {row.test_acc_before:6.2%}  after {row.test_acc_after:6.2%}  "
-            f"train {row.train_acc:6.2%}{'  DIVERGED' if row.diverged else ''}")
+            f"train {row.train_acc:6.2%}  x{row.compression_ratio:.3g} params, x{row.theoretical_speedup:.3g} "
+            f"FLOPs, {row.epochs_spent} epochs spent{'  DIVERGED' if row.diverged else ''}")
 
 
 def format_table(rows: list[ResultRow]) -> str:
-    """The results as an aligned text table."""
+    """The results as an aligned text table (compression: total / nonzero parameters; speedup: dense /
+    effective FLOPs; epochs: fine-tuning epochs spent to reach the row)."""
     head = (f"{'schedule':9s} {'method':12s} {'lr':>7s} {'seed':>10s} {'amount':>6s} {'params':>7s} {'FLOPs':>9s} "
-            f"{'test before':>11s} {'test after':>10s} {'train':>7s} {'time s':>7s}")
+            f"{'test before':>11s} {'test after':>10s} {'train':>7s} {'compr':>7s} {'speedup':>7s} {'epochs':>6s} "
+            f"{'time s':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r.schedule:9s} {r.method:12s} {r.lr:7g} {r.seed:10d} {r.amount:6.3f} "
                      f"{r.params_effective:7d} {r.flops_effective:9d} {r.test_acc_before:11.2%} "
-                     f"{r.test_acc_after:10.2%} {r.train_acc:7.2%} {r.seconds:7.1f}"
+                     f"{r.test_acc_after:10.2%} {r.train_acc:7.2%} {r.compression_ratio:7.3g} "
+                     f"{r.theoretical_speedup:7.3g} {r.epochs_spent:6d} {r.seconds:7.1f}"
                      f"{'  diverged' if r.diverged else ''}")
     return "\n".join(lines)

@@ -33,10 +33,17 @@ def _resume_state(config: TrainConfig, out: Path, backend: str, echo):
     return model, info
 
 
+def snapshot_path(out, epoch: int) -> Path:
+    """Where the weights of training run ``out`` after ``epoch`` epochs are kept: OUT.epochK.h5 beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.epoch{epoch}{out.suffix or '.h5'}")
+
+
 def run_training(config: TrainConfig, out, *, data_path=None, dataset=None, backend: str = "fast",
-                 force: bool = False, progress_factory=None, on_epoch=None, echo=print) -> dict:
+                 force: bool = False, progress_factory=None, on_epoch=None, echo=print, snapshots=()) -> dict:
     """Train the run described by ``config`` into checkpoint ``out``, resuming it if ``out`` holds an
-    unfinished run with the same settings.
+    unfinished run with the same settings. ``snapshots``: epochs after which the weights are also saved
+    to ``snapshot_path(out, epoch)`` (what an lth run rewinds to).
 
     Returns {'train_acc' (full training split, after training), 'test_acc', 'diverged' (a non-finite
     loss or weight was seen), 'history', 'model'}.
@@ -70,6 +77,9 @@ def run_training(config: TrainConfig, out, *, data_path=None, dataset=None, back
     def checkpoint(epoch, record):
         history.append(record)
         save_checkpoint(out, model, optimizer, config=stored, epoch=epoch + 1, history=history)
+        if epoch + 1 in snapshots:
+            save_checkpoint(snapshot_path(out, epoch + 1), model, None, config=stored, epoch=epoch + 1,
+                            history=history)
         if on_epoch is not None:
             on_epoch(record)
 
