@@ -4,7 +4,7 @@
    of minicnn with the model compacted (removed filters and fc1 columns physically dropped), of
    minicnn running the full-size masked model, and of PyTorch (dense: masks do not save it time).
 2. Unstructured pruning: time per epoch at increasing sparsity. minicnn skips pruned conv weights
-   (whole channels, or tap by tap below fast.block.NINE_TAP_MIN_DENSITY); "dense" is the same model
+   (whole channels, or tap by tap below fast.skip.NINE_TAP_MIN_DENSITY); "dense" is the same model
    with the skipping turned off (every weight computed), and PyTorch. (The paper's model runs through
    the whole-network op, fast/convnet.py, whose fc1 products are dense: at 2,048 x 10 they are a
    small part of a step. fast.dense.SPARSE_BELOW_DENSITY's sparse kernel serves linear layers of
@@ -81,21 +81,24 @@ def torch_step(model):
     return run
 
 
-def block_ms(block, x, w, b, mask, repeats, thresholds=(None,)):
+def block_ms(x, w, b, mask, repeats, thresholds=(None,)):
     """Median ms of the fused conv-ReLU-pool forward + backward (no input gradient) on batch x, one
-    figure per value of block.NINE_TAP_MIN_DENSITY in ``thresholds`` (None: as it is), timed
+    figure per value of skip.NINE_TAP_MIN_DENSITY in ``thresholds`` (None: as it is), timed
     alternately repeat after repeat."""
+    import minicnn.nn.fast.block as block
+    import minicnn.nn.fast.skip as skip
+
     out, _ = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
     g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
-    saved = block.NINE_TAP_MIN_DENSITY
+    saved = skip.NINE_TAP_MIN_DENSITY
 
     def run(threshold):
-        block.NINE_TAP_MIN_DENSITY = saved if threshold is None else threshold
+        skip.NINE_TAP_MIN_DENSITY = saved if threshold is None else threshold
         try:
             _, cache = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
             block.conv_relu_pool_backward(g, cache, False, mask)
         finally:
-            block.NINE_TAP_MIN_DENSITY = saved
+            skip.NINE_TAP_MIN_DENSITY = saved
 
     times = {threshold: [] for threshold in thresholds}
     for threshold in thresholds:
@@ -120,6 +123,7 @@ def main():
 
     import minicnn.nn.fast.block as block
     import minicnn.nn.fast.convnet as convnet
+    import minicnn.nn.fast.skip as skip
     from minicnn.pruning.compact import compact
     from minicnn.nn.model import build_model
     from minicnn.pruning.masks import prune_model
@@ -143,24 +147,23 @@ def main():
         t_masked = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
         t_torch = seconds_per_epoch(torch_step(model), batches, args.repeats)
         conv = small.layers[0]
-        t_conv = block_ms(block, batches[0][0], conv.params["weight"], conv.params["bias"], None,
-                          5 * args.repeats)
+        t_conv = block_ms(batches[0][0], conv.params["weight"], conv.params["bias"], None, 5 * args.repeats)
         full, full_conv = full or t_small, full_conv or t_conv
         print(f"{k:7d} {t_small:9.2f} {t_masked:9.2f} {t_torch:8.2f} {t_small / full:12.2f} {t_conv:8.2f} "
               f"{t_conv / full_conv:9.2f} {k / 8:5.2f} {t_torch / t_small:7.1f}x")
 
     print("\n2. unstructured pruning: sparsity vs time per epoch")
     print(f"{'sparsity':>8s} {'sparse s':>8s} {'dense s':>8s} {'torch s':>8s} {'dense/sparse':>12s} {'vs torch':>8s}")
-    skip_plan = block._skip_plan
+    skip_plan = skip.skip_plan
     for amount in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99):
         model = build_model("paper", np.random.default_rng(0))
         prune_model(model, amount, "unstructured")
         t_sparse = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
         try:  # the same model with pruning-awareness off: every conv tap computed
-            block._skip_plan = convnet._skip_plan = lambda active: skip_plan(np.ones_like(active))
+            block.skip_plan = convnet.skip_plan = lambda active: skip_plan(np.ones_like(active))
             t_dense = seconds_per_epoch(minicnn_step(model), batches, args.repeats)
         finally:
-            block._skip_plan = convnet._skip_plan = skip_plan
+            block.skip_plan = convnet.skip_plan = skip_plan
         t_torch = seconds_per_epoch(torch_step(model), batches, args.repeats)
         print(f"{amount:8.2f} {t_sparse:8.2f} {t_dense:8.2f} {t_torch:8.2f} {t_dense / t_sparse:12.2f} "
               f"{t_torch / t_sparse:7.1f}x")
@@ -173,8 +176,8 @@ def main():
         w, b = model.layers[0].params["weight"], model.layers[0].params["bias"]
         mask = (np.random.default_rng(1).random(w.shape) < density).astype(np.float32)
         w = w * mask
-        nine, taps = block_ms(block, x, w, b, mask, 5 * args.repeats, thresholds=(0.0, 2.0))
-        chosen = "9 taps" if mask.mean() >= block.NINE_TAP_MIN_DENSITY else "taps"
+        nine, taps = block_ms(x, w, b, mask, 5 * args.repeats, thresholds=(0.0, 2.0))
+        chosen = "9 taps" if mask.mean() >= skip.NINE_TAP_MIN_DENSITY else "taps"
         print(f"{mask.mean():5.2f} {nine:11.2f} {taps:10.2f} {chosen:>7s}")
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 
-# Pin the threads of parallel loops to cores. Measured on a 2-vCPU machine: unpinned, the OS moves
-# the two OpenMP threads around and a fused conv kernel ran slower on 2 threads than on 1 (27 ms vs
-# 18 ms per batch of 512); pinned, 16 ms. Set only for multi-threaded runs the user has not
-# configured: one-thread sweep workers must not all be pinned to the first core.
+# Pin the threads of parallel loops to cores (unpinned, 2 threads ran slower than 1: 27 vs 18 ms per
+# batch; pinned 16 ms). Only for multi-threaded runs the user has not configured: one-thread sweep
+# workers must not all be pinned to the first core.
 if "OMP_PROC_BIND" not in os.environ and os.environ.get("NUMBA_NUM_THREADS", "") != "1" and (os.cpu_count() or 1) > 1:
     os.environ["OMP_PROC_BIND"] = "true"
 
@@ -24,9 +23,8 @@ if "OMP_PROC_BIND" not in os.environ and os.environ.get("NUMBA_NUM_THREADS", "")
 def _wide_vector_features() -> str | None:
     """On a CPU with AVX-512, the target features that let LLVM vectorise with 512-bit registers (else
     None). LLVM's tuning for such CPUs prefers 256-bit vectors (some throttle their clock on wide ones);
-    our conv and weight-gradient loops are bound by instruction throughput, not by the clock: measured
-    on a 2-vCPU Sapphire Rapids VM, a paper-model training step ran 1.2x faster. A user's own
-    NUMBA_CPU_FEATURES wins."""
+    our loops are bound by instruction throughput, not by the clock (a training step 1.2x faster). A
+    user's own NUMBA_CPU_FEATURES wins."""
     if "NUMBA_CPU_FEATURES" in os.environ:
         return None
     import llvmlite.binding as llvm
@@ -40,10 +38,10 @@ _CPU_FEATURES = _wide_vector_features()
 
 
 def _kernel_cache_dir(sources=None) -> str | None:
-    """Where the compiled kernels are cached: a folder named after a hash of all of minicnn/fast's
+    """Where the compiled kernels are cached: a folder named after a hash of all of minicnn/nn/fast's
     sources (None where the user set NUMBA_CACHE_DIR). Numba re-checks only the file that defines a
     kernel, but a kernel's machine code holds every helper it calls from other files (convnet.py's from
-    block.py, block.py's from _simd.py): after a change to a helper alone, it would load stale code.
+    conv_passes.py, parity.py's from _simd.py): after a change to a helper alone, it would load stale code.
     Beside the sources (``sources``: this folder) if that folder is writable, else in the user's cache
     folder."""
     if "NUMBA_CACHE_DIR" in os.environ:
@@ -86,6 +84,9 @@ kernel = numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"}
 reduction_kernel = numba.njit(cache=True, parallel=True, nogil=True, fastmath=REDUCTION_FASTMATH)
 serial = numba.njit(cache=True, nogil=True, fastmath={"contract"})
 serial_reduction = numba.njit(cache=True, nogil=True, fastmath=REDUCTION_FASTMATH)
+# A stage of a kernel's loop, inlined into the kernel's Numba IR and so compiled under the kernel's flags:
+# no call, so no reference counting of its array arguments per call (as calls: whole-model op 2-4 % slower).
+stage = numba.njit(cache=True, nogil=True, inline="always")
 
 
 def num_threads() -> int:

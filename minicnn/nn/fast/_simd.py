@@ -1,14 +1,12 @@
 """Explicit vector code, for the one copy that LLVM's loop vectoriser does badly.
 
 ``split_step`` de-interleaves 2*STEP values into their even and their odd ones: the quarter-plane
-layout of minicnn/fast/block.py stores every image row that way. As loops (``even[u] = src[2u]``)
+layout of minicnn/nn/fast/parity.py stores every image row that way. As loops (``even[u] = src[2u]``)
 LLVM ran the 16 pairs of a 32-pixel row in its narrow remainder loop; here they are two vector loads,
-two shuffles and two stores (``vpermt2ps`` with AVX-512). The image unpacking ran 1.3-2x faster on
-its own (1.55-3.1 -> 1.0-1.4 us per image, measured alternating).
+two shuffles and two stores (``vpermt2ps`` with AVX-512): the image unpacking ran 1.3-2x faster.
 
-Call it straight from the kernel's loop: from a helper function in between, Numba counted references
-to the three arrays on every call, and the unpacking ran 3-7x slower than inline. Under
-NUMBA_DISABLE_JIT=1 the plain loop below stands in for it.
+Call it straight from the kernel's loop (through a helper in between, Numba counts references on every
+call: 3-7x slower). Under NUMBA_DISABLE_JIT=1 the plain loop below stands in for it.
 """
 
 from __future__ import annotations

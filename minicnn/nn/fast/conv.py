@@ -17,7 +17,7 @@ Differences from the reference, and why:
 - Wide filter banks (at least GEMM_MIN_WEIGHTS weights, e.g. Conv-2's 64x64x3x3) go another way:
   im2col a few images at a time, then NumPy's BLAS matrix product, which beats plain loops when the
   arithmetic dominates. (A wide conv followed by ReLU and a 2x2 pool, as Conv-2's second, runs in the
-  fused kernels of fast/block.py instead.)
+  fused kernels of block.py instead.)
 """
 
 from __future__ import annotations

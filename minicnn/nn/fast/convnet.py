@@ -1,200 +1,134 @@
 """A whole one-conv network and its loss in one pass per image: same contract as minicnn.nn.ref.convnet.
 
-Why: run layer by layer, the paper's model writes the pooled maps (8 KB per image) and their pooling
-codes, reads them back for the linear layer, writes the gradient of the pooled maps, reads it back
-with the codes, and fills each image's quarter planes twice. Its linear layer is small (K = 10
-outputs), so one thread can carry its images all the way through instead: conv -> ReLU -> pool (the
-split kernels of minicnn/fast/block.py), logits, softmax cross-entropy, the gradient of the logits,
-the linear layer's gradients, the gradient of the pooled maps and the conv's weight gradient (read
-straight from the pooling codes), while the images' planes, maps and codes stay in the L1/L2 cache of
-its core. Nothing of an image is written to memory but its K logits. Measured against the layer-by-
-layer kernels, alternating: training 1.04-1.16x, inference 1.03-1.14x. The images go through in groups
-of GROUP (see there): the linear layer four images at a time (training 1.16-1.18x faster than image by
-image, measured alternating), the conv and weight-gradient passes over the group's images side by side
-(1.03-1.05x more).
+Why: run layer by layer, the paper's model writes the pooled maps and their pooling codes, reads them back
+for the linear layer, writes the gradient of the pooled maps, reads it back with the codes, and fills
+each image's quarter planes twice. Its linear layer is small (K = 10 outputs), so one thread carries its
+images all the way through instead, in groups of GROUP, while their planes, maps and codes stay in its
+core's cache: conv -> ReLU -> pool (the parity-split passes of conv_passes.py and pool2.py), logits,
+softmax cross-entropy, the linear layer's gradients, the pooled maps' gradients and the conv's weight
+gradient read straight from the pooling codes. Nothing of an image is written to memory but its K logits
+(training 1.04-1.16x, inference 1.03-1.14x faster than the layer-by-layer kernels).
 
-Layout: the pooled maps stay in the split kernels' rows of WH entries (PW real, the rest junk, set
-to 0 here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F*span)
-with zeros in the junk columns: one flat dot product per class, no unsplitting per image.
+Layout: the pooled maps stay in the split kernels' rows of WH entries (PW real, the rest junk, set to 0
+here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F*span) with
+zeros in the junk columns: one flat dot product per class, no unsplitting per image.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
-from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial
-from minicnn.nn.fast.block import (_aligned_zeros, _all_finite, _conv_quarters, _fill_quarters, _line_entries,
-                                _pool2_codes, _pool2_max, _round_up, _skip_plan, _split_sizes, _unpool2_codes,
-                                _wanted, _weight_grad_codes, _weight_grad_quarters, _zero_blocked_and_sum)
+from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction, stage
+from minicnn.nn.fast.conv_passes import all_finite, conv_quarters, weight_grad_codes, weight_grad_quarters
+from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
+from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unpool2_codes, zero_blocked_and_sum
+from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted
 from minicnn.nn.ref.im2col import conv_output_size
 
 
-#: Images carried through the kernel together. The linear weight (K x F*span, 87 KB for the paper's
-#: model) does not fit the L1 cache; image by image, each image read it twice and read and wrote its
-#: gradient once from L2: the group's four images share each of those trips. And the conv and weight-
-#: gradient passes (one per filter and channel, 17 vector steps each for the paper's 16x17 map) run over
-#: the group's four images side by side, so their fixed costs (setup, the final sums) are paid once per
-#: group. The four are written out in the linear layer's loops (p0..p3): not a tunable.
+#: Images carried through the kernel together: the group's images share each trip of the linear weight
+#: (K x F*span, 87 KB for the paper's model: beyond L1) and its gradient through L2, and the fixed costs
+#: of the conv and weight-gradient passes. Written out in the linear layer's loops (p0..p3): not a tunable.
 GROUP = 4
 
 
+class Geometry(NamedTuple):
+    """The sizes of one group's buffers, in entries (see parity.py for WH and span)."""
+
+    pad: int
+    wh: int  # a quarter-plane row
+    span: int  # one image's split conv map per quarter: PH rows of WH
+    ph: int  # pooled rows
+    pw: int  # pooled columns (of WH: the rest are junk)
+    pitch: int  # from one image to the next in the group's planes, maps, codes and map gradients
+    lead: int  # the zero margin on both sides of the conv-map gradient
+    group_len: int  # the group's maps, codes and map gradients: GROUP*pitch in whole cache lines
+    plane_row: int  # a channel's quarter plane: group_len + plane_len (the taps read past the last image)
+
+
+class Outputs(NamedTuple):
+    """What the op returns besides the loss: logits (N, K), dw, db, dfc_w (K, F*PH*PW), dfc_b (K,)."""
+
+    logits: np.ndarray
+    dw: np.ndarray
+    db: np.ndarray
+    dfc_w: np.ndarray
+    dfc_b: np.ndarray
+
+
 @reduction_kernel
-def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps, grad_count, grad_taps,
-                  grad_live, fc_w, fc_b, labels, train, n_parts, logits, dw, db, dfc_w, dfc_b):
-    """logits (N, K) of every image; with ``train`` also the batch's mean loss (returned) and the
-    gradients dw (F, C, KH, KW), db (F,), dfc_w (K, F*PH*PW) and dfc_b (K,) (labels (N,) is read only
-    with ``train``). The batch is cut into n_parts slices, one per thread.
+def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, labels, train, n_parts, out):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,) (read
+    only with ``train``); plan, grad_plan: SkipPlans of w != 0 and of the wanted weights. Writes the
+    logits of every image into out.logits; with ``train`` also the gradients into out's others, and
+    returns the batch's mean loss. The batch is cut into n_parts slices, one per thread, each taken in
+    groups of GROUP images.
 
     A group's quarter planes, conv maps, pooling codes and pooled-map gradients hold its images side by
-    side, image g at g*pitch (the entries between them 0, or code 4: no gradient), so that one conv pass
-    and one weight-gradient pass per filter and channel cover the group (the entries between images are
-    computed and never used). The pooled maps and their gradients are kept per image, flat (F*span), for
-    the linear layer.
-
-    The linear weight's re-layout and the sums of the threads' parts are done here (see _publish)."""
+    side, image g at g*pitch (0 between them, or code 4: no gradient), so that one conv pass and one
+    weight-gradient pass per filter and channel cover the group; the pooled maps and their gradients are
+    kept per image, flat (F*span, junk columns 0), for the linear layer."""
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     n_class = fc_b.shape[0]
     ph, pw = (h + 2 * pad - kh + 1) // 2, (width + 2 * pad - kw + 1) // 2
-    wh, span, plane_len = _split_sizes(h, width, pad, kh, kw, ph, True)
-    line = _line_entries(x)  # entries per cache line
-    lead = _round_up(wh + 1, line)  # zero margins of the conv-map gradient (see _backward_split)
+    wh, span, plane_len = split_sizes(h, width, pad, kh, kw, ph, True)
+    line = line_entries(x)  # entries per cache line
+    lead = round_up(wh + 1, line)
     flat_len = n_filt * span
     fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, flat_len, train)
-    # entries from one image to the next in the group's planes and maps: an image's conv reads its planes
-    # up to KH // 2 rows and KW // 2 columns past its map (span entries), and the padded image fills
-    # ceil((H + 2*pad) / 2) rows of WH; the gap between images stays 0
+    # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
+    # image fills ceil((H + 2*pad) / 2) rows of WH
     pitch = max(span + (kh // 2) * wh + kw // 2, ((h + 2 * pad + 1) // 2) * wh)
-    # the group's planes, maps and codes, rounded up to whole cache lines: with the buffers aligned (see
-    # _aligned_zeros), each of the passes over a group starts on a line (the conv and weight-gradient
-    # passes cover the few entries past the last image, which read zeros)
-    group_len = _round_up(GROUP * pitch, line)
-    plane_row = _round_up(group_len + plane_len, line)  # + plane_len: the taps read past the last image
+    # whole cache lines, so that each pass over a group starts on one (+ plane_len: the taps read past
+    # the last image)
+    group_len = round_up(GROUP * pitch, line)
+    plane_row = round_up(group_len + plane_len, line)
     inv_n = 1.0 / max(n_img, 1)  # the loss is the batch mean
     per_part = (n_img + n_parts - 1) // n_parts
+    # Arrays that the loop writes enter it and its stages one by one, not in tuples: Numba 0.68's parfor
+    # pass fails to compile some tuples of arrays and loses the writes into others' (the plans, only read,
+    # are packed again inside).
+    nine_taps, tap_count, taps, live = plan
+    grad_nine_taps, grad_count, grad_taps, grad_live = grad_plan
+    logits = out.logits
     for t in prange(n_parts):
-        planes = _aligned_zeros((2, 2, c_in, plane_row), x)
-        conv = _aligned_zeros((2, 2, group_len), x)
-        # the group's pooled maps, flat (F*span, junk columns 0); a short group leaves its last rows 0
-        pooled = _aligned_zeros((GROUP, flat_len), x)
-        dpooled = np.empty((GROUP, flat_len), dtype=x.dtype)
-        code = np.full((n_filt, group_len), 4, dtype=np.int8)  # side by side (see above)
-        grad = _aligned_zeros((n_filt, group_len), x)  # the pooled maps' gradients
-        dconv = _aligned_zeros((2, 2, lead + group_len + lead), x)
-        z = np.empty((GROUP, n_class), dtype=np.float64)
-        dz = np.zeros((GROUP, n_class), dtype=x.dtype)
-        # this thread's sums, in its own buffers, published once at the end: the threads' slices of the
-        # shared *_part arrays meet in a cache line, which would bounce between the cores if both wrote it
-        # per image
+        geo = Geometry(pad, wh, span, ph, pw, pitch, lead, group_len, plane_row)
+        conv_plan = SkipPlan(nine_taps, tap_count, taps, live)  # read only
+        wanted_plan = SkipPlan(grad_nine_taps, grad_count, grad_taps, grad_live)
+        # the group's buffers, on cache lines where a vector pass starts (see parity.aligned_zeros)
+        planes = aligned_zeros((2, 2, c_in, plane_row), x)  # quarter planes
+        conv = aligned_zeros((2, 2, group_len), x)  # one filter's conv maps
+        pooled = aligned_zeros((GROUP, flat_len), x)  # pooled maps, flat
+        dpooled = np.empty((GROUP, flat_len), dtype=x.dtype)  # their gradients
+        code = np.full((n_filt, group_len), 4, dtype=np.int8)  # pooling codes
+        grad = aligned_zeros((n_filt, group_len), x)  # the pooled maps' gradients, side by side
+        dconv = aligned_zeros((2, 2, lead + group_len + lead), x)  # one filter's conv-map gradient
+        z = np.empty((GROUP, n_class), dtype=np.float64)  # logits
+        dz = np.zeros((GROUP, n_class), dtype=x.dtype)  # their gradients
+        # this thread's sums, published once at the end: the threads' slices of the shared parts meet
+        # in a cache line, which would bounce between the cores if both wrote it per image
         loss_sum = 0.0
         dw_sum = np.zeros(w.shape, dtype=x.dtype) if train else np.zeros((0, 0, 0, 0), dtype=x.dtype)
         db_sum = np.zeros(n_filt, dtype=x.dtype)
-        dfc_sum = _aligned_zeros((n_class if train else 0, flat_len), x)
+        dfc_sum = aligned_zeros((n_class if train else 0, flat_len), x)
         dfcb_sum = np.zeros(n_class, dtype=x.dtype)
-        p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
             size = min(GROUP, stop - first)
-            group_finite = True  # no inf or NaN pixel in the group (see _weight_grad_codes)
-            for g in range(size):
-                _fill_quarters(x, first + g, pad, wh, planes, g * pitch)
-                if train:
-                    group_finite = group_finite and _all_finite(x, first + g)
-            if size < GROUP:  # the last, short group: the unused places hold no image and no gradient
-                planes[:, :, :, size * pitch :] = 0.0
-                pooled[size:] = 0.0
-                code[:, size * pitch :] = 4
-                grad[:, size * pitch :] = 0.0
-            # forward: conv -> ReLU -> pool, filter by filter over the group, into pooled (junk columns 0)
-            for f in range(n_filt):
-                _conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
-                for g in range(size):
-                    out = pooled[g, f * span : (f + 1) * span]
-                    if train:
-                        _pool2_codes(conv, g * pitch, out, code[f, g * pitch : g * pitch + span])
-                    else:
-                        _pool2_max(conv, g * pitch, out)
-                    for col in range(pw, wh):  # the junk columns (one, mostly): one loop down each
-                        for py in range(ph):
-                            out[py * wh + col] = 0.0
-            # logits: per class, one long loop over the flattened maps (F*span entries) with the group's
-            # four dot products side by side, so each weight is loaded once for four images. (A loop per
-            # filter left each short dot product waiting on its own sum: measured 4x slower.)
-            for k in range(n_class):
-                wk = fc_split[k]
-                a0 = a1 = a2 = a3 = fc_b[k]
-                for i in range(flat_len):
-                    wv = wk[i]
-                    a0 += wv * p0[i]
-                    a1 += wv * p1[i]
-                    a2 += wv * p2[i]
-                    a3 += wv * p3[i]
-                z[0, k], z[1, k], z[2, k], z[3, k] = a0, a1, a2, a3
-            for g in range(size):
-                for k in range(n_class):
-                    logits[first + g, k] = z[g, k]
-            if not train:
-                continue
-            # softmax cross-entropy: loss = logsumexp(z) - z[label], dz = (softmax(z) - onehot(label)) / N;
-            # the unused images of a short group keep dz = 0
-            for g in range(size):
-                zg = z[g]
-                top = zg.max()  # NaN-propagating, as the reference: a diverged step shows NaN everywhere
-                total = 0.0
-                for k in range(n_class):
-                    total += math.exp(zg[k] - top)
-                log_total = math.log(total)
-                label = labels[first + g]
-                loss_sum += log_total + top - zg[label]
-                for k in range(n_class):
-                    dz[g, k] = (math.exp(zg[k] - top - log_total) - (1.0 if k == label else 0.0)) * inv_n
-            if size < GROUP:
-                dz[size:] = 0.0
-            # the linear layer's gradients: the group's four images in one pass over the weight's
-            # gradient. One array written per loop: LLVM vectorises a loop that writes two only at half
-            # width.
-            for k in range(n_class):
-                dwk = dfc_sum[k]
-                g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
-                dfcb_sum[k] += (g0 + g1) + (g2 + g3)
-                for i in range(flat_len):
-                    dwk[i] += g0 * p0[i] + g1 * p1[i] + g2 * p2[i] + g3 * p3[i]
-            # the gradients of the pooled maps, dp = sum over classes k of dz[g, k] * fc_split[k] (junk
-            # columns stay 0), two classes per pass: each pass reads and writes dp once for two rows of
-            # the weight (a pass per class and image took 1.3-1.7x longer)
-            for g in range(size):
-                dp = dpooled[g]
-                for i in range(flat_len):
-                    dp[i] = 0.0
-                for k in range(0, n_class - 1, 2):
-                    ga, gb, wa, wb = dz[g, k], dz[g, k + 1], fc_split[k], fc_split[k + 1]
-                    for i in range(flat_len):
-                        dp[i] += ga * wa[i] + gb * wb[i]
-                if n_class % 2:
-                    ga, wa = dz[g, n_class - 1], fc_split[n_class - 1]
-                    for i in range(flat_len):
-                        dp[i] += ga * wa[i]
-            # backward through pool, ReLU and conv, filter by filter over the group: the weight gradient
-            # straight from the pooling codes
-            for f in range(n_filt):
-                grad_f = grad[f]
-                for g in range(size):
-                    src, dst = dpooled[g, f * span : (f + 1) * span], grad_f[g * pitch : g * pitch + span]
-                    for i in range(span):
-                        dst[i] = src[i]
-                if grad_nine_taps:
-                    total, finite = _zero_blocked_and_sum(code[f], grad_f)
-                    if finite and group_finite:
-                        db_sum[f] += total
-                        _weight_grad_codes(planes, code[f], grad_f, f, grad_live, wh, dw_sum[f])
-                        continue
-                db_sum[f] += _unpool2_codes(code[f], grad_f, dconv, lead)
-                _weight_grad_quarters(planes, dconv, lead, f, grad_nine_taps, grad_count, grad_taps, grad_live, wh,
-                                      dw_sum[f])
+            finite = _load_group(x, first, size, train, geo, planes, pooled, code, grad)
+            _forward_group(w, b, conv_plan, size, train, geo, planes, conv, pooled, code)
+            _logits(fc_split, fc_b, pooled, z, logits, first, size)
+            if train:
+                loss_sum = _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum)
+                _linear_grads(dz, pooled, dfc_sum, dfcb_sum)
+                _pooled_grads(dz, fc_split, size, dpooled)
+                _backward_group(wanted_plan, size, finite, geo, planes, dpooled, code, grad, dconv, dw_sum, db_sum)
         if train:
             loss_part[t] = loss_sum
             dw_part[t] = dw_sum
@@ -203,22 +137,157 @@ def _convnet_pass(x, w, b, pad, nine_taps, tap_count, taps, live, grad_nine_taps
             dfcb_part[t] = dfcb_sum
     if not train:
         return 0.0
-    return _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, dw, db, dfc_w, dfc_b) / max(n_img, 1)
+    return _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out) / max(n_img, 1)
+
+
+# The stages of the kernel's loop over one group of GROUP images, inlined into it (see _jit.stage); they
+# take the arrays they write one by one (see the note in _convnet_pass).
+
+
+@stage
+def _load_group(x, first, size, train, geo, planes, pooled, code, grad):
+    """The quarter planes of images first .. first + size - 1, side by side; a short group's unused
+    places hold no image and no gradient. Returns whether (with train) no pixel is inf or NaN (see
+    conv_passes.weight_grad_codes)."""
+    finite = True
+    for g in range(size):
+        fill_quarters(x, first + g, geo.pad, geo.wh, planes, g * geo.pitch)
+        if train:
+            finite = finite and all_finite(x, first + g)
+    if size < GROUP:
+        planes[:, :, :, size * geo.pitch :] = 0.0
+        pooled[size:] = 0.0
+        code[:, size * geo.pitch :] = 4
+        grad[:, size * geo.pitch :] = 0.0
+    return finite
+
+
+@stage
+def _forward_group(w, b, plan, size, train, geo, planes, conv, pooled, code):
+    """conv -> ReLU -> pool, filter by filter over the group, into pooled (junk columns 0) and, with
+    train, the pooling codes."""
+    span, pitch = geo.span, geo.pitch
+    for f in range(w.shape[0]):
+        conv_quarters(planes, w, b, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, geo.wh, conv)
+        for g in range(size):
+            out = pooled[g, f * span : (f + 1) * span]
+            if train:
+                pool2_codes(conv, g * pitch, out, code[f, g * pitch : g * pitch + span])
+            else:
+                pool2_max(conv, g * pitch, out)
+            for col in range(geo.pw, geo.wh):  # the junk columns (one, mostly): one loop down each
+                for py in range(geo.ph):
+                    out[py * geo.wh + col] = 0.0
+
+
+@stage
+def _logits(fc_split, fc_b, pooled, z, logits, first, size):
+    """z (GROUP, K) = the group's logits, copied to logits[first : first + size]: per class one loop over
+    the flat maps (F*span) with the four images' dot products side by side, each weight loaded once for
+    four (a loop per filter: 4x slower)."""
+    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
+    for k in range(fc_b.shape[0]):
+        wk = fc_split[k]
+        a0 = a1 = a2 = a3 = fc_b[k]
+        for i in range(wk.size):
+            wv = wk[i]
+            a0 += wv * p0[i]
+            a1 += wv * p1[i]
+            a2 += wv * p2[i]
+            a3 += wv * p3[i]
+        z[0, k], z[1, k], z[2, k], z[3, k] = a0, a1, a2, a3
+    for g in range(size):
+        for k in range(fc_b.shape[0]):
+            logits[first + g, k] = z[g, k]
+
+
+@serial_reduction  # a call: inlined, the loss's last bit differed between a compiled and a cached kernel
+def _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum):
+    """loss_sum + the group's softmax cross-entropy, logsumexp(z) - z[label], and dz = (softmax(z) -
+    onehot(label)) / N; the unused images of a short group keep dz = 0."""
+    n_class = z.shape[1]
+    for g in range(size):
+        zg = z[g]
+        top = zg.max()  # NaN-propagating, as the reference: a diverged step shows NaN everywhere
+        total = 0.0
+        for k in range(n_class):
+            total += math.exp(zg[k] - top)
+        log_total = math.log(total)
+        label = labels[first + g]
+        loss_sum += log_total + top - zg[label]
+        for k in range(n_class):
+            dz[g, k] = (math.exp(zg[k] - top - log_total) - (1.0 if k == label else 0.0)) * inv_n
+    if size < GROUP:
+        dz[size:] = 0.0
+    return loss_sum
+
+
+@stage
+def _linear_grads(dz, pooled, dfc, dfcb):
+    """dfc (K, F*span) += the linear weight's gradient, dfcb (K,) += the bias's, the group's four images
+    in one pass (one array written per loop: LLVM vectorises a loop writing two at half width)."""
+    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
+    for k in range(dfc.shape[0]):
+        dwk = dfc[k]
+        g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
+        dfcb[k] += (g0 + g1) + (g2 + g3)
+        for i in range(dwk.size):
+            dwk[i] += g0 * p0[i] + g1 * p1[i] + g2 * p2[i] + g3 * p3[i]
+
+
+@stage
+def _pooled_grads(dz, fc_split, size, dpooled):
+    """dpooled[g] = sum over classes k of dz[g, k] * fc_split[k] (junk columns stay 0), two classes per
+    pass over dpooled[g] (a pass per class took 1.3-1.7x longer)."""
+    n_class, flat_len = fc_split.shape
+    for g in range(size):
+        dp = dpooled[g]
+        for i in range(flat_len):
+            dp[i] = 0.0
+        for k in range(0, n_class - 1, 2):
+            ga, gb, wa, wb = dz[g, k], dz[g, k + 1], fc_split[k], fc_split[k + 1]
+            for i in range(flat_len):
+                dp[i] += ga * wa[i] + gb * wb[i]
+        if n_class % 2:
+            ga, wa = dz[g, n_class - 1], fc_split[n_class - 1]
+            for i in range(flat_len):
+                dp[i] += ga * wa[i]
+
+
+@stage
+def _backward_group(plan, size, finite, geo, planes, dpooled, code, grad, dconv, dw, db):
+    """dw (F, C, KH, KW), db (F,) += the conv's gradients from the group's pooled-map gradients, filter by
+    filter over the group: through the pool and ReLU by the codes, straight into the weight gradient
+    where the 9-tap path allows (conv_passes.weight_grad_codes). plan: of the wanted weights."""
+    span, pitch, wh, lead = geo.span, geo.pitch, geo.wh, geo.lead
+    for f in range(grad.shape[0]):
+        grad_f, code_f = grad[f], code[f]
+        for g in range(size):
+            src, dst = dpooled[g, f * span : (f + 1) * span], grad_f[g * pitch : g * pitch + span]
+            for i in range(span):
+                dst[i] = src[i]
+        if plan.nine_taps:
+            total, grad_finite = zero_blocked_and_sum(code_f, grad_f)
+            if grad_finite and finite:
+                db[f] += total
+                weight_grad_codes(planes, code_f, grad_f, f, plan.live, wh, dw[f])
+                continue
+        db[f] += unpool2_codes(code_f, grad_f, dconv, lead)
+        weight_grad_quarters(planes, dconv, lead, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, wh,
+                             dw[f])
 
 
 # The work around the parallel loop, in serial functions: in the parallel kernel, Numba would run each
-# array expression (np.zeros, a sum) as a parallel loop of its own, starting the threads for a few
-# microseconds of work. Done there rather than in NumPy: called after the kernel, those few NumPy
-# calls took 0.4 ms per training step of the paper model (about 6 % of it).
+# array expression (np.zeros, a sum) as a parallel loop of its own, for microseconds of work (in NumPy
+# after the kernel, they took 6 % of a paper-model step).
 
 
 @serial
 def _to_split_rows(fc_w, n_filt, ph, pw, wh):
     """fc_w (K, F*PH*PW) -> fc_split (K, F*span): the linear weight in the pooled maps' split rows
-    (span = PH*WH), zeros in the junk columns. Row by row (a loop of PW copies per row, on slices):
-    indexing each entry from k, f, py and u took 1.8x as long."""
+    (span = PH*WH), zeros in the junk columns; row by row, on slices (entry by entry: 1.8x slower)."""
     n_class, span = fc_w.shape[0], ph * wh
-    fc_split = _aligned_zeros((n_class, n_filt * span), fc_w)
+    fc_split = aligned_zeros((n_class, n_filt * span), fc_w)
     for k in range(n_class):
         for f in range(n_filt):
             for py in range(ph):
@@ -230,7 +299,7 @@ def _to_split_rows(fc_w, n_filt, ph, pw, wh):
 
 @serial
 def _part_sums(n_parts, w, n_class, flat_len, train):
-    """Each thread's sums, zeroed: loss (n_parts,), dw (n_parts, F, C, KH, KW), db (n_parts, F), dfc in
+    """Every thread's sums, zeroed: loss (n_parts,), dw (n_parts, F, C, KH, KW), db (n_parts, F), dfc in
     split rows (n_parts, K, F*span), dfc_b (n_parts, K); the gradients' places are empty without train."""
     n_filt, dtype = w.shape[0], w.dtype
     return (np.zeros(n_parts),
@@ -241,11 +310,11 @@ def _part_sums(n_parts, w, n_class, flat_len, train):
 
 
 @serial
-def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, dw, db, dfc_w, dfc_b):
-    """The threads' parts summed into dw, db, dfc_w (K, F*PH*PW: back from split rows) and dfc_b, in
-    the order part 0 + part 1 + ...; returns the summed loss. Part by part and row by row, each a loop
-    over contiguous entries: summed entry by entry across the parts (a strided sum per entry), this took
-    6x as long, 0.1 ms of the paper model's 7 ms step."""
+def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out):
+    """The threads' parts (see _part_sums) summed into out's dw, db, dfc_w (K, F*PH*PW: back from split
+    rows) and dfc_b, in the order part 0 + part 1 + ...; returns the summed loss. Part by part and row by
+    row, each a loop over contiguous entries (a strided sum per entry took 6x as long)."""
+    dw, db, dfc_w, dfc_b = out.dw, out.db, out.dfc_w, out.dfc_b
     n_parts, n_class, n_filt, span = dw_part.shape[0], dfcb_part.shape[1], db_part.shape[1], ph * wh
     dw_flat, dw_parts = dw.reshape(dw.size), dw_part.reshape(n_parts, dw.size)
     dw_flat[:] = dw_parts[0]
@@ -291,18 +360,17 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= n_class)):
         raise ValueError(f"labels must be {n} integers in [0, {n_class})")
     w = np.ascontiguousarray(w, dtype=dtype)
-    wanted = _wanted(w, weight_mask)
-    logits = np.empty((n, n_class), dtype=dtype)
-    dw, db = np.empty(w.shape, dtype=dtype), np.empty(n_filt, dtype=dtype)
-    dfc_w, dfc_b = np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype)
-    loss = _convnet_pass(x, w, b.astype(dtype), pad, *_skip_plan(w != 0), *_skip_plan(wanted),
+    active = wanted(w, weight_mask)
+    out = Outputs(np.empty((n, n_class), dtype=dtype), np.empty(w.shape, dtype=dtype), np.empty(n_filt, dtype=dtype),
+                  np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype))
+    loss = _convnet_pass(x, w, b.astype(dtype), pad, skip_plan(w != 0), skip_plan(active),
                          np.ascontiguousarray(fc_w, dtype=dtype), fc_b.astype(dtype), labels, True,
-                         max(1, min(num_threads(), n)), logits, dw, db, dfc_w, dfc_b)
+                         max(1, min(num_threads(), n)), out)
     if weight_mask is not None:
-        dw *= wanted  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
+        out.dw[...] *= active  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
     if fc_mask is not None:
-        dfc_w *= fc_mask
-    return float(loss), logits, dw, db, dfc_w, dfc_b
+        out.dfc_w[...] *= fc_mask
+    return (float(loss),) + tuple(out)
 
 
 def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
@@ -312,10 +380,10 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
     dtype, n, n_filt, n_class = x.dtype, x.shape[0], w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     w = np.ascontiguousarray(w, dtype=dtype)
-    plan = _skip_plan(w != 0)
-    logits = np.empty((n, n_class), dtype=dtype)
-    unused = np.empty((1, 1), dtype=dtype)  # the gradients' places: not written without train
-    _convnet_pass(x, w, b.astype(dtype), pad, *plan, *plan, np.ascontiguousarray(fc_w, dtype=dtype),
-                  fc_b.astype(dtype), np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), logits,
-                  np.empty((1, 1, 1, 1), dtype=dtype), np.empty(1, dtype=dtype), unused, np.empty(1, dtype=dtype))
-    return logits
+    plan = skip_plan(w != 0)
+    # the gradients' places: not written without train
+    out = Outputs(np.empty((n, n_class), dtype=dtype), np.empty((1, 1, 1, 1), dtype=dtype), np.empty(1, dtype=dtype),
+                  np.empty((1, 1), dtype=dtype), np.empty(1, dtype=dtype))
+    _convnet_pass(x, w, b.astype(dtype), pad, plan, plan, np.ascontiguousarray(fc_w, dtype=dtype),
+                  fc_b.astype(dtype), np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), out)
+    return out.logits

@@ -12,6 +12,8 @@ Differences, and why:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 
@@ -198,6 +200,24 @@ def _sparse_backward(dout, x, w, indptr, indices, dw_part, db, dx, need_dx):
         db[o] = total
 
 
+class MaskedCache(NamedTuple):
+    """masked_linear_forward's cache on the dense kernels: the input, the weight and its 0/1 mask."""
+
+    x: np.ndarray
+    w: np.ndarray
+    mask: np.ndarray
+
+
+class SparseCache(NamedTuple):
+    """masked_linear_forward's cache on the sparse kernels: the input, the weight and the row-compressed
+    positions of its kept entries (see _csr)."""
+
+    x: np.ndarray
+    w: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+
+
 def masked_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, mask: np.ndarray):
     """x: (N, D), w and mask: (O, D), b: (O,)  ->  out = x @ (w * mask).T + b: (N, O), cache.
 
@@ -205,21 +225,21 @@ def masked_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, mask: np.
     touches only the kept weights (one gather per kept weight and image)."""
     if np.count_nonzero(mask) >= SPARSE_BELOW_DENSITY * mask.size:
         out, (x, _) = linear_forward(x, w * mask, b)
-        return out, ("dense", x, w, mask)
+        return out, MaskedCache(x, w, mask)
     x = np.ascontiguousarray(x)
     indptr, indices = _csr(mask)
     out = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
     _sparse_forward(x, np.ascontiguousarray(w, dtype=x.dtype), b.astype(x.dtype), indptr, indices, out)
-    return out, ("sparse", x, w, (indptr, indices))
+    return out, SparseCache(x, w, indptr, indices)
 
 
 def masked_linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """dout: (N, O)  ->  dx: (N, D) or None, dw: (O, D) (0 where the mask is 0), db: (O,)."""
-    kind, x, w, extra = cache
-    if kind == "dense":
-        dx, dw, db = linear_backward(dout, (x, w * extra), need_dx)
-        return dx, dw * extra, db
-    indptr, indices = extra
+    if isinstance(cache, MaskedCache):
+        x, w, mask = cache
+        dx, dw, db = linear_backward(dout, (x, w * mask), need_dx)
+        return dx, dw * mask, db
+    x, w, indptr, indices = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     parts = max(1, min(num_threads(), x.shape[0]))
     dw_part = np.zeros((parts, indices.size), dtype=x.dtype)

@@ -1,6 +1,6 @@
 """conv -> ReLU -> max-pool, and conv -> ReLU, as one operation each: compositions of the reference ops.
 
-These exist so the fast backend can run the layers as one fused kernel (see minicnn/fast/block.py)
+These exist so the fast backend can run the layers as one fused kernel (see minicnn/nn/fast/block.py)
 while the tests hold it to exactly these definitions.
 """
 

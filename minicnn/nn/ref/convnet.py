@@ -3,7 +3,7 @@
     logits = linear(flatten(maxpool_2x2(relu(conv(x))))),   loss = softmax cross-entropy(logits, labels)
 
 with every gradient of the four parameters. It exists so the fast backend can run a training step of
-such a network image by image in one kernel (see minicnn/fast/convnet.py), while the tests hold it to
+such a network image by image in one kernel (see minicnn/nn/fast/convnet.py), while the tests hold it to
 exactly this composition of the reference ops.
 """
 

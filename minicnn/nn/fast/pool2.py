@@ -1,0 +1,165 @@
+"""What follows a split conv map (parity.py): a 2x2 max-pool through ReLU, or ReLU alone, and the gradients.
+
+Pooling codes, one int8 per window: 0..3 = the argmax cell (row-major, the first maximum wins, as the
+reference), 4 = no gradient (the window's maximum is <= 0, so ReLU blocks it, or NaN). ReLU commutes
+with max, so relu(max) is max(max, 0). Argmax and the masks are integer arithmetic on comparisons, not
+branches: LLVM's branches mispredict on real data (5x slower) or keep the loop scalar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minicnn.nn.fast._jit import serial, serial_reduction
+from minicnn.nn.fast.parity import copy_rows
+
+
+@serial
+def pool2(conv, wh, pooled, code, out, n, f):
+    """out[n, f] = relu(max of each 2x2 window); code[q] = the window's pooling code."""
+    pool2_codes(conv, 0, pooled, code)
+    copy_rows(pooled, wh, out, n, f)
+
+
+@serial
+def pool2_codes(conv, at, pooled, code):
+    """pooled[q] = relu(max of the 2x2 window at + q of the split conv map), code[q] = its pooling code."""
+    c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
+    nans = np.int32(0)
+    for q in range(pooled.size):  # one vector loop over all windows
+        a0, a1, a2, a3 = c00[q], c01[q], c10[q], c11[q]
+        best, at = a0, np.int32(0)  # branch-free argmax, the first maximum wins (strict >)
+        at += (1 - at) * np.int32(a1 > best)
+        best = max(best, a1)
+        at += (2 - at) * np.int32(a2 > best)
+        best = max(best, a2)
+        at += (3 - at) * np.int32(a3 > best)
+        best = max(best, a3)
+        # any NaN makes the window's sum NaN; an integer flag, as a float running sum kept the loop scalar (4x)
+        window_sum = (a0 + a1) + (a2 + a3)
+        nans |= np.int32(window_sum != window_sum)
+        pooled[q] = max(best, np.float32(0.0))
+        code[q] = at + (4 - at) * np.int32(best <= 0.0)
+    if nans:  # rare (or inf + -inf): a NaN in a window wins (as np.argmax), so divergence stays visible
+        for q in range(pooled.size):
+            if c00[q] != c00[q] or c01[q] != c01[q] or c10[q] != c10[q] or c11[q] != c11[q]:
+                pooled[q] = np.nan
+                code[q] = 4
+
+
+@serial
+def pool2_values(conv, wh, pooled, out, n, f):
+    """pool2 without the codes, for inference (the argmax is a third of pool2's time)."""
+    pool2_max(conv, 0, pooled)
+    copy_rows(pooled, wh, out, n, f)
+
+
+@serial
+def pool2_max(conv, at, pooled):
+    """pooled[q] = relu(max of the 2x2 window at + q of the split conv map), NaN if the window holds one."""
+    c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
+    nans = np.int32(0)
+    for q in range(pooled.size):
+        a0, a1, a2, a3 = c00[q], c01[q], c10[q], c11[q]
+        window_sum = (a0 + a1) + (a2 + a3)
+        nans |= np.int32(window_sum != window_sum)  # an integer flag: see pool2_codes
+        pooled[q] = max(max(max(a0, a1), max(a2, a3)), np.float32(0.0))
+    if nans:
+        for q in range(pooled.size):
+            if c00[q] != c00[q] or c01[q] != c01[q] or c10[q] != c10[q] or c11[q] != c11[q]:
+                pooled[q] = np.nan
+
+
+@serial_reduction  # the db sum may be reordered: without that, LLVM keeps the whole loop scalar
+def unpool2_codes(code, grad, dconv, lead):
+    """dconv[:, :, lead : lead + span] = gradient of the split conv map, given grad (span,), the
+    gradient of the pooled map in the same split rows (junk columns 0), and the pooling codes; returns
+    its sum (db). ReLU passes the gradient only where the pooled value is > 0, which code 4 marks."""
+    d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
+    total = np.float32(0.0)
+    bad = np.int32(0)
+    # Every cell written (the argmax gets g, the others 0): no scatter, no zeroing. Multiplied by 0/1, as
+    # four selects became a branchy switch (9x slower); a non-finite g (0 * inf = NaN) is redone below.
+    for q in range(grad.size):
+        k, g = code[q], grad[q]
+        d00[q] = g * np.float32(k == 0)
+        d01[q] = g * np.float32(k == 1)
+        d10[q] = g * np.float32(k == 2)
+        d11[q] = g * np.float32(k == 3)
+        total += g * np.float32(k < 4)
+        g_minus_g = g - g  # NaN if g is inf or NaN, else 0
+        bad |= np.int32(g_minus_g != g_minus_g)
+    if bad:
+        zero = np.float32(0.0)
+        total = zero
+        for q in range(grad.size):
+            k, g = code[q], grad[q]
+            d00[q] = g if k == 0 else zero
+            d01[q] = g if k == 1 else zero
+            d10[q] = g if k == 2 else zero
+            d11[q] = g if k == 3 else zero
+            total += g if k < 4 else zero
+    return total
+
+
+@serial  # not reassociated: the sum's order is written out below
+def zero_blocked_and_sum(code, grad):
+    """Sets grad (span,) to 0 in the windows of code 4 (ReLU blocked them), in place, and returns (db,
+    finite): the sum of what is left, and whether all of it is finite. Once per filter, so that
+    conv_passes.weight_grad_codes tests no code per channel (5 of its loop's 43 vector instructions).
+
+    The sum runs in 16 lanes in a written-out order (entry q into lane q % 16, then the lanes pairwise):
+    left to LLVM, a process that compiled the kernels and one that loaded them from the cache summed in
+    different orders."""
+    zero = np.float32(0.0)
+    for q in range(grad.size):
+        grad[q] = grad[q] if code[q] < 4 else zero
+    lanes = np.zeros(16, dtype=grad.dtype)
+    bad = np.int32(0)
+    for start in range(0, grad.size, 16):
+        run = grad[start : start + 16]  # 16 entries, fewer at the end
+        for lane in range(run.size):
+            g = run[lane]
+            lanes[lane] += g
+            g_minus_g = g - g  # NaN if g is inf or NaN, else 0
+            bad |= np.int32(g_minus_g != g_minus_g)
+    for width in (8, 4, 2, 1):
+        for lane in range(width):
+            lanes[lane] += lanes[lane + width]
+    return lanes[0], bad == 0
+
+
+@serial
+def relu_unsplit(conv, wh, out, n, f):
+    """out[n, f] = relu of the split conv map (no pooling): conv[y % 2, x % 2, (y // 2)*WH + x // 2]."""
+    oh, ow = out.shape[2], out.shape[3]
+    for y in range(oh):
+        row, start = out[n, f, y], (y >> 1) * wh
+        even_x, odd_x = conv[y & 1, 0, start:], conv[y & 1, 1, start:]
+        for u in range((ow + 1) // 2):
+            v = even_x[u]
+            row[2 * u] = 0.0 if v <= 0.0 else v  # NaN stays NaN (a diverged run must show it)
+        for u in range(ow // 2):
+            v = odd_x[u]
+            row[2 * u + 1] = 0.0 if v <= 0.0 else v
+
+
+@serial_reduction  # the db sum may be reordered (else LLVM keeps the loops scalar)
+def relu_split(dout, out, n, f, wh, dconv, lead):
+    """dconv[:, :, lead:] = dout[n, f] * (out[n, f] > 0), split by parity as the conv map; returns its
+    sum (db). Multiplying by the mask, as the reference does, keeps NaN * 0 = NaN alike. Entries that
+    no pixel maps to are never written and stay 0."""
+    oh, ow = dout.shape[2], dout.shape[3]
+    total = np.float32(0.0)
+    for y in range(oh):
+        g_row, o_row, start = dout[n, f, y], out[n, f, y], lead + (y >> 1) * wh
+        even_x, odd_x = dconv[y & 1, 0, start:], dconv[y & 1, 1, start:]
+        for u in range((ow + 1) // 2):
+            g = g_row[2 * u] * np.float32(o_row[2 * u] > 0.0)
+            even_x[u] = g
+            total += g
+        for u in range(ow // 2):
+            g = g_row[2 * u + 1] * np.float32(o_row[2 * u + 1] > 0.0)
+            odd_x[u] = g
+            total += g
+    return total

@@ -1,0 +1,121 @@
+"""The kernels as plain Python (NUMBA_DISABLE_JIT=1) and as cached machine code: both must compute
+what the compiled kernels do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _fast_compare import ROOT, run_python
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_step_equals_its_python_twin(dtype, rng):
+    """The vector de-interleave (minicnn/nn/fast/_simd.py) against the plain loop it stands for, at odd
+    offsets in all three arrays."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd import STEP, _split_step_python, _split_step_vector
+
+    @njit
+    def compiled(src, s, even, e, odd, o):
+        _split_step_vector(src, s, even, e, odd, o)
+
+    src = rng.standard_normal(2 * STEP + 9).astype(dtype)
+    for s, e, o in [(0, 0, 0), (3, 5, 1), (9, 2, 7)]:
+        got_even, got_odd = np.full(STEP + 8, -1.0, dtype), np.full(STEP + 8, -1.0, dtype)
+        want_even, want_odd = got_even.copy(), got_odd.copy()
+        compiled(src, s, got_even, e, got_odd, o)
+        _split_step_python(src, s, want_even, e, want_odd, o)
+        np.testing.assert_array_equal(got_even, want_even)
+        np.testing.assert_array_equal(got_odd, want_odd)
+        np.testing.assert_array_equal(want_even[e:e + STEP], src[s:s + 2 * STEP:2])  # the twin does what it says
+
+
+# --------------------------------------------------------------------- kernels as plain Python
+def test_fast_kernels_as_plain_python():
+    """With NUMBA_DISABLE_JIT=1 the kernels run as ordinary Python (prange is range): their logic,
+    not only the compiled code, must equal the reference (tests/_plain_python_kernels.py)."""
+    proc = run_python([str(Path(__file__).with_name("_plain_python_kernels.py"))], timeout=600, NUMBA_DISABLE_JIT="1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    errors = json.loads(line[len("RESULT "):])
+    expected = {"conv forward", "conv dx", "conv dw", "conv db", "im2col", "col2im", "pool forward",
+                "pool backward", "relu forward", "relu backward", "linear forward", "linear dx", "linear dw",
+                "linear db", "softmax loss", "softmax dlogits", "sgd m=0.0", "sgd m=0.9", "block forward",
+                "block dx", "block dw", "block db", "conv-relu forward", "conv-relu dx", "conv-relu dw",
+                "conv-relu db", "convnet loss", "convnet logits", "convnet dw", "convnet db", "convnet dfc_w",
+                "convnet dfc_b", "convnet inference"}
+    assert set(errors) == expected
+    # each value is max |fast - ref| / (ATOL + RTOL |ref|): below 1 means within tolerance
+    bad = {k: v for k, v in errors.items() if not v <= 1.0}
+    assert not bad, bad
+
+
+def test_fast_maxpool_as_plain_python_on_a_wide_image():
+    script = ("import numpy as np\n"
+              "from minicnn.nn.backend import get_backend\n"
+              "f, r = get_backend('fast'), get_backend('ref')\n"
+              "x = np.random.default_rng(0).random((1, 1, 2, 300)).astype(np.float32)\n"
+              "(o, c), (o2, c2) = f.maxpool2d_forward(x, 2), r.maxpool2d_forward(x, 2)\n"
+              "g = np.ones_like(o)\n"
+              "assert np.array_equal(f.maxpool2d_backward(g, c), r.maxpool2d_backward(g, c2))\n")
+    proc = run_python(["-c", script], timeout=300, NUMBA_DISABLE_JIT="1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------------- the compiled-kernel cache
+def test_kernel_cache_folder_follows_every_fast_source(tmp_path, monkeypatch):
+    """A kernel's cached machine code includes the helpers it calls from other files, which Numba does
+    not re-check: the cache folder is named after all of minicnn/nn/fast's sources, so a change to any one
+    of them (here the vector helper only) compiles afresh."""
+    import shutil
+
+    import numba
+
+    from minicnn.nn.fast import _jit
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    sources = tmp_path / "fast"
+    shutil.copytree(ROOT / "minicnn" / "nn" / "fast", sources, ignore=shutil.ignore_patterns("__pycache__"))
+    first = _jit._kernel_cache_dir(sources)
+    assert first == _jit._kernel_cache_dir(sources)
+    assert Path(first).parent == sources / "__pycache__"
+    with open(sources / "_simd.py", "a") as f:
+        f.write("# changed\n")
+    assert _jit._kernel_cache_dir(sources) != first
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert _jit._kernel_cache_dir(sources) is None  # the user's choice stands
+    if _jit._CACHE_DIR is not None:
+        assert numba.config.CACHE_DIR == _jit._CACHE_DIR
+
+
+_WHOLE_OP_RUN = """
+import sys
+import numpy as np
+from minicnn.nn.fast import convnet
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
+w, b = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), (rng.standard_normal(8) * 0.1).astype(np.float32)
+fc_w, fc_b = (rng.standard_normal((10, 2048)) * 0.02).astype(np.float32), np.zeros(10, np.float32)
+out = convnet.conv_relu_pool_linear_loss(x, w, b, 1, fc_w, fc_b, rng.integers(0, 10, 64))
+np.savez(sys.argv[1], *[np.asarray(o) for o in out])
+"""
+
+
+def test_whole_model_op_same_compiled_or_cached(tmp_path):
+    """A process that compiles the paper model's whole-model op and one that loads it from the kernel
+    cache compute the same bits: training at lr 0.8 is chaotic, so a last-bit difference in one
+    gradient sum (db, once) sent `minicnn train`'s first run to other accuracies than its second."""
+    runs = []
+    for name in ("compiled", "cached"):
+        out = tmp_path / f"{name}.npz"
+        proc = run_python(["-c", _WHOLE_OP_RUN, str(out)], timeout=600, NUMBA_CACHE_DIR=str(tmp_path / "kernels"))
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        runs.append(np.load(out))
+    for key, what in zip(runs[0].files, ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")):
+        np.testing.assert_array_equal(runs[0][key], runs[1][key], err_msg=what)
+
