@@ -15,7 +15,9 @@
 - ``summary_flops``: test accuracy after fine-tuning against effective training FLOPs per image (log
   scale); one panel per learning rate.
 
-The summaries use the layerwise rows when present (the paper's setting). Configurations, panels and
+A configuration of another criterion gets ``_<criterion>`` after the lr in its name. The summaries read
+the paper's rows (magnitude, one-shot and iterative), layerwise when present (the paper's setting).
+A table with rows beyond the paper's adds the figures of ``plots.study_figures``. Configurations, panels and
 figures without data are skipped, so a partial sweep plots what it has. Every file is written to a
 temporary name in the output folder and renamed into place. matplotlib is imported inside the
 functions (Agg canvas, no pyplot), so importing this module costs nothing.
@@ -30,7 +32,7 @@ import numpy as np
 
 from minicnn.paper import LRS, METHODS, SCHEDULES
 from minicnn.study.curves import (SCHEDULE_TITLES, SUMMARY_FIGURES, Curve, aggregate, curves_for_scope, figure_stem,
-                                  figure_title, fmt_lr, preferred_scope)
+                                  figure_title, fmt_lr, has_beyond_rows, preferred_scope)
 
 FORMATS = ("png", "svg")
 _CHANCE = 10.0
@@ -54,17 +56,21 @@ def make_figures(rows: list, out_dir) -> list[Path]:
     preferred = preferred_scope(rows)
     written: list[Path] = []
     with house_style():
-        for (schedule, method, scope, lr), curve in aggregate(rows).items():
+        for (schedule, method, scope, lr, criterion), curve in aggregate(rows).items():
             if not _has(curve):
                 continue
-            title = figure_title(schedule, method, lr, None if scope == preferred else scope)
+            title = figure_title(schedule, method, lr, None if scope == preferred else scope, criterion)
             written += save_figure(_config_figure(curve, title), out_dir,
-                             figure_stem(schedule, method, lr, scope, preferred))
+                                   figure_stem(schedule, method, lr, scope, preferred, criterion))
         curves = curves_for_scope(rows, preferred)
         for name, _heading in SUMMARY_FIGURES:
             fig = _SUMMARY_BUILDERS[name](curves)
             if fig is not None:
                 written += save_figure(fig, out_dir, name)
+        if has_beyond_rows(rows):
+            from plots.study_figures import make_study_figures
+
+            written += make_study_figures(rows, out_dir)
     return written
 
 

@@ -211,6 +211,9 @@ def plot_cmd(results, out_dir):
       summary_methods              structured vs unstructured, per schedule and lr
       summary_flops                test accuracy vs effective training FLOPs per
                                    image (log scale)
+      accuracy_vs_compression,     with rows beyond the paper (criteria, agp, lth):
+      accuracy_vs_speedup,         accuracy vs compression / speedup (log2, 1x-128x)
+      schedules_equal_compute      and vs epochs spent, one line per criterion/schedule
 
     Figures without data are skipped, so a partial sweep plots what it has. Existing
     files are replaced atomically.
@@ -253,7 +256,10 @@ def report_cmd(results, out_file, figures_dir, force):
     FLOPs, test accuracy before and after fine-tuning, train accuracy; mean +- std over seeds), links
     to the figures, and a Claims section: every result the paper states, each with its tolerance, our
     measurement and a verdict (confirmed, partly, not confirmed, or not testable when the rows it needs
-    are missing).
+    are missing). A table with rows beyond the paper (criteria random/gradmag, schedules agp/lth) adds
+    a "Beyond the paper" section (random and gradmag vs magnitude, AGP and LTH vs iterative at equal
+    epochs, the most sensitive layer from RESULTS_DIR/sensitivity, mask agreement from the step
+    checkpoints under RESULTS_DIR/runs).
 
     Figures are drawn with `minicnn plot` when the figures folder has none; run `minicnn plot` again
     to refresh them after the results change. An existing --out is replaced only if it is a minicnn
@@ -273,7 +279,7 @@ def report_cmd(results, out_file, figures_dir, force):
 
         for path in make_figures(rows, figures):
             click.echo(str(path))
-    write_report(rows, out, figures)
+    write_report(rows, out, figures, sweep_dir=base)
     claims = evaluate_claims(rows, preferred_scope(rows))
     tally = ", ".join(f"{sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
     click.echo(f"{out}: {len(claims)} claims: {tally}")

@@ -1,6 +1,6 @@
 """The results model that the figures, the claims and the report read: rows grouped into *curves*.
 
-A curve is one (schedule, method, scope, lr) with the mean and standard deviation over seeds of every
+A curve is one (schedule, method, scope, lr, criterion) with the mean and standard deviation over seeds of every
 metric at each pruning amount (``aggregate``). The figures (``plots.figures``), the claim checks
 (``minicnn.study.claims``) and the report (``minicnn.study.report``) all read the same curves, so they
 always show the same numbers; a figure's file name and title are defined here once, for the figures
@@ -14,14 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minicnn.paper import LRS, METHODS, SCHEDULES
+from minicnn.paper import ALL_SCHEDULES, LRS, METHODS, SCHEDULES
 
-SCHEDULE_TITLES = {"oneshot": "One-shot", "iterative": "Iterative"}
+SCHEDULE_TITLES = {"oneshot": "One-shot", "iterative": "Iterative", "agp": "AGP", "lth": "LTH"}
+#: The criterion the paper ranks weights by (L1 / L2 magnitude); others are beyond the paper.
+PAPER_CRITERION = "magnitude"
+CRITERIA_ORDER = ("magnitude", "random", "gradmag")
 
 #: Columns averaged over seeds.
 METRICS = ("test_acc_after", "test_acc_before", "train_acc", "train_loss", "test_loss", "remaining",
            "remaining_effective", "params_total", "params_nonzero", "params_effective", "flops_dense",
-           "flops_effective", "training_flops_effective", "epochs", "seconds")
+           "flops_effective", "training_flops_effective", "epochs", "seconds", "compression_ratio",
+           "theoretical_speedup", "epochs_spent", "train_flops_spent")
 
 
 class MissingRows(LookupError):
@@ -47,20 +51,28 @@ def fmt_amount(a: float | None) -> str:
     return "never" if a is None else f"{100 * a:.3g}%"
 
 
-def config_label(schedule: str, method: str, lr: float) -> str:
-    """'one-shot structured, lr 0.8'."""
-    return f"{SCHEDULE_TITLES.get(schedule, schedule).lower()} {method}, lr {fmt_lr(lr)}"
+def config_label(schedule: str, method: str, lr: float, criterion: str = PAPER_CRITERION) -> str:
+    """'one-shot structured, lr 0.8' (+ ', random criterion' for a criterion other than magnitude)."""
+    label = f"{SCHEDULE_TITLES.get(schedule, schedule).lower()} {method}, lr {fmt_lr(lr)}"
+    return label if criterion == PAPER_CRITERION else f"{label}, {criterion} criterion"
 
 
-def figure_stem(schedule: str, method: str, lr: float, scope: str = "layer", preferred: str | None = "layer") -> str:
-    """File name without extension: 'oneshot_structured_lr0.8' (+ '_global' for a second scope)."""
+def figure_stem(schedule: str, method: str, lr: float, scope: str = "layer", preferred: str | None = "layer",
+                criterion: str = PAPER_CRITERION) -> str:
+    """File name without extension: 'oneshot_structured_lr0.8' (+ '_random' for a criterion other than
+    magnitude, + '_global' for a second scope)."""
     stem = f"{schedule}_{method}_lr{fmt_lr(lr)}"
+    if criterion != PAPER_CRITERION:
+        stem += f"_{criterion}"
     return stem if scope == preferred else f"{stem}_{scope}"
 
 
-def figure_title(schedule: str, method: str, lr: float, scope: str | None = None) -> str:
-    """'One-shot structured pruning, lr 0.8' (the paper's figure for that configuration), + ' (global scope)'."""
-    title = f"{SCHEDULE_TITLES.get(schedule, schedule)} {method} pruning, lr {fmt_lr(lr)}"
+def figure_title(schedule: str, method: str, lr: float, scope: str | None = None,
+                 criterion: str = PAPER_CRITERION) -> str:
+    """'One-shot structured pruning, lr 0.8' (the paper's figure for that configuration), + ' (global scope)';
+    a criterion other than magnitude is named: 'One-shot structured pruning (random criterion), lr 0.8'."""
+    what = "pruning" if criterion == PAPER_CRITERION else f"pruning ({criterion} criterion)"
+    title = f"{SCHEDULE_TITLES.get(schedule, schedule)} {method} {what}, lr {fmt_lr(lr)}"
     return f"{title} ({scope} scope)" if scope else title
 
 
@@ -69,10 +81,15 @@ SUMMARY_FIGURES = (("summary_schedules", "One-shot vs iterative"), ("summary_lrs
                    ("summary_methods", "Structured vs unstructured"),
                    ("summary_flops", "Test accuracy vs effective training FLOPs per image"))
 
+#: The figures beyond the paper's, drawn by ``plots.study_figures`` when ``has_beyond_rows``: name and heading.
+STUDY_FIGURES = (("accuracy_vs_compression", "Test accuracy vs compression ratio"),
+                 ("accuracy_vs_speedup", "Test accuracy vs theoretical speedup"),
+                 ("schedules_equal_compute", "Schedules at equal compute"))
+
 
 @dataclass
 class Curve:
-    """One (schedule, method, scope, lr): per-amount mean/std over seeds of every metric.
+    """One (schedule, method, scope, lr, criterion): per-amount mean/std over seeds of every metric.
 
     amounts: sorted increasing. mean[m], std[m]: arrays aligned with amounts (std is the sample
     standard deviation over seeds, 0 with one seed). n: seeds per amount. diverged: diverged seeds
@@ -89,10 +106,11 @@ class Curve:
     n: np.ndarray
     diverged: np.ndarray
     seeds: tuple
+    criterion: str = PAPER_CRITERION
 
     @property
     def label(self) -> str:
-        return config_label(self.schedule, self.method, self.lr)
+        return config_label(self.schedule, self.method, self.lr, self.criterion)
 
     @property
     def remaining(self) -> np.ndarray:
@@ -125,20 +143,37 @@ def preferred_scope(rows) -> str | None:
     return "layer" if "layer" in scopes else scopes[0]
 
 
-def aggregate(rows, scope: str | None = None) -> dict[tuple, Curve]:
-    """Group rows into curves keyed (schedule, method, scope, lr); ``scope`` keeps only that scope.
+def is_paper_row(row) -> bool:
+    """Whether a row is of the paper's grid: a paper schedule (one-shot, iterative), magnitude criterion."""
+    return row.schedule in SCHEDULES and row.criterion == PAPER_CRITERION
 
-    Curves come in the paper's order (schedule, method, layer scope first, lr). When a (configuration,
-    seed, amount) appears more than once, the last row wins (a rerun).
+
+def has_beyond_rows(rows) -> bool:
+    """Whether any row lies beyond the paper's grid (another criterion, schedule agp or lth)."""
+    return any(not is_paper_row(r) for r in rows)
+
+
+def paper_rows(rows) -> list:
+    """The rows of the paper's grid (``is_paper_row``); the claims and the paper's figures read only these."""
+    return [r for r in rows if is_paper_row(r)]
+
+
+def aggregate(rows, scope: str | None = None) -> dict[tuple, Curve]:
+    """Group rows into curves keyed (schedule, method, scope, lr, criterion); ``scope`` keeps only that scope.
+
+    Rows of different criteria never share a curve. Curves come in the paper's order (schedule, method,
+    criterion, layer scope first, lr). When a (configuration, seed, amount) appears more than once, the
+    last row wins (a rerun).
     """
     latest = {}
     for row in rows:
         if scope is not None and row.scope != scope:
             continue
-        latest[(row.schedule, row.method, row.scope, lr_key(row.lr), row.seed, amount_key(row.amount))] = row
+        latest[(row.schedule, row.method, row.scope, lr_key(row.lr), row.criterion, row.seed,
+                amount_key(row.amount))] = row
     groups: dict[tuple, dict[float, list]] = {}
-    for (schedule, method, sc, lr, _seed, amount), row in latest.items():
-        groups.setdefault((schedule, method, sc, lr), {}).setdefault(amount, []).append(row)
+    for (schedule, method, sc, lr, criterion, _seed, amount), row in latest.items():
+        groups.setdefault((schedule, method, sc, lr, criterion), {}).setdefault(amount, []).append(row)
     return {key: _curve(key, groups[key]) for key in sorted(groups, key=_config_order)}
 
 
@@ -161,18 +196,21 @@ def _curve(key: tuple, by_amount: dict[float, list]) -> Curve:
             if vals.size:
                 mean[m][i] = vals.mean()
                 std[m][i] = vals.std(ddof=1) if vals.size > 1 else 0.0
-    return Curve(key[0], key[1], key[2], key[3], amounts, mean, std, n, diverged, tuple(sorted(seeds)))
+    return Curve(key[0], key[1], key[2], key[3], amounts, mean, std, n, diverged, tuple(sorted(seeds)), key[4])
+
+
+def _rank(value, order: tuple) -> int:
+    return order.index(value) if value in order else len(order)
 
 
 def _config_order(key) -> tuple:
-    schedule, method, scope, lr = key
-    s = SCHEDULES.index(schedule) if schedule in SCHEDULES else len(SCHEDULES)
-    m = METHODS.index(method) if method in METHODS else len(METHODS)
-    lr_rank = LRS.index(lr) if lr in LRS else len(LRS)
-    return (s, schedule, m, method, scope != "layer", scope, lr_rank, -lr)
+    schedule, method, scope, lr, criterion = key
+    return (_rank(schedule, ALL_SCHEDULES), schedule, _rank(method, METHODS), method,
+            _rank(criterion, CRITERIA_ORDER), criterion, scope != "layer", scope, _rank(lr, LRS), -lr)
 
 
 def curves_for_scope(rows, scope: str | None = None) -> dict[tuple, Curve]:
-    """Curves of one scope (default: ``preferred_scope``), keyed (schedule, method, lr)."""
+    """The paper's curves (``paper_rows``: one-shot and iterative, magnitude) of one scope (default:
+    ``preferred_scope`` of all the rows), keyed (schedule, method, lr)."""
     scope = scope or preferred_scope(rows)
-    return {(k[0], k[1], k[3]): c for k, c in aggregate(rows, scope).items()}
+    return {(k[0], k[1], k[3]): c for k, c in aggregate(paper_rows(rows), scope).items()}

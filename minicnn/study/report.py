@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from minicnn.errors import MiniCNNError
-from minicnn.paper import AMOUNTS, FINE_TUNE_EPOCHS, LRS, METHODS, SCHEDULES
+from minicnn.paper import ALL_SCHEDULES, AMOUNTS, FINE_TUNE_EPOCHS, LRS, METHODS, SCHEDULES
+from minicnn.study.beyond import beyond_section
 from minicnn.study.claims import VERDICTS, evaluate_claims
-from minicnn.study.curves import (SUMMARY_FIGURES, Curve, aggregate, amount_key, figure_stem, figure_title, fmt_lr,
-                                  lr_key, preferred_scope, scopes_in)
+from minicnn.study.curves import (CRITERIA_ORDER, SUMMARY_FIGURES, Curve, aggregate, amount_key, figure_stem,
+                                  figure_title, fmt_lr, has_beyond_rows, lr_key, preferred_scope, scopes_in)
 
 _CLAIM_DEFINITIONS = (
     "Shared definitions: \"~10%\" means at most 15% test accuracy; the *unpruned accuracy* of a curve is the better "
@@ -31,8 +32,13 @@ _CLAIM_DEFINITIONS = (
 REPORT_TITLE = "# Pruning a small CIFAR-10 CNN: results and the paper's claims"
 
 
-def render_report(rows, figures_dir=None, relative_to=None) -> str:
-    """The report as markdown text (``write_report`` writes it)."""
+def render_report(rows, figures_dir=None, relative_to=None, sweep_dir=None, sensitivity=None) -> str:
+    """The report as markdown text (``write_report`` writes it).
+
+    A table with rows beyond the paper's grid (another criterion, schedule agp or lth) gets a "Beyond the
+    paper" section (``minicnn.study.beyond``); ``sweep_dir`` (the sweep's --out, for the mask agreement of
+    its step checkpoints and its sensitivity/sensitivity.csv) and ``sensitivity`` (a sensitivity CSV or its
+    rows) feed it."""
     if not rows:
         raise MiniCNNError("the results table is empty; run `minicnn prune` or `minicnn sweep` first")
     figures = _FigureLinks(figures_dir, relative_to)
@@ -46,16 +52,19 @@ def render_report(rows, figures_dir=None, relative_to=None) -> str:
     out += _summary_figures(figures)
     out += _results(rows, curves, figures)
     out += _claims(rows)
+    if has_beyond_rows(rows):
+        out += beyond_section(rows, figures, sweep_dir, sensitivity)
     return "\n".join(out)
 
 
-def write_report(rows, out_path, figures_dir=None) -> Path:
+def write_report(rows, out_path, figures_dir=None, sweep_dir=None, sensitivity=None) -> Path:
     """Write the markdown report to ``out_path`` atomically; figure links are relative to it."""
     from minicnn.io.files import atomic_path
 
     out_path = Path(out_path)
     figures = Path(figures_dir).resolve() if figures_dir is not None else None
-    text = render_report(rows, figures, relative_to=out_path.resolve().parent)
+    text = render_report(rows, figures, relative_to=out_path.resolve().parent, sweep_dir=sweep_dir,
+                         sensitivity=sensitivity)
     with atomic_path(out_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out_path
@@ -65,10 +74,12 @@ def write_report(rows, out_path, figures_dir=None) -> Path:
 def _what_was_run(rows, n_configs: int) -> list[str]:
     seeds = _values(rows, "seed")
     seconds = float(np.nansum([r.seconds for r in rows]))
+    axes = "schedule x method x scope x lr" + (" x criterion" if has_beyond_rows(rows) else "")
     out = ["## What was run", "",
-           f"- rows: {len(rows)} ({n_configs} schedule x method x scope x lr configurations)",
-           f"- schedules: {', '.join(_values(rows, 'schedule', SCHEDULES))}; "
+           f"- rows: {len(rows)} ({n_configs} {axes} configurations)",
+           f"- schedules: {', '.join(_values(rows, 'schedule', ALL_SCHEDULES))}; "
            f"methods: {', '.join(_values(rows, 'method', METHODS))}; scopes: {', '.join(scopes_in(rows))}",
+           *([f"- criteria: {', '.join(_values(rows, 'criterion', CRITERIA_ORDER))}"] if has_beyond_rows(rows) else []),
            f"- learning rates: {', '.join(fmt_lr(lr) for lr in _lrs(rows))}",
            f"- amounts: {', '.join(f'{a:g}' for a in _amounts(rows))}",
            f"- seeds: {len(seeds)} ({', '.join(str(int(s)) for s in seeds)})",
@@ -84,7 +95,7 @@ def _setup_beside_the_paper(rows) -> list[str]:
     amounts, lrs = _amounts(rows), _lrs(rows)
     missing_amounts = [a for a in AMOUNTS if amount_key(a) not in amounts]
     missing_lrs = [lr for lr in LRS if lr not in lrs]
-    ran = f"{', '.join(_values(rows, 'schedule', SCHEDULES))}; {', '.join(_values(rows, 'method', METHODS))}"
+    ran = f"{', '.join(_values(rows, 'schedule', ALL_SCHEDULES))}; {', '.join(_values(rows, 'method', METHODS))}"
     return [
         "## Setup compared with the paper", "",
         "| item | paper | this run |", "|---|---|---|",
@@ -119,10 +130,11 @@ def _results(rows, curves: dict[tuple, Curve], figures: "_FigureLinks") -> list[
            "Per configuration: amount pruned, nominal fraction remaining, effective parameters and forward FLOPs "
            "per image, test accuracy right after pruning and after fine-tuning, and train accuracy after "
            "fine-tuning (full training split).", ""]
-    for (schedule, method, scope, lr), c in curves.items():
-        title = figure_title(schedule, method, lr, scope if scope != preferred or several_scopes else None)
+    for (schedule, method, scope, lr, criterion), c in curves.items():
+        title = figure_title(schedule, method, lr, scope if scope != preferred or several_scopes else None,
+                             criterion)
         out += [f"### {title}", ""]
-        link = figures.link(figure_stem(schedule, method, lr, scope, preferred), title)
+        link = figures.link(figure_stem(schedule, method, lr, scope, preferred, criterion), title)
         if link:
             out += [link, ""]
         out += _results_table(c) + [""]

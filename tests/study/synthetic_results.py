@@ -49,8 +49,9 @@ def scaled(factor_by_lr):
 
 
 def make_rows(schedules=SCHEDULES, methods=METHODS, lrs=LRS, seeds=(0, 1), amounts=AMOUNTS,
-              accuracy=paper_like, scope="layer") -> list[ResultRow]:
-    """A full (or partial) results grid with plausible numbers and a little seed noise."""
+              accuracy=paper_like, scope="layer", criterion="magnitude") -> list[ResultRow]:
+    """A full (or partial) results grid with plausible numbers and a little seed noise. ``accuracy`` is
+    called (schedule, method, lr, amount) as the paper's; epochs_spent is 10 per step (one-shot: 10)."""
     rows = []
     for schedule in schedules:
         for method in methods:
@@ -73,7 +74,8 @@ def make_rows(schedules=SCHEDULES, methods=METHODS, lrs=LRS, seeds=(0, 1), amoun
                             test_acc_after=float(np.clip(after + jitter[1], 0, 1)),
                             train_acc=float(np.clip(train + jitter[2], 0, 1)),
                             train_loss=1.2, test_loss=1.3, epochs=10, seconds=12.5,
-                            diverged=bool(lr == 0.8 and method == "structured" and a == 0.5 and seed == 1)))
+                            diverged=bool(lr == 0.8 and method == "structured" and a == 0.5 and seed == 1),
+                            criterion=criterion, epochs_spent=10 if schedule == "oneshot" else 10 * (step + 1)))
     return rows
 
 

@@ -33,7 +33,7 @@ def test_a_rerun_row_replaces_the_earlier_one():
 def test_curves_come_in_the_papers_order():
     rows = make_rows(seeds=(0,), amounts=(0.0, 0.5))
     rows = rows[::-1] + make_rows(seeds=(0,), amounts=(0.0, 0.5), lrs=(0.05,), scope="global")
-    keys = list(aggregate(rows))
+    keys = [k[:4] for k in aggregate(rows)]  # (schedule, method, scope, lr); the criterion is key[4]
     assert keys[:3] == [("oneshot", "unstructured", "layer", 0.8), ("oneshot", "unstructured", "layer", 0.01),
                         ("oneshot", "unstructured", "layer", 0.0001)]
     assert keys[3] == ("oneshot", "unstructured", "global", 0.05)  # the layerwise curves of a method first
