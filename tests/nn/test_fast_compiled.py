@@ -38,7 +38,7 @@ def test_split_step_equals_its_python_twin(dtype, rng):
 # --------------------------------------------------------------------- kernels as plain Python
 def test_fast_kernels_as_plain_python():
     """With NUMBA_DISABLE_JIT=1 the kernels run as ordinary Python (prange is range): their logic,
-    not only the compiled code, must equal the reference (tests/_plain_python_kernels.py)."""
+    not only the compiled code, must equal the reference (tests/nn/_plain_python_kernels.py)."""
     proc = run_python([str(Path(__file__).with_name("_plain_python_kernels.py"))], timeout=600, NUMBA_DISABLE_JIT="1")
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]

@@ -27,7 +27,7 @@ fast = get_backend("fast")
 
 ATOL = 1e-5
 RTOL = 1e-4
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_close(got, want, what: str = "", atol: float = ATOL, rtol: float = RTOL, terms=None) -> None:

@@ -3,7 +3,7 @@ Python (prange is then range), against the reference on small inputs. Prints one
     RESULT {"op name": max |fast - ref| / (ATOL + RTOL |ref|), ...}
 (below 1 means within the tolerance of _fast_compare.py).
 
-    NUMBA_DISABLE_JIT=1 python tests/_plain_python_kernels.py
+    NUMBA_DISABLE_JIT=1 python tests/nn/_plain_python_kernels.py
 """
 
 import json
