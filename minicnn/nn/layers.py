@@ -11,6 +11,7 @@ the forward pass computes w * mask without a multiplication.
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,15 @@ def torch_default_init(rng: np.random.Generator, weight_shape: tuple, fan_in: in
     weight = rng.uniform(-bound, bound, size=weight_shape).astype(dtype)
     bias = rng.uniform(-bound, bound, size=weight_shape[0]).astype(dtype)
     return weight, bias
+
+
+class PendingBackward(NamedTuple):
+    """What a conv's backward needs from its forward pass: the op's backward function (plain conv, or a
+    fused conv -> ReLU [-> pool]), the op's cache, and whether it takes the weight mask."""
+
+    backward: Callable
+    cache: object
+    takes_mask: bool
 
 
 class Layer:
@@ -79,7 +89,7 @@ class Conv2d(Layer):
 
     def forward(self, x, ops):
         out, cache = ops.conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride, self.padding)
-        self._cache = (None, cache)
+        self._cache = PendingBackward(ops.conv2d_backward, cache, takes_mask=False)
         return out
 
     def forward_block(self, x, ops, pool: "MaxPool2d | None", for_backward: bool = True):
@@ -91,7 +101,8 @@ class Conv2d(Layer):
         else:
             out, cache = ops.conv_relu_pool_forward(x, w, b, self.stride, self.padding, pool.kernel_size,
                                                     pool.stride, for_backward)
-        self._cache = ("relu" if pool is None else "relu_pool", cache) if for_backward else None
+        backward = ops.conv_relu_backward if pool is None else ops.conv_relu_pool_backward
+        self._cache = PendingBackward(backward, cache, takes_mask=True) if for_backward else None
         return out
 
     def backward(self, dout, ops, need_dx=True):
@@ -99,14 +110,11 @@ class Conv2d(Layer):
         if self._cache is None:
             raise RuntimeError(f"{self.name}: backward without a forward pass for backward "
                                "(the last forward ran with for_backward=False)")
-        fused, cache = self._cache
-        # the fused kernels skip the gradient of pruned weights (SGD would mask it anyway)
-        if fused == "relu_pool":
-            grads = ops.conv_relu_pool_backward(dout, cache, need_dx, self.masks.get("weight"))
-        elif fused == "relu":
-            grads = ops.conv_relu_backward(dout, cache, need_dx, self.masks.get("weight"))
+        pending = self._cache
+        if pending.takes_mask:  # the fused kernels skip the gradient of pruned weights (SGD would mask it anyway)
+            grads = pending.backward(dout, pending.cache, need_dx, self.masks.get("weight"))
         else:
-            grads = ops.conv2d_backward(dout, cache, need_dx)
+            grads = pending.backward(dout, pending.cache, need_dx)
         dx, self.grads["weight"], self.grads["bias"] = grads
         return dx
 
