@@ -46,10 +46,11 @@ def sensitivity_cmd(checkpoint, amounts, structured, criterion, seed, data_path,
     """
     from minicnn.io.checkpoint import load_trained
     from minicnn.io.data import load_cifar10, make_normalizer
+    from minicnn.pruning.masks import parse_amounts
     from minicnn.study import sensitivity as sense
     from plots.sensitivity import sensitivity_figure
 
-    amount_list = sense.check_amounts(amounts)
+    amount_list = parse_amounts(amounts)
     method = "structured" if structured else "unstructured"
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"{Path(checkpoint).stem}-sensitivity"
     if out.exists() and not out.is_dir():

@@ -51,34 +51,50 @@ from minicnn.pruning.criteria import Context, get_criterion, magnitude
 
 
 # ------------------------------------------------------------------------------------------ amounts
+_AMOUNTS_HINT = "give comma-separated fractions in [0, 1] in increasing order, e.g. 0.1,0.5,0.9"
+
+
 def parse_amounts(text: str) -> list[float]:
-    """'0.1,0.5,0.9' -> [0.1, 0.5, 0.9]: fractions in [0, 1], strictly increasing.
+    """'0.1,0.5,0.9' -> [0.1, 0.5, 0.9]: fractions in [0, 1], strictly increasing (see check_amounts).
 
     Raises MiniCNNError (one line: the problem and the fix) for an empty list, an empty item, a
-    non-number, a value outside [0, 1], a repeated value or an unsorted list.
+    non-number, or what check_amounts refuses.
     """
-    hint = "give comma-separated fractions in [0, 1] in increasing order, e.g. 0.1,0.5,0.9"
     if text is None or not str(text).strip():
-        raise MiniCNNError(f"no pruning amounts given; {hint}")
-    amounts: list[float] = []
+        raise MiniCNNError(f"no pruning amounts given; {_AMOUNTS_HINT}")
+    values = []
     for raw in str(text).split(","):
         item = raw.strip()
         if not item:
-            raise MiniCNNError(f"empty item in pruning amounts {text!r}; {hint}")
+            raise MiniCNNError(f"empty item in pruning amounts {text!r}; {_AMOUNTS_HINT}")
         try:
-            value = float(item)
+            values.append(float(item))
         except ValueError:
-            raise MiniCNNError(f"pruning amount {item!r} is not a number; {hint}") from None
+            raise MiniCNNError(f"pruning amount {item!r} is not a number; {_AMOUNTS_HINT}") from None
+    return check_amounts(values)
+
+
+def check_amounts(values) -> list[float]:
+    """A sequence of amounts as floats, each finite, in [0, 1], given once and in increasing order;
+    MiniCNNError (one line) for the first that is not, or for an empty sequence."""
+    amounts: list[float] = []
+    for value in values:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise MiniCNNError(f"pruning amount {value!r} is not a number; {_AMOUNTS_HINT}") from None
         if not math.isfinite(value):
-            raise MiniCNNError(f"pruning amount {item!r} is not a finite number; {hint}")
+            raise MiniCNNError(f"pruning amount {value} is not a finite number; {_AMOUNTS_HINT}")
         if value < 0.0 or value > 1.0:
-            raise MiniCNNError(f"pruning amount {item} is outside [0, 1]; {hint}")
+            raise MiniCNNError(f"pruning amount {value:g} is outside [0, 1]; {_AMOUNTS_HINT}")
         if value in amounts:
-            raise MiniCNNError(f"pruning amount {item} is repeated; give each amount once ({hint})")
+            raise MiniCNNError(f"pruning amount {value:g} is repeated; give each amount once ({_AMOUNTS_HINT})")
         if amounts and value < amounts[-1]:
-            raise MiniCNNError(f"pruning amounts are not increasing ({amounts[-1]:g} then {item}); "
+            raise MiniCNNError(f"pruning amounts are not increasing ({amounts[-1]:g} then {value:g}); "
                                f"sort them, e.g. {','.join(f'{a:g}' for a in sorted(amounts + [value]))}")
         amounts.append(value)
+    if not amounts:
+        raise MiniCNNError(f"no pruning amounts given; {_AMOUNTS_HINT}")
     return amounts
 
 

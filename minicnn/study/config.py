@@ -71,9 +71,9 @@ def _distinct(name: str, values: tuple, example: str) -> tuple:
 
 
 def _amounts(values) -> tuple[float, ...]:
-    from minicnn.pruning.masks import parse_amounts
+    from minicnn.pruning.masks import check_amounts
 
-    return tuple(parse_amounts(",".join(repr(float(v)) for v in values)) if values else parse_amounts(""))
+    return tuple(check_amounts(values))
 
 
 def _method_scope(methods, scope: str, criterion: str) -> None:

@@ -23,7 +23,7 @@ from minicnn.nn.model import model_from_config
 from minicnn.nn.train import evaluate
 from minicnn.pruning.criteria import Context
 from minicnn.pruning.flops import count
-from minicnn.pruning.masks import check_method_scope, parse_amounts, prune_model
+from minicnn.pruning.masks import check_amounts, check_method_scope, parse_amounts, prune_model
 from minicnn.study.results import write_table
 
 FORMAT = "minicnn-sensitivity"
@@ -74,13 +74,6 @@ def sensitive_layers(model, method: str) -> list[str]:
     return names
 
 
-def check_amounts(amounts) -> list[float]:
-    """Amounts as floats, strictly increasing in [0, 1] (a string is parsed as ``parse_amounts`` does)."""
-    if isinstance(amounts, str):
-        return parse_amounts(amounts)
-    return parse_amounts(",".join(repr(float(a)) for a in amounts))
-
-
 def sensitivity(model, dataset, normalizer, amounts, method: str = "unstructured", criterion: str = "magnitude",
                 seed: int = 0, batch_size: int = 512, on_row=None) -> tuple[dict, list[SensitivityRow]]:
     """Prune each layer of ``sensitive_layers(model, method)`` alone to each of ``amounts`` (on a copy of
@@ -92,7 +85,7 @@ def sensitivity(model, dataset, normalizer, amounts, method: str = "unstructured
     below a layer's pruned fraction prunes nothing more there.
     Returns (unpruned {'acc', 'loss'}, rows in layer order, then amount order).
     """
-    amounts = check_amounts(amounts)
+    amounts = parse_amounts(amounts) if isinstance(amounts, str) else check_amounts(amounts)
     check_method_scope(method, "layer")
     names = sensitive_layers(model, method)
     unpruned = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
