@@ -49,12 +49,15 @@ def prepare_run_dir(out_dir: Path, config: PruneConfig, force: bool) -> list[Res
     claim_dir(out_dir, "run.json", config, force, ("steps", "results.csv", "results.h5"), "a pruning run")
     rows = load_results(out_dir) if (out_dir / "results.csv").exists() else []
     finished = []
-    for row in rows:
-        path = step_path(out_dir, row.step, row.amount)
-        if path.exists():  # the step's checkpoint holds its row at full precision, the CSV at 6 digits
-            stored = read_extra(path).get("row")
-            finished.append(ResultRow.from_dict(stored) if stored else row)
+    for row in _with_checkpoint(out_dir, rows):  # the step's checkpoint holds its row at full precision
+        stored = read_extra(step_path(out_dir, row.step, row.amount)).get("row")
+        finished.append(ResultRow.from_dict(stored) if stored else row)
     return finished
+
+
+def _with_checkpoint(out_dir: Path, rows: list[ResultRow]) -> list[ResultRow]:
+    """The rows whose step checkpoint is there: the finished steps (a row without one is redone)."""
+    return [row for row in rows if step_path(out_dir, row.step, row.amount).exists()]
 
 
 def is_finished(config: PruneConfig, out_dir) -> bool:
@@ -67,7 +70,7 @@ def is_finished(config: PruneConfig, out_dir) -> bool:
         rows = load_results(out_dir)
     except MiniCNNError:  # damaged: the rerun reports it
         return False
-    return {r.step for r in rows if step_path(out_dir, r.step, r.amount).exists()} == set(range(len(config.amounts)))
+    return {r.step for r in _with_checkpoint(out_dir, rows)} == set(range(len(config.amounts)))
 
 
 def measure(model, dataset, normalizer, run_model=None) -> dict:
@@ -91,7 +94,7 @@ def measure(model, dataset, normalizer, run_model=None) -> dict:
 
 def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progress_factory, echo,
               baseline_file=None):
-    """(path, model) of the trained baseline to prune: ``baseline_file`` (a copy of ``config.baseline``
+    """(path, model, info) of the trained baseline to prune: ``baseline_file`` (a copy of ``config.baseline``
     lying elsewhere), ``config.baseline``, or the paper's baseline trained into ``out_dir/baseline.h5``
     (reused when it is there). Checked against the config."""
     baseline = baseline_file if baseline_file is not None else config.baseline
@@ -110,7 +113,7 @@ def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progres
     if info["config"].get("normalize", config.normalize) != config.normalize:
         raise MiniCNNError(f"baseline {baseline} was trained with --normalize "
                            f"{info['config'].get('normalize')}; pass the same --normalize")
-    return baseline, model
+    return baseline, model, info
 
 
 def _step_progress(progress_factory, step: int, n_steps: int, amount: float):
@@ -212,13 +215,13 @@ def _row(config: PruneConfig, step: int, model, trained, dataset, normalizer, be
                 **measured)
 
 
-def _rewind_source(config: PruneConfig, baseline: Path, backend: str) -> dict | None:
+def _rewind_source(config: PruneConfig, baseline: Path, info: dict, backend: str) -> dict | None:
     """lth: the parameters every step rewinds to: the baseline's initial weights (rebuilt from the seed its
     checkpoint records: the same bits) or its snapshot after epoch k (saved by its training run); None for
-    the other schedules. MiniCNNError when the baseline saved no such snapshot."""
+    the other schedules (``info``: the baseline checkpoint's). MiniCNNError when the baseline saved no such
+    snapshot."""
     if config.schedule != "lth":
         return None
-    _, info = load_checkpoint(baseline, backend=backend)
     if config.rewind == "init":
         seed = info["config"].get("seed", config.seed)
         return parameters_of(build_model(config.arch, np.random.default_rng(seed), backend=backend))
@@ -256,8 +259,9 @@ def run_prune(config: PruneConfig, out_dir, *, data_path=None, dataset=None, bac
     if dataset is None:
         dataset = load_cifar10(data_path, train_limit=config.train_limit, test_limit=config.test_limit)
     normalizer = make_normalizer(config.normalize, dataset)
-    baseline, base_model = _baseline(config, out_dir, dataset, backend, progress_factory, echo, baseline_file)
-    rewind_to = _rewind_source(config, Path(baseline), backend)
+    baseline, base_model, base_info = _baseline(config, out_dir, dataset, backend, progress_factory, echo,
+                                                baseline_file)
+    rewind_to = _rewind_source(config, Path(baseline), base_info, backend)
     stored = config.to_dict()
 
     for step, amount in enumerate(amounts):
