@@ -10,8 +10,6 @@ checkpoints). Only renders and compares: the numbers come from ``minicnn.study.c
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import math
 from pathlib import Path
 
@@ -20,8 +18,7 @@ import numpy as np
 from minicnn.study.curves import (STUDY_FIGURES, Curve, aggregate, fmt_amount, fmt_lr,
                                   has_beyond_rows)
 
-__all__ = ["TOLERANCE_PTS", "EPOCH_TOLERANCE", "beyond_answers", "beyond_section", "has_beyond_rows",
-           "load_sensitivity"]
+__all__ = ["TOLERANCE_PTS", "EPOCH_TOLERANCE", "beyond_answers", "beyond_section", "has_beyond_rows", "md_cell"]
 
 #: A difference of mean test accuracy after fine-tuning within max(this, std A + std B) points is a tie.
 TOLERANCE_PTS = 1.0
@@ -43,7 +40,7 @@ def beyond_section(rows, figures=None, sweep_dir=None, sensitivity=None) -> list
            "iterative).", "", _TOLERANCE_TEXT, "",
            "| # | question | tolerance | answer |", "|---|---|---|---|"]
     for a in answers:
-        out.append(f"| {a['id']} | {_md(a['question'])} | {_md(a['tolerance'])} | {_md(a['answer'])} |")
+        out.append(f"| {a['id']} | {md_cell(a['question'])} | {md_cell(a['tolerance'])} | {md_cell(a['answer'])} |")
     out.append("")
     for stem, title in STUDY_FIGURES:
         link = figures.link(stem, title) if figures is not None else None
@@ -185,17 +182,6 @@ def _schedule_answer(curves: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------- sensitivity
-def load_sensitivity(path) -> list:
-    """SensitivityRow objects of a sensitivity CSV (``minicnn sensitivity``'s sensitivity.csv)."""
-    from minicnn.study.sensitivity import SensitivityRow
-
-    types = {f.name: f.type for f in dataclasses.fields(SensitivityRow)}
-    cast = {"str": str, "int": int, "float": float}
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [SensitivityRow(**{k: cast[types[k]](v) for k, v in row.items() if k in types})
-                for row in csv.DictReader(fh)]
-
-
 def _sensitivity_rows(sweep_dir, sensitivity):
     if sensitivity is not None and not isinstance(sensitivity, (str, Path)):
         return list(sensitivity), "the given table"
@@ -203,6 +189,8 @@ def _sensitivity_rows(sweep_dir, sensitivity):
         Path(sweep_dir) / "sensitivity" / "sensitivity.csv" if sweep_dir is not None else None)
     if path is None or not path.is_file():
         return None, "no sensitivity table (run `minicnn sensitivity CKPT --out OUT/sensitivity`)"
+    from minicnn.study.sensitivity import load_sensitivity
+
     return load_sensitivity(path), str(path)
 
 
@@ -256,5 +244,6 @@ def _agreement_answer(sweep_dir) -> dict:
                    agreement_table(rows))
 
 
-def _md(text) -> str:
+def md_cell(text) -> str:
+    """``text`` as one markdown table cell (pipes escaped, on one line)."""
     return str(text).replace("|", "\\|").replace("\n", " ")

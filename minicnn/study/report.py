@@ -15,7 +15,7 @@ import numpy as np
 
 from minicnn.errors import MiniCNNError
 from minicnn.paper import ALL_SCHEDULES, AMOUNTS, FINE_TUNE_EPOCHS, LRS, METHODS, SCHEDULES
-from minicnn.study.beyond import beyond_section
+from minicnn.study.beyond import beyond_section, md_cell
 from minicnn.study.claims import VERDICTS, evaluate_claims
 from minicnn.study.curves import (CRITERIA_ORDER, SUMMARY_FIGURES, Curve, aggregate, amount_key, figure_stem,
                                   figure_title, fmt_lr, has_beyond_rows, lr_key, preferred_scope, scopes_in)
@@ -152,8 +152,8 @@ def _claims(rows) -> list[str]:
            "| # | § | claim | tolerance | measured | verdict |", "|---|---|---|---|---|---|"]
     for c in claims:
         verdict = c["verdict"] + (f" ({c['reason']})" if c["reason"] else "")
-        out.append(f"| {c['id']} | {c['section']} | {_md(c['claim'])} | {_md(c['tolerance'])} | "
-                   f"{_md(c['measurement'])} | {_md(verdict)} |")
+        out.append(f"| {c['id']} | {c['section']} | {md_cell(c['claim'])} | {md_cell(c['tolerance'])} | "
+                   f"{md_cell(c['measurement'])} | {md_cell(verdict)} |")
     out.append("")
     return out
 
@@ -209,10 +209,6 @@ def _amounts(rows) -> list[float]:
 
 def _epochs(rows) -> str:
     return ", ".join(str(int(e)) for e in _values(rows, "epochs")) or "n/a"
-
-
-def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _pm(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 1) -> str:

@@ -129,9 +129,10 @@ def write_table(rows: list, columns: tuple, text_columns: tuple, csv_path, h5_pa
         write_hdf5(h5_path, fill)
 
 
-def _parse(column: str, text: str, where: str):
-    """One CSV cell as its column's type; MiniCNNError naming the cell when it is not one."""
-    kind = _TYPES[column]
+def parse_cell(kind: str, column: str, text: str, where: str,
+               fix: str = "rerun `minicnn prune` or `minicnn sweep` with the same --out to rewrite it"):
+    """One CSV cell as its column's type ``kind`` ('str', 'bool', 'int' or 'float', as a row dataclass
+    annotates it); MiniCNNError naming the cell, and ``fix``, when it is not one."""
     if kind == "str":
         return text
     if kind == "bool":
@@ -147,8 +148,7 @@ def _parse(column: str, text: str, where: str):
             return float(text) if text != "" else math.nan
         except ValueError:
             pass
-    raise MiniCNNError(f"{where}: column {column!r} holds {text!r}, not a {kind}; the file is damaged, "
-                       f"rerun `minicnn prune` or `minicnn sweep` with the same --out to rewrite it")
+    raise MiniCNNError(f"{where}: column {column!r} holds {text!r}, not a {kind}; the file is damaged, {fix}")
 
 
 def load_results(path) -> list[ResultRow]:
@@ -180,5 +180,6 @@ def load_results(path) -> list[ResultRow]:
             raise MiniCNNError(f"{path}, line {number}: {len(cells)} cells where the header has {len(header)} "
                                f"(the file was cut short); rerun with the same --out to rewrite it")
         raw = dict(zip(header, cells))
-        rows.append(ResultRow(**{c: _parse(c, raw[c], f"{path}, line {number}") for c in COLUMNS if c in raw}))
+        rows.append(ResultRow(**{c: parse_cell(_TYPES[c], c, raw[c], f"{path}, line {number}")
+                                 for c in COLUMNS if c in raw}))
     return rows

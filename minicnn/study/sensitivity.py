@@ -24,7 +24,7 @@ from minicnn.nn.train import evaluate
 from minicnn.pruning.criteria import Context
 from minicnn.pruning.flops import count
 from minicnn.pruning.masks import check_amounts, check_method_scope, parse_amounts, prune_model
-from minicnn.study.results import write_table
+from minicnn.study.results import parse_cell, write_table
 
 FORMAT = "minicnn-sensitivity"
 VERSION = 1
@@ -130,6 +130,18 @@ def save_sensitivity(rows: list[SensitivityRow], out_dir, unpruned: dict, checkp
              "test_acc_unpruned": float(unpruned["acc"]), "test_loss_unpruned": float(unpruned["loss"])}
     write_table(rows, COLUMNS, TEXT_COLUMNS, csv_path, h5_path, attrs)
     return [csv_path, h5_path]
+
+
+def load_sensitivity(path) -> list[SensitivityRow]:
+    """The rows of a sensitivity CSV (``save_sensitivity``'s), each cell typed as its column."""
+    import csv
+
+    types = {f.name: f.type for f in dataclasses.fields(SensitivityRow)}
+    fix = "rerun `minicnn sensitivity` to rewrite it"
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [SensitivityRow(**{k: parse_cell(types[k], k, v, f"{path}, line {number}", fix)
+                                  for k, v in row.items() if k in types})
+                for number, row in enumerate(csv.DictReader(fh), start=2)]
 
 
 def written_for(h5_path, checkpoint) -> bool:
