@@ -15,14 +15,10 @@ import sys
 
 import click
 
-from minicnn.errors import MiniCNNError
+from minicnn.errors import MiniCNNError, one_line
 
 #: Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class _CleanErrors(click.Group):
@@ -34,7 +30,7 @@ class _CleanErrors(click.Group):
         try:
             return super().invoke(ctx)
         except MiniCNNError as exc:
-            raise click.ClickException(_one_line(exc)) from None
+            raise click.ClickException(one_line(exc)) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         prog_name = prog_name or "minicnn"  # also under `python -c` or -m, whose argv[0] says nothing
@@ -44,10 +40,10 @@ class _CleanErrors(click.Group):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "minicnn"
-            click.echo(f"Error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+            click.echo(f"Error: {one_line(exc.format_message())} (see '{where} --help')", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("Error: interrupted; files already written are intact, and rerunning the same command "

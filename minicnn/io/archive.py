@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from minicnn.errors import DataError
+from minicnn.errors import DataError, one_line
 from minicnn.io.dataset import CLASSES, IMAGE_SHAPE, Dataset, channel_stats
 from minicnn.io.files import atomic_path
 
@@ -80,10 +80,6 @@ SOURCE_HINT = (
     "point --data PATH or MINICNN_DATA at cifar-10-binary.tar.gz, cifar-10-python.tar.gz, "
     "an unpacked cifar-10-batches-bin/ or cifar-10-batches-py/ folder, or a minicnn .h5 cache"
 )
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def say(progress: bool, message: str) -> None:

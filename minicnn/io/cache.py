@@ -28,9 +28,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from minicnn.errors import DataError
+from minicnn.errors import DataError, one_line
 from minicnn.io import archive
-from minicnn.io.archive import SOURCE_HINT, one_line, say
+from minicnn.io.archive import SOURCE_HINT, say
 from minicnn.io.dataset import CLASSES, IMAGE_SHAPE, Dataset
 from minicnn.io.files import write_hdf5
 

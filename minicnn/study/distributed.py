@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from minicnn.errors import MiniCNNError
+from minicnn.errors import MiniCNNError, one_line
 
 INSTALL_HINT = 'pip install -e ".[distributed]"'
 
@@ -83,7 +83,7 @@ def connect(scheduler: str, echo):
             else:
                 client = stack.enter_context(distributed.Client(where))
         except OSError as exc:
-            why = " ".join(str(exc).split())
+            why = one_line(exc)
             if kind == "local":
                 raise MiniCNNError(f"cannot start a Dask cluster on this machine ({why})") from None
             raise MiniCNNError(f"cannot reach the Dask scheduler {where} ({why}); start it with `dask scheduler` "
