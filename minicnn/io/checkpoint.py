@@ -101,8 +101,10 @@ def load_trained(path, backend: str = "fast", role: str = "checkpoint"):
     CheckpointError when a weight is NaN or infinite, or the checkpoint records that its training
     diverged (a non-finite loss), since any accuracy, pruning or compaction of it would be meaningless.
     ``role`` names the file in the message ('baseline', ...)."""
+    from minicnn.nn.train import weights_finite
+
     model, info = load_checkpoint(path, backend=backend)
-    finite = all(np.isfinite(p).all() for layer in model.layers for p in layer.params.values())
+    finite = weights_finite(model)
     recorded = [info["history"][-1] if info["history"] else {}, info["extra"].get("final", {}),
                 info["extra"].get("row", {})]
     if not finite or any(isinstance(r, dict) and r.get("diverged") for r in recorded):

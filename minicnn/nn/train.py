@@ -102,6 +102,13 @@ def weights_finite(model: Sequential) -> bool:
     return all(np.isfinite(p).all() for layer in model.param_layers() for p in layer.params.values())
 
 
+def has_diverged(model: Sequential, history: list[dict], *losses: float) -> bool:
+    """Whether a run ended diverged: its last epoch says so (``fit``'s records), a measured loss is NaN or
+    infinite, or a weight of ``model`` is."""
+    return bool(history and history[-1]["diverged"]) or not (
+        all(math.isfinite(loss) for loss in losses) and weights_finite(model))
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The shuffling RNG of one epoch. Derived from (seed, epoch) alone, so a run resumed at epoch k
     shuffles exactly as the uninterrupted run would have."""

@@ -28,7 +28,7 @@ from minicnn.errors import MiniCNNError
 from minicnn.io.checkpoint import load_checkpoint, load_trained, read_extra, save_checkpoint
 from minicnn.io.data import load_cifar10, make_normalizer
 from minicnn.nn.model import build_model, resolve_arch
-from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, weights_finite
+from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, has_diverged
 from minicnn.pruning.compact import compact, expand_into
 from minicnn.pruning.criteria import Context
 from minicnn.pruning.masks import prune_model
@@ -206,8 +206,7 @@ def _row(config: PruneConfig, step: int, model, trained, dataset, normalizer, be
          spent: int) -> dict:
     """The step's ResultRow fields but its wall time: ``model`` measured (on ``trained``, the same function)."""
     measured = measure(model, dataset, normalizer, run_model=trained)
-    diverged = bool(history and history[-1]["diverged"]) or not (
-        math.isfinite(measured["train_loss"]) and math.isfinite(measured["test_loss"]) and weights_finite(model))
+    diverged = has_diverged(model, history, measured["train_loss"], measured["test_loss"])
     amount = config.amounts[step]
     return dict(schedule=config.schedule, method=config.method, scope=config.scope, lr=config.lr, seed=config.seed,
                 step=step, amount=amount, remaining=1 - amount, test_acc_before=before, epochs=config.epochs,

@@ -10,7 +10,7 @@ import numpy as np
 from minicnn.errors import CheckpointError, MiniCNNError
 from minicnn.io.data import load_cifar10, make_normalizer
 from minicnn.nn.model import build_model
-from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, weights_finite
+from minicnn.nn.train import Optimizer, SGDConfig, evaluate, fit, has_diverged
 from minicnn.study.config import TrainConfig
 
 
@@ -89,8 +89,7 @@ def run_training(config: TrainConfig, out, *, data_path=None, dataset=None, back
             progress_factory=progress_factory)
     train_m = evaluate(model, dataset.x_train, dataset.y_train, normalizer)
     test_m = evaluate(model, dataset.x_test, dataset.y_test, normalizer)
-    diverged = bool(history and history[-1]["diverged"]) or not (
-        np.isfinite(train_m["loss"]) and np.isfinite(test_m["loss"]) and weights_finite(model))
+    diverged = has_diverged(model, history, train_m["loss"], test_m["loss"])
     final = {"train_acc": train_m["acc"], "test_acc": test_m["acc"], "diverged": diverged}
     save_checkpoint(out, model, optimizer, config=stored, epoch=len(history), history=history,
                     extra={"final": final})
