@@ -71,13 +71,16 @@ def results_base(results) -> Path:
 
 
 def load_result_rows(results) -> list:
-    from minicnn.study.results import load_results
+    """The rows of one results folder or CSV, or of several merged (``results.merge_tables``)."""
+    from minicnn.study.results import load_results, merge_tables
 
-    rows = load_results(results)
-    if not rows:
-        raise MiniCNNError(f"{results} holds no result rows yet; let `minicnn prune` or `minicnn sweep` "
-                           f"finish at least one amount")
-    return rows
+    tables = []
+    for path in [results] if isinstance(results, (str, Path)) else results:
+        tables.append(load_results(path))
+        if not tables[-1]:
+            raise MiniCNNError(f"{path} holds no result rows yet; let `minicnn prune` or `minicnn sweep` "
+                               f"finish at least one amount")
+    return merge_tables(tables)
 
 
 def refuse_overwrite(path: Path, force: bool, ours) -> None:

@@ -121,8 +121,8 @@ def prune(schedule, rewind, agp_steps, agp_interval, structured, lr, amounts, ep
 
 @click.command()
 @click.option("--schedules", default=",".join(paper.SCHEDULES), show_default=True,
-              help=f"Comma-separated schedules, of {', '.join(paper.ALL_SCHEDULES)} (lth rewinds to init; agp with "
-                   f"its default ramps: see `minicnn prune --help`).")
+              help=f"Comma-separated schedules, of {', '.join(paper.ALL_SCHEDULES)} (agp with its default ramps, "
+                   f"lth rewinding as --rewind says: see `minicnn prune --help`).")
 @click.option("--methods", default=",".join(paper.METHODS), show_default=True, help="Comma-separated methods.")
 @click.option("--lrs", default=",".join(f"{lr:g}" for lr in paper.LRS), show_default=True,
               help="Fine-tuning learning rates, comma-separated, each > 0 and given once.")
@@ -134,9 +134,12 @@ def prune(schedule, rewind, agp_steps, agp_interval, structured, lr, amounts, ep
               help="Fine-tuning epochs per step.")
 @click.option("--scope", type=click.Choice(paper.SCOPES), default="layer", show_default=True,
               help="Unstructured ranking scope (structured is always layerwise).")
-@click.option("--criterion", default="magnitude", show_default=True,
-              help=_CRITERION_HELP + " One for the whole sweep; its runs go to "
-                   "OUT/runs/SCHEDULE-METHOD-CRITERION-lrLR-seedS when not magnitude.")
+@click.option("--criteria", "--criterion", "criteria", default="magnitude", show_default=True,
+              help="Comma-separated criteria, each a grid axis. " + _CRITERION_HELP + " A run of a criterion "
+                   "other than magnitude goes to OUT/runs/SCHEDULE-METHOD-CRITERION-lrLR-seedS.")
+@click.option("--rewind", default=None, metavar="init|EPOCH",
+              help="Where the lth runs rewind the survivors: init or a baseline epoch.  [default: init; only "
+                   "with lth among --schedules]")
 @click.option("--arch", default=paper.ARCH, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=paper.BATCH_SIZE, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -150,9 +153,9 @@ def prune(schedule, rewind, agp_steps, agp_interval, structured, lr, amounts, ep
 @click.option("--compact/--no-compact", default=True, show_default=True,
               help="Fine-tune structured-pruned models compacted (see `minicnn prune --help`).")
 @click.option("--force", is_flag=True, help="Start over even if OUT holds a sweep with other settings.")
-def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, criterion, arch, batch_size, jobs, scheduler,
+def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, criteria, rewind, arch, batch_size, jobs, scheduler,
           data_path, normalize, train_limit, test_limit, backend, out, compact, force):
-    """Run the paper's whole ablation grid: schedules x methods x learning rates x amounts x seeds.
+    """Run a grid: schedules x methods x criteria x learning rates x amounts x seeds (the paper's by default).
 
     One baseline per seed (the paper's: lr 0.8, batch 512, 10 epochs) is trained first and shared by
     every configuration of that seed. Each configuration is a `minicnn prune` run in OUT/runs/...;
@@ -171,8 +174,8 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, criterion, arc
 
     config = SweepConfig(schedules=split_list(schedules, "--schedules"), methods=split_list(methods, "--methods"),
                          lrs=split_list(lrs, "--lrs", float), amounts=tuple(parse_amounts(amounts)),
-                         seeds=split_list(seeds, "--seeds", int), epochs=epochs, scope=scope, criterion=criterion,
-                         batch_size=batch_size,
+                         seeds=split_list(seeds, "--seeds", int), epochs=epochs, scope=scope,
+                         criteria=split_list(criteria, "--criteria"), rewind=rewind, batch_size=batch_size,
                          normalize=normalize, train_limit=train_limit, test_limit=test_limit, arch=arch,
                          compact=compact)
     if scheduler is None:
@@ -190,14 +193,15 @@ def sweep(schedules, methods, lrs, amounts, seeds, epochs, scope, criterion, arc
 
 
 @click.command("plot")
-@click.argument("results", type=click.Path(), metavar="RESULTS")
+@click.argument("results", type=click.Path(), metavar="RESULTS...", nargs=-1, required=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Folder for the figures.  [default: RESULTS_DIR/figures]")
+              help="Folder for the figures.  [default: RESULTS_DIR/figures, of the first RESULTS]")
 def plot_cmd(results, out_dir):
     """Draw the paper's figures from a results table.
 
     RESULTS is the --out folder of `minicnn prune` / `minicnn sweep` (holding results.csv) or the CSV
-    itself. Writes PNG and SVG files and prints their paths:
+    itself; several are merged into one table (a run found in two counts once, from the first). Writes
+    PNG and SVG files and prints their paths:
 
     \b
       <schedule>_<method>_lr<lr>   one per configuration, the paper's Figures 2-13:
@@ -221,10 +225,10 @@ def plot_cmd(results, out_dir):
     from plots.figures import make_figures
 
     rows = load_result_rows(results)
-    out = Path(out_dir) if out_dir else results_base(results) / "figures"
+    out = Path(out_dir) if out_dir else results_base(results[0]) / "figures"
     paths = make_figures(rows, out)
     if not paths:
-        raise MiniCNNError(f"{results} has no accuracy values to plot")
+        raise MiniCNNError(f"{', '.join(results)} has no accuracy values to plot")
     for path in paths:
         click.echo(str(path))
 
@@ -241,25 +245,27 @@ def _is_report(path: Path) -> bool:
 
 
 @click.command("report")
-@click.argument("results", type=click.Path(), metavar="RESULTS")
+@click.argument("results", type=click.Path(), metavar="RESULTS...", nargs=-1, required=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Markdown file to write.  [default: RESULTS_DIR/REPORT.md]")
+              help="Markdown file to write.  [default: RESULTS_DIR/REPORT.md, of the first RESULTS]")
 @click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Figures to link (drawn first if the folder holds none).  [default: RESULTS_DIR/figures]")
+              help="Figures to link (drawn first if the folder holds none).  [default: RESULTS_DIR/figures, of "
+                   "the first RESULTS]")
 @click.option("--force", is_flag=True, help="Replace --out even if it is not a minicnn report.")
 def report_cmd(results, out_file, figures_dir, force):
     """Write a markdown report of a results table and check the paper's claims.
 
     RESULTS is the --out folder of `minicnn prune` / `minicnn sweep` (holding results.csv) or the CSV
-    itself. The report holds: what was run (rows, seeds, epochs, fine-tuning time), the setup next to
+    itself; several (e.g. the paper's study and an extended one) are merged into one table, a run found
+    in two counted once, from the first. The report holds: what was run (rows, seeds, epochs, fine-tuning time), the setup next to
     the paper's, one table per schedule x method x lr (amount, remaining, effective parameters and
     FLOPs, test accuracy before and after fine-tuning, train accuracy; mean +- std over seeds), links
     to the figures, and a Claims section: every result the paper states, each with its tolerance, our
     measurement and a verdict (confirmed, partly, not confirmed, or not testable when the rows it needs
     are missing). A table with rows beyond the paper (criteria random/gradmag, schedules agp/lth) adds
     a "Beyond the paper" section (random and gradmag vs magnitude, AGP and LTH vs iterative at equal
-    epochs, the most sensitive layer from RESULTS_DIR/sensitivity, mask agreement from the step
-    checkpoints under RESULTS_DIR/runs).
+    epochs, the most sensitive layer from the first RESULTS_DIR/sensitivity there is, mask agreement
+    from the step checkpoints under every RESULTS_DIR/runs).
 
     Figures are drawn with `minicnn plot` when the figures folder has none; run `minicnn plot` again
     to refresh them after the results change. An existing --out is replaced only if it is a minicnn
@@ -270,16 +276,16 @@ def report_cmd(results, out_file, figures_dir, force):
     from minicnn.study.report import write_report
 
     rows = load_result_rows(results)
-    base = results_base(results)
-    out = Path(out_file) if out_file else base / "REPORT.md"
-    figures = Path(figures_dir) if figures_dir else base / "figures"
+    bases = [results_base(path) for path in results]
+    out = Path(out_file) if out_file else bases[0] / "REPORT.md"
+    figures = Path(figures_dir) if figures_dir else bases[0] / "figures"
     refuse_overwrite(out, force, _is_report)
     if not (figures.is_dir() and any(figures.glob("*.png"))):
         from plots.figures import make_figures
 
         for path in make_figures(rows, figures):
             click.echo(str(path))
-    write_report(rows, out, figures, sweep_dir=base)
+    write_report(rows, out, figures, sweep_dirs=bases)
     claims = evaluate_claims(rows, preferred_scope(rows))
     tally = ", ".join(f"{sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
     click.echo(f"{out}: {len(claims)} claims: {tally}")

@@ -10,10 +10,14 @@ of pairs are compared at each amount:
 Runs are the folders ``SWEEP/runs/*`` (settings in ``run.json``, step checkpoints in
 ``steps/NNN_amount_A.h5``, ``minicnn.study.rundir``); the masks come from ``load_checkpoint``. Pairs whose
 masks differ in shape (a compacted checkpoint) are skipped. Each row averages its pairs.
+
+The step checkpoints stay where the study ran; ``save_agreement`` keeps the rows as a CSV (the report
+writes ``mask_agreement.csv`` beside itself) that ``load_agreement`` reads where the checkpoints are not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from minicnn.study.curves import amount_key, fmt_lr, lr_key
+from minicnn.study.results import parse_cell, write_table
 from minicnn.study.rundir import read_settings
 
 _STEP = re.compile(r"^\d+_amount_([0-9.]+)\.h5$")
@@ -42,6 +47,27 @@ class AgreementRow:
     jaccard: float       # mean over pairs
     jaccard_min: float
     pairs: int
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(AgreementRow))
+_TYPES = {f.name: f.type for f in dataclasses.fields(AgreementRow)}
+
+
+def save_agreement(rows: list[AgreementRow], csv_path) -> Path:
+    """Write the rows as a CSV file (floats with 6 significant digits), atomically; returns its path."""
+    write_table(rows, COLUMNS, tuple(c for c in COLUMNS if _TYPES[c] == "str"), csv_path)
+    return Path(csv_path)
+
+
+def load_agreement(csv_path) -> list[AgreementRow]:
+    """The rows of a CSV ``save_agreement`` wrote, each cell typed as its column."""
+    import csv
+
+    fix = "rerun `minicnn report` where the step checkpoints are to rewrite it"
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        return [AgreementRow(**{k: parse_cell(_TYPES[k], k, v, f"{csv_path}, line {number}", fix)
+                                for k, v in row.items() if k in _TYPES})
+                for number, row in enumerate(csv.DictReader(fh), start=2)]
 
 
 def jaccard(kept_a: np.ndarray, kept_b: np.ndarray) -> float:
@@ -82,9 +108,17 @@ def _runs(sweep_dir: Path) -> list[tuple[dict, dict[float, Path]]]:
     return found
 
 
-def mask_agreement(sweep_dir) -> list[AgreementRow]:
-    """Agreement rows of a sweep folder: criteria pairs, then seed pairs, each by configuration and amount."""
-    runs = _runs(Path(sweep_dir))
+def as_folders(folders) -> list[Path]:
+    """A folder, several, or None as a list of Paths."""
+    if folders is None:
+        return []
+    return [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+
+
+def mask_agreement(sweep_dirs) -> list[AgreementRow]:
+    """Agreement rows of one sweep folder or several (runs of different folders pair up as well): criteria
+    pairs, then seed pairs, each by configuration and amount. The same run in two folders pairs with nothing."""
+    runs = [run for folder in as_folders(sweep_dirs) for run in _runs(folder)]
     cache: dict[Path, np.ndarray] = {}
 
     def kept(path):

@@ -31,9 +31,9 @@ _TOLERANCE_TEXT = (f"A beats B at an amount when its mean test accuracy after fi
                    f"loses none, no when it loses at least half and wins none, tie when every point ties, else mixed.")
 
 
-def beyond_section(rows, figures=None, sweep_dir=None, sensitivity=None) -> list[str]:
+def beyond_section(rows, figures=None, sweep_dirs=None, sensitivity=None, agreement=None) -> list[str]:
     """Markdown lines of the section; ``figures`` has ``link(stem, title)`` (the report's figure links)."""
-    answers = beyond_answers(rows, sweep_dir, sensitivity)
+    answers = beyond_answers(rows, sweep_dirs, sensitivity, agreement)
     out = ["## Beyond the paper", "",
            "Rows outside the paper's grid (criteria other than magnitude, schedules agp and lth) answer the "
            "questions below. The paper's claims above read only the paper's rows (magnitude, one-shot and "
@@ -52,14 +52,16 @@ def beyond_section(rows, figures=None, sweep_dir=None, sensitivity=None) -> list
     return out
 
 
-def beyond_answers(rows, sweep_dir=None, sensitivity=None) -> list[dict]:
-    """One dict per question: id, question, tolerance, answer (text), verdict, table (markdown lines)."""
+def beyond_answers(rows, sweep_dirs=None, sensitivity=None, agreement=None) -> list[dict]:
+    """One dict per question: id, question, tolerance, answer (text), verdict, table (markdown lines).
+    ``sweep_dirs``: the study folder or folders the rows come from (their sensitivity/ and runs/);
+    ``agreement``: mask agreement rows (``minicnn.study.agreement``) instead of those of their runs."""
     curves = aggregate(rows)
     return [_criterion_answer("B1", curves, "magnitude", "random"),
             _criterion_answer("B2", curves, "gradmag", "magnitude"),
             _schedule_answer(curves),
-            _sensitivity_answer(sweep_dir, sensitivity),
-            _agreement_answer(sweep_dir)]
+            _sensitivity_answer(sweep_dirs, sensitivity),
+            _agreement_answer(sweep_dirs, agreement)]
 
 
 def _answer(id_, question, tolerance, verdict, answer, table=()) -> dict:
@@ -182,11 +184,15 @@ def _schedule_answer(curves: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------- sensitivity
-def _sensitivity_rows(sweep_dir, sensitivity):
+def _sensitivity_rows(sweep_dirs, sensitivity):
+    """(rows, source) of the given table, else of the first folder's sensitivity/sensitivity.csv."""
+    from minicnn.study.agreement import as_folders
+
     if sensitivity is not None and not isinstance(sensitivity, (str, Path)):
         return list(sensitivity), "the given table"
-    path = Path(sensitivity) if sensitivity is not None else (
-        Path(sweep_dir) / "sensitivity" / "sensitivity.csv" if sweep_dir is not None else None)
+    found = [f / "sensitivity" / "sensitivity.csv" for f in as_folders(sweep_dirs)
+             if (f / "sensitivity" / "sensitivity.csv").is_file()]
+    path = Path(sensitivity) if sensitivity is not None else (found[0] if found else None)
     if path is None or not path.is_file():
         return None, "no sensitivity table (run `minicnn sensitivity CKPT --out OUT/sensitivity`)"
     from minicnn.study.sensitivity import load_sensitivity
@@ -194,13 +200,13 @@ def _sensitivity_rows(sweep_dir, sensitivity):
     return load_sensitivity(path), str(path)
 
 
-def _sensitivity_answer(sweep_dir, sensitivity) -> dict:
+def _sensitivity_answer(sweep_dirs, sensitivity) -> dict:
     from minicnn.study.sensitivity import most_sensitive
 
     question = "Which layer is most sensitive?"
     tolerance = (f"largest accuracy drop (no fine-tuning) at the largest amount below 1 measured for every layer; "
                  f"the runner-up within {TOLERANCE_PTS:g} pt is a tie")
-    rows, source = _sensitivity_rows(sweep_dir, sensitivity)
+    rows, source = _sensitivity_rows(sweep_dirs, sensitivity)
     if not rows:
         why = source if rows is None else "the sensitivity table is empty"
         return _answer("B4", question, tolerance, "not measured", f"not measured: {why}")
@@ -223,12 +229,13 @@ def _sensitivity_answer(sweep_dir, sensitivity) -> dict:
 
 
 # ------------------------------------------------------------------------------------ agreement
-def _agreement_answer(sweep_dir) -> dict:
-    from minicnn.study.agreement import agreement_table, mask_agreement
+def _agreement_answer(sweep_dirs, agreement=None) -> dict:
+    from minicnn.study.agreement import agreement_table, as_folders, mask_agreement
 
     question = "How far do masks agree between criteria and between seeds?"
     tolerance = "Jaccard overlap of kept weights over all prunable weights; mean over pairs"
-    rows = mask_agreement(sweep_dir) if sweep_dir is not None and Path(sweep_dir).is_dir() else []
+    rows = list(agreement) if agreement is not None else mask_agreement(
+        [f for f in as_folders(sweep_dirs) if f.is_dir()])
     if not rows:
         return _answer("B5", question, tolerance, "not measured",
                        "not measured: no comparable step checkpoints (OUT/runs/*/steps/*.h5) beside the table")

@@ -85,12 +85,13 @@ def _method_scope(methods, scope: str, criterion: str) -> None:
     get_criterion(criterion)
 
 
-def _rewind(schedule: str, value) -> str | None:
-    """lth's rewind point as stored: "init" or a positive epoch as text (default "init"); None otherwise."""
+def _rewind(schedule: str, value, choose: str = "--schedule lth") -> str | None:
+    """lth's rewind point as stored: "init" or a positive epoch as text (default "init"); None otherwise.
+    ``choose``: how the user selects lth, for the error."""
     if schedule != "lth":
         if value is not None:
-            raise MiniCNNError("--rewind applies only to --schedule lth (it resets the weights after each "
-                               "pruning step); drop --rewind or pass --schedule lth")
+            raise MiniCNNError("--rewind applies only to the lth schedule (it resets the weights after each "
+                               f"pruning step); drop --rewind or pass {choose}")
         return None
     if value is None or str(value).strip() == "init":
         return "init"
@@ -219,8 +220,9 @@ class PruneConfig(_Common):
 
 @dataclass(frozen=True, kw_only=True)
 class SweepConfig(_Common):
-    """A grid: every (schedule, method, lr) for every seed, each a PruneConfig over ``amounts``, all
-    sharing one baseline per seed, all with one ``criterion``. More ``seeds`` on a rerun extend the sweep."""
+    """A grid: every (schedule, method, criterion, lr) for every seed, each a PruneConfig over ``amounts``,
+    all sharing one baseline per seed. ``rewind`` is the lth runs' (default "init"). More ``seeds`` on a
+    rerun extend the sweep."""
 
     schedules: tuple[str, ...] = paper.SCHEDULES
     methods: tuple[str, ...] = paper.METHODS
@@ -229,8 +231,9 @@ class SweepConfig(_Common):
     seeds: tuple[int, ...] = (0,)
     epochs: int = paper.FINE_TUNE_EPOCHS
     scope: str = "layer"
-    criterion: str = "magnitude"
+    criteria: tuple[str, ...] = ("magnitude",)
     compact: bool = True
+    rewind: str | None = None
 
     EXTENDABLE = ("seeds",)
 
@@ -238,8 +241,13 @@ class SweepConfig(_Common):
         super().__post_init__()
         for value in _distinct("--schedules", tuple(self.schedules), "oneshot,iterative"):
             _choice("schedule", value, paper.ALL_SCHEDULES)
-        _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope,
-                      self.criterion)
+        criteria = _distinct("--criteria", tuple(self.criteria), "magnitude,random")
+        for criterion in criteria:
+            _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope,
+                          criterion)
+        self._set("criteria", criteria)
+        self._set("rewind", _rewind("lth" if "lth" in self.schedules else "", self.rewind,
+                                           "--schedules with lth"))
         lrs = tuple(_finite("--lrs", v, low=0.0, low_open=True) for v in self.lrs)
         self._set("lrs", _distinct("--lrs", lrs, "0.8,0.01,0.0001"))
         seeds = tuple(_seed("--seeds", v) for v in self.seeds)
@@ -249,6 +257,19 @@ class SweepConfig(_Common):
         self._set("amounts", _amounts(self.amounts))
         _count("--epochs", self.epochs, low=0)
 
+    @classmethod
+    def from_dict(cls, values: dict):
+        """As ``_Common.from_dict``; a sweep stored with one ``criterion`` (before ``criteria``) reads as
+        that one criterion."""
+        if "criteria" not in values and "criterion" in values:
+            values = {**values, "criteria": [values["criterion"]]}
+        return super().from_dict(values)
+
+    def differences(self, stored: dict, ignore: tuple = ()) -> list[str]:
+        if "criteria" not in stored and "criterion" in stored:
+            stored = {**stored, "criteria": [stored["criterion"]]}
+        return super().differences(stored, ignore)
+
     def baseline_path(self, out_dir: Path, seed: int) -> Path:
         return Path(out_dir) / "baselines" / f"seed{seed}.h5"
 
@@ -257,10 +278,14 @@ class SweepConfig(_Common):
         SCHEDULE-METHOD-lrLR-seedS, with -CRITERION after METHOD for a criterion other than magnitude."""
         out_dir = Path(out_dir)
         common = {f.name: getattr(self, f.name) for f in dataclasses.fields(_Common)}
-        tag = "" if self.criterion == "magnitude" else f"-{self.criterion}"
+
+        def tag(criterion):
+            return "" if criterion == "magnitude" else f"-{criterion}"
+
         return [(PruneConfig(**common, schedule=schedule, method=method, lr=lr, amounts=self.amounts,
                              epochs=self.epochs, scope=self.scope, seed=seed, compact=self.compact,
-                             criterion=self.criterion, baseline=str(self.baseline_path(out_dir, seed))),
-                 out_dir / "runs" / f"{schedule}-{method}{tag}-lr{lr:g}-seed{seed}")
+                             criterion=criterion, rewind=self.rewind if schedule == "lth" else None,
+                             baseline=str(self.baseline_path(out_dir, seed))),
+                 out_dir / "runs" / f"{schedule}-{method}{tag(criterion)}-lr{lr:g}-seed{seed}")
                 for seed in self.seeds for schedule in self.schedules for method in self.methods
-                for lr in self.lrs]
+                for criterion in self.criteria for lr in self.lrs]

@@ -146,6 +146,9 @@ def run_sweep_dask(sweep, out_dir, scheduler: str, *, data_path=None, backend: s
                                      submission_order)
 
     kind, _ = parse_scheduler(scheduler)
+    if sweep.rewind not in (None, "init"):
+        raise MiniCNNError("--rewind EPOCH needs the baselines' epoch snapshots, which cluster tasks do not carry; "
+                           "run this sweep with --jobs, or pass --rewind init")
     distributed = import_distributed()
     out_dir = Path(out_dir)
     claim_sweep(sweep, out_dir, force)

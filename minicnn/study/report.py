@@ -29,16 +29,20 @@ _CLAIM_DEFINITIONS = (
     "points.")
 
 #: The first line of every report (`minicnn report` replaces only files that start with it).
+#: The mask agreement table, kept beside the report (``write_report``).
+AGREEMENT_CSV = "mask_agreement.csv"
 REPORT_TITLE = "# Pruning a small CIFAR-10 CNN: results and the paper's claims"
 
 
-def render_report(rows, figures_dir=None, relative_to=None, sweep_dir=None, sensitivity=None) -> str:
+def render_report(rows, figures_dir=None, relative_to=None, sweep_dirs=None, sensitivity=None,
+                  agreement=None) -> str:
     """The report as markdown text (``write_report`` writes it).
 
     A table with rows beyond the paper's grid (another criterion, schedule agp or lth) gets a "Beyond the
-    paper" section (``minicnn.study.beyond``); ``sweep_dir`` (the sweep's --out, for the mask agreement of
-    its step checkpoints and its sensitivity/sensitivity.csv) and ``sensitivity`` (a sensitivity CSV or its
-    rows) feed it."""
+    paper" section (``minicnn.study.beyond``); ``sweep_dirs`` (the study folder or folders the rows come
+    from, for the mask agreement of their step checkpoints and a sensitivity/sensitivity.csv) and
+    ``sensitivity`` (a sensitivity CSV or its rows) and ``agreement`` (mask agreement rows, else those
+    computed from the folders' step checkpoints) feed it."""
     if not rows:
         raise MiniCNNError("the results table is empty; run `minicnn prune` or `minicnn sweep` first")
     figures = _FigureLinks(figures_dir, relative_to)
@@ -53,21 +57,35 @@ def render_report(rows, figures_dir=None, relative_to=None, sweep_dir=None, sens
     out += _results(rows, curves, figures)
     out += _claims(rows)
     if has_beyond_rows(rows):
-        out += beyond_section(rows, figures, sweep_dir, sensitivity)
+        out += beyond_section(rows, figures, sweep_dirs, sensitivity, agreement)
     return "\n".join(out)
 
 
-def write_report(rows, out_path, figures_dir=None, sweep_dir=None, sensitivity=None) -> Path:
-    """Write the markdown report to ``out_path`` atomically; figure links are relative to it."""
+def write_report(rows, out_path, figures_dir=None, sweep_dirs=None, sensitivity=None) -> Path:
+    """Write the markdown report to ``out_path`` atomically; figure links are relative to it. With rows
+    beyond the paper, the mask agreement of the ``sweep_dirs``' step checkpoints is kept beside it in
+    ``AGREEMENT_CSV`` and read from there where the checkpoints are not (a checkout of committed results)."""
     from minicnn.io.files import atomic_path
 
     out_path = Path(out_path)
     figures = Path(figures_dir).resolve() if figures_dir is not None else None
-    text = render_report(rows, figures, relative_to=out_path.resolve().parent, sweep_dir=sweep_dir,
-                         sensitivity=sensitivity)
+    agreement = _agreement(sweep_dirs, out_path.parent / AGREEMENT_CSV) if has_beyond_rows(rows) else None
+    text = render_report(rows, figures, relative_to=out_path.resolve().parent, sweep_dirs=sweep_dirs,
+                         sensitivity=sensitivity, agreement=agreement)
     with atomic_path(out_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out_path
+
+
+def _agreement(sweep_dirs, saved: Path) -> list:
+    """Mask agreement rows of the folders' step checkpoints, stored in ``saved`` and read back (so that the
+    report renders the same from the file alone); the rows ``saved`` holds when there are no checkpoints."""
+    from minicnn.study.agreement import as_folders, load_agreement, mask_agreement, save_agreement
+
+    rows = mask_agreement([f for f in as_folders(sweep_dirs) if f.is_dir()])
+    if rows:
+        save_agreement(rows, saved)
+    return load_agreement(saved) if saved.is_file() else []
 
 
 # ---------------------------------------------------------------------------------------- sections

@@ -183,3 +183,17 @@ def load_results(path) -> list[ResultRow]:
         rows.append(ResultRow(**{c: parse_cell(_TYPES[c], c, raw[c], f"{path}, line {number}")
                                  for c in COLUMNS if c in raw}))
     return rows
+
+
+def merge_tables(tables) -> list[ResultRow]:
+    """Several tables' rows as one table, in order. A row whose run and amount (schedule, method, scope, lr,
+    criterion, seed, amount) an earlier row already holds is left out: the same configuration run in two
+    study folders (the extended study repeats the paper's magnitude runs at lr 0.01) counts once."""
+    seen, merged = set(), []
+    for rows in tables:
+        for row in rows:
+            key = (*row.config_key(), row.criterion, row.seed, row.amount)
+            if key not in seen:
+                seen.add(key)
+                merged.append(row)
+    return merged

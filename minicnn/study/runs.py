@@ -301,12 +301,12 @@ def format_row(row: ResultRow) -> str:
 def format_table(rows: list[ResultRow]) -> str:
     """The results as an aligned text table (compression: total / nonzero parameters; speedup: dense /
     effective FLOPs; epochs: fine-tuning epochs spent to reach the row)."""
-    head = (f"{'schedule':9s} {'method':12s} {'lr':>7s} {'seed':>10s} {'amount':>6s} {'params':>7s} {'FLOPs':>9s} "
+    head = (f"{'schedule':9s} {'method':12s} {'criterion':9s} {'lr':>7s} {'seed':>10s} {'amount':>6s} {'params':>7s} {'FLOPs':>9s} "
             f"{'test before':>11s} {'test after':>10s} {'train':>7s} {'compr':>7s} {'speedup':>7s} {'epochs':>6s} "
             f"{'time s':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.schedule:9s} {r.method:12s} {r.lr:7g} {r.seed:10d} {r.amount:6.3f} "
+        lines.append(f"{r.schedule:9s} {r.method:12s} {r.criterion:9s} {r.lr:7g} {r.seed:10d} {r.amount:6.3f} "
                      f"{r.params_effective:7d} {r.flops_effective:9d} {r.test_acc_before:11.2%} "
                      f"{r.test_acc_after:10.2%} {r.train_acc:7.2%} {r.compression_ratio:7.3g} "
                      f"{r.theoretical_speedup:7.3g} {r.epochs_spent:6d} {r.seconds:7.1f}"

@@ -59,10 +59,11 @@ def _worker_init(threads: int, parent: int) -> None:
 
 
 def _train_baseline_job(args):
-    config, path, data_path, backend = args
+    config, path, data_path, backend, snapshots = args
     from minicnn.study.training import run_training
 
-    result = run_training(config, path, data_path=data_path, backend=backend, echo=lambda *_: None)
+    result = run_training(config, path, data_path=data_path, backend=backend, echo=lambda *_: None,
+                          snapshots=snapshots)
     return config.seed, result["test_acc"], result["diverged"]
 
 
@@ -171,8 +172,9 @@ def _run_grid(pool, sweep: SweepConfig, grid, out_dir: Path, jobs: int, threads:
     finish. Returns the progress of the configurations (started after the baselines)."""
     from concurrent.futures import as_completed
 
+    keep = (int(sweep.rewind),) if sweep.rewind not in (None, "init") else ()  # lth --rewind EPOCH
     base_jobs = [(TrainConfig.paper_baseline(sweep, seed), str(sweep.baseline_path(out_dir, seed)), data_path,
-                  backend) for seed in sweep.seeds]
+                  backend, keep) for seed in sweep.seeds]
     echo(f"sweep: {len(grid)} configurations x {len(sweep.amounts)} amounts, {jobs} worker(s) x "
          f"{threads} thread(s); baselines first")
     for seed, acc, diverged in pool.map(_train_baseline_job, base_jobs):

@@ -207,7 +207,7 @@ def test_unknown_criterion_names_the_choices():
     with pytest.raises(MiniCNNError, match="unknown pruning criterion 'nope'"):
         PruneConfig(schedule="oneshot", method="unstructured", lr=0.01, criterion="nope")
     with pytest.raises(MiniCNNError, match="unknown pruning criterion"):
-        SweepConfig(criterion="nope")
+        SweepConfig(criteria=("magnitude", "nope"))
 
 
 def test_settings_recorded_before_criteria_still_match_the_default():
@@ -217,15 +217,25 @@ def test_settings_recorded_before_criteria_still_match_the_default():
     other = PruneConfig(schedule="oneshot", method="unstructured", lr=0.01, criterion="random")
     assert other.differences(old) == ["criterion: 'magnitude' -> 'random'"]
     sweep = SweepConfig(lrs=(0.01,))
-    assert sweep.differences({k: v for k, v in sweep.to_dict().items() if k != "criterion"}) == []
+    assert sweep.differences({k: v for k, v in sweep.to_dict().items() if k != "criteria"}) == []
+    # a sweep stored with one criterion (before criteria lists) is that one criterion
+    one = {**{k: v for k, v in sweep.to_dict().items() if k != "criteria"}, "criterion": "random"}
+    assert SweepConfig(lrs=(0.01,), criteria=("random",)).differences(one) == []
+    assert sweep.differences(one) == ["criteria: ['random'] -> ['magnitude']"]
+    assert SweepConfig.from_dict(one).criteria == ("random",)
 
 
 def test_sweep_run_folders_name_the_criterion_unless_magnitude(tmp_path):
     one = dict(lrs=(0.01,), methods=("unstructured",), schedules=("oneshot",))
     assert [d.name for _, d in SweepConfig(**one).runs(tmp_path)] == ["oneshot-unstructured-lr0.01-seed0"]
-    grid = SweepConfig(**one, criterion="gradmag").runs(tmp_path)
+    grid = SweepConfig(**one, criteria=("gradmag",)).runs(tmp_path)
     assert [d.name for _, d in grid] == ["oneshot-unstructured-gradmag-lr0.01-seed0"]
     assert grid[0][0].criterion == "gradmag"
+    grid = SweepConfig(**one, criteria=("magnitude", "random"), seeds=(0, 1)).runs(tmp_path)
+    assert [d.name for _, d in grid] == ["oneshot-unstructured-lr0.01-seed0", "oneshot-unstructured-random-lr0.01-seed0",
+                                         "oneshot-unstructured-lr0.01-seed1", "oneshot-unstructured-random-lr0.01-seed1"]
+    assert [(c.criterion, c.seed) for c, _ in grid] == [("magnitude", 0), ("random", 0), ("magnitude", 1),
+                                                        ("random", 1)]
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -248,16 +258,18 @@ def test_cli_prune_with_random_criterion(make_synthetic_cache, tmp_path, monkeyp
 
 
 def test_a_table_from_before_the_criterion_column_reads_as_magnitude(tmp_path):
-    """results.csv files written before rows recorded their criterion (the committed paper study) load,
-    each row read as magnitude pruning, the only criterion there was."""
-    import csv
-    import shutil
+    """results.csv files written before rows recorded their criterion (the first committed paper study)
+    load, each row read as magnitude pruning, the only criterion there was."""
+    from minicnn.study.results import REQUIRED_COLUMNS
 
-    shutil.copy(Path(__file__).resolve().parents[2] / "experiments" / "results" / "paper" / "results.csv", tmp_path)
-    with open(tmp_path / "results.csv", newline="") as fh:
-        assert "criterion" not in next(csv.reader(fh))
+    old_header = ",".join(REQUIRED_COLUMNS)  # the columns of those tables, in their order
+    assert old_header.startswith("schedule,method,scope,lr,seed,step,amount") and "criterion" not in old_header
+    line = "oneshot,unstructured,layer,0.8,0,1,0.1,0.9,20714,18644,18644,0.900068,505866,456714,1370142," \
+           "0.3564,0.3696,0.39476,1.70157,1.76022,10,55.9876,0"
+    (tmp_path / "results.csv").write_text(f"{old_header}\n{line}\n{line.replace(',0,1,0.1,', ',1,1,0.1,')}\n")
     rows = load_results(tmp_path)
-    assert len(rows) == 288 and {row.criterion for row in rows} == {"magnitude"}
+    assert len(rows) == 2 and {row.criterion for row in rows} == {"magnitude"} and rows[1].seed == 1
+    assert rows[0].compression_ratio == pytest.approx(20714 / 18644) and rows[0].epochs_spent == -1
 
 
 def test_cli_unknown_criterion_is_one_line(make_synthetic_cache, tmp_path):

@@ -131,6 +131,60 @@ def test_mask_agreement_between_criteria_and_seeds(tmp_path):
     assert agreement_table(rows)[2].startswith("| magnitude vs random | oneshot unstructured, layer scope")
 
 
+def test_mask_agreement_pairs_runs_across_study_folders(tmp_path):
+    """Two folders (the paper's study and an extended one) pair their runs; a run found in both pairs
+    with nothing, so it adds no agreement of 1 with itself."""
+    full, a, b = np.ones(4, np.float32), np.array([1, 1, 0, 0], np.float32), np.array([1, 0, 1, 0], np.float32)
+    magnitude = {"schedule": "oneshot", "seed": 0, "criterion": "magnitude"}
+    _run(tmp_path / "paper", "oneshot-unstructured-lr0.01-seed0", magnitude, {0.0: full, 0.5: a})
+    _run(tmp_path / "ext", "oneshot-unstructured-lr0.01-seed0", magnitude, {0.0: full, 0.5: a})
+    _run(tmp_path / "ext", "oneshot-unstructured-random-lr0.01-seed0",
+         {"schedule": "oneshot", "seed": 0, "criterion": "random"}, {0.0: full, 0.5: b})
+    assert mask_agreement(tmp_path / "paper") == []
+    rows = mask_agreement([tmp_path / "paper", tmp_path / "ext"])
+    assert {(r.kind, r.amount, r.pairs) for r in rows} == {("criteria", 0.0, 2), ("criteria", 0.5, 2)}
+    assert [r.jaccard < 1 for r in rows] == [False, True]
+
+
+def test_agreement_table_round_trips_and_the_report_reads_it_without_checkpoints(tmp_path):
+    """write_report keeps the agreement beside the report; a folder without step checkpoints (a checkout
+    of committed results) renders the same report from that file."""
+    from minicnn.study.agreement import load_agreement, save_agreement
+    from minicnn.study.report import AGREEMENT_CSV, write_report
+
+    full, a, b = np.ones(4, np.float32), np.array([1, 1, 0, 0], np.float32), np.array([1, 0, 1, 0], np.float32)
+    _run(tmp_path / "S", "oneshot-unstructured-lr0.01-seed0", {"schedule": "oneshot", "seed": 0,
+                                                              "criterion": "magnitude"}, {0.0: full, 0.5: a})
+    _run(tmp_path / "S", "oneshot-unstructured-random-lr0.01-seed0",
+         {"schedule": "oneshot", "seed": 0, "criterion": "random"}, {0.0: full, 0.5: b})
+    rows = mask_agreement(tmp_path / "S")
+    assert load_agreement(save_agreement(rows, tmp_path / "a.csv")) == [
+        dataclasses.replace(r, jaccard=float(f"{r.jaccard:.6g}"), jaccard_min=float(f"{r.jaccard_min:.6g}"))
+        for r in rows]
+    table = _rows() + _rows("random", shift=-0.05)
+    first = write_report(table, tmp_path / "R" / "REPORT.md", sweep_dirs=[tmp_path / "S"]).read_text()
+    assert (tmp_path / "R" / AGREEMENT_CSV).is_file() and "criteria: mean Jaccard" in first
+    import shutil
+
+    shutil.rmtree(tmp_path / "S" / "runs")
+    assert write_report(table, tmp_path / "R" / "REPORT.md", sweep_dirs=[tmp_path / "S"]).read_text() == first
+    (tmp_path / "R" / AGREEMENT_CSV).unlink()
+    assert "| B5 |" in (text := write_report(table, tmp_path / "R" / "REPORT.md").read_text())
+    assert "not measured: no comparable step checkpoints" in text
+
+
+def test_merged_tables_count_a_run_found_twice_once():
+    from minicnn.study.results import merge_tables
+
+    paper = _rows(schedules=("oneshot", "iterative"))
+    extended = _rows(schedules=("iterative", "agp")) + _rows("random", schedules=("iterative",))
+    merged = merge_tables([paper, extended])
+    assert merged[:len(paper)] == paper
+    assert len(merged) == len(paper) + len(extended) - len(AMOUNTS) * 2  # extended's iterative magnitude rows
+    assert {(r.schedule, r.criterion) for r in merged[len(paper):]} == {("agp", "magnitude"),
+                                                                        ("iterative", "random")}
+
+
 # ----------------------------------------------------------------------------------------- answers
 def test_magnitude_beats_random_by_the_constructed_margin():
     answers = _by_id(beyond_answers(_rows() + _rows("random", shift=-0.05)))
@@ -170,7 +224,7 @@ def test_most_sensitive_layer_from_the_sweeps_sensitivity_table(tmp_path):
 
     save_sensitivity([row("conv1", 0.5, 0.02), row("conv1", 0.9, 0.30), row("fc", 0.5, 0.01), row("fc", 0.9, 0.05)],
                      tmp_path / "sensitivity", {"acc": 0.6, "loss": 1.0})
-    b4 = _by_id(beyond_answers(_rows() + _rows("random"), sweep_dir=tmp_path))["B4"]
+    b4 = _by_id(beyond_answers(_rows() + _rows("random"), sweep_dirs=tmp_path))["B4"]
     assert b4["verdict"] == "measured"
     assert b4["answer"].startswith("unstructured magnitude: conv1 (drop 30.0 pts at 90%; next fc 5.0 pts)")
 

@@ -223,7 +223,7 @@ def test_sweep_accepts_the_new_schedules_and_old_run_settings_stay_valid(tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--schedule", "iterative", "--rewind", "init"], "--rewind applies only to --schedule lth"),
+    (["--schedule", "iterative", "--rewind", "init"], "--rewind applies only to the lth schedule"),
     (["--schedule", "lth", "--rewind", "soon"], "--rewind must be init or a baseline epoch"),
     (["--schedule", "lth", "--rewind", "2"], "saved no weights after epoch 2"),
     (["--schedule", "lth", "--rewind", "7"], "choose --rewind init or an epoch up to 2"),

@@ -3,6 +3,7 @@ uninterrupted table; settings are guarded; compaction is exact; sweep + plot + r
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -320,3 +321,39 @@ def test_sweep_submits_methods_interleaved(tmp_path):
     assert sorted(str(d) for _, d in order) == sorted(str(d) for _, d in grid)
     assert [cfg.method for cfg, _ in order] == ["unstructured", "structured"] * (len(grid) // 2)
     assert [cfg.method for cfg, _ in grid[:2]] == ["unstructured", "unstructured"]  # the grid's own order
+
+
+def test_sweep_over_criteria_with_lth_rewinding_to_an_epoch_then_one_report_of_two_folders(tmp_path,
+                                                                                         make_synthetic_cache):
+    """--criteria is a grid axis (a run folder per criterion, rows keep their criterion); --rewind EPOCH
+    makes the sweep's baselines save that epoch; plot and report merge two study folders, a run found
+    in both counted once."""
+    data_path = str(make_synthetic_cache(256, 128, seed=5))
+    common = ["--methods", "unstructured", "--lrs", "0.01", "--amounts", "0,.5", "--epochs", "1",
+              "--batch-size", "64", "--data", data_path]
+    runner = CliRunner()
+    paper = runner.invoke(cli, ["sweep", "--schedules", "iterative", "--out", str(tmp_path / "P")] + common)
+    assert paper.exit_code == 0, paper.output
+    ext = runner.invoke(cli, ["sweep", "--schedules", "iterative,lth", "--criteria", "magnitude,random",
+                              "--rewind", "2", "--out", str(tmp_path / "E")] + common)
+    assert ext.exit_code == 0, ext.output
+    assert (tmp_path / "E" / "baselines" / "seed0.epoch2.h5").is_file()
+    assert sorted(p.name for p in (tmp_path / "E" / "runs").iterdir()) == [
+        "iterative-unstructured-lr0.01-seed0", "iterative-unstructured-random-lr0.01-seed0",
+        "lth-unstructured-lr0.01-seed0", "lth-unstructured-random-lr0.01-seed0"]
+    rows = load_results(tmp_path / "E")
+    assert {(r.schedule, r.criterion) for r in rows} == {(s, c) for s in ("iterative", "lth")
+                                                          for c in ("magnitude", "random")}
+    ours = load_results(tmp_path / "P")
+    same = [r for r in rows if (r.schedule, r.criterion) == ("iterative", "magnitude")]
+    assert [dataclasses.replace(r, seconds=0) for r in same] == [dataclasses.replace(r, seconds=0) for r in ours]
+
+    out = tmp_path / "R" / "REPORT.md"
+    result = runner.invoke(cli, ["report", str(tmp_path / "P"), str(tmp_path / "E"), "--out", str(out),
+                                 "--figures", str(tmp_path / "F")])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "- rows: 8 (4 schedule x method x scope x lr x criterion configurations)" in text  # P's 2 counted once
+    assert "## Beyond the paper" in text and "| B3 | Do AGP and LTH beat iterative" in text
+    assert (tmp_path / "R" / "mask_agreement.csv").is_file()
+    assert (tmp_path / "F" / "accuracy_vs_compression.png").is_file()
