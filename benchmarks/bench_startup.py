@@ -1,10 +1,13 @@
-"""How long a new user waits: `minicnn --help`, and the first `minicnn train` of a fresh install (every
-kernel compiled, the kernel cache empty) against a second one (kernels loaded from the cache).
+"""How long a new user waits: `minicnn --help`; a fresh install's `minicnn data prepare` (the data cache
+built while a child process compiles the training kernels); the first `minicnn train` after it; and,
+for comparison, a first `minicnn train` that compiles its kernels itself (after `data prepare
+--no-compile`) and a warm one.
 
-Each command runs in its own process, as a user runs it, launch to exit, on the first 1,024 training
-images of CIFAR-10 (or a synthetic stand-in when MINICNN_DATA is not set): one epoch, then the train and
-test accuracy. The data cache is built once before the timings. Ends with the line
-    cold start: N.N s      (the first `minicnn train` with an empty kernel cache, launch to exit)
+Each command runs in its own process, as a user runs it, launch to exit; a fresh install is an empty
+kernel cache (NUMBA_CACHE_DIR) and an empty data cache (MINICNN_CACHE). Training: one epoch on the
+first 1,024 training images of CIFAR-10 (MINICNN_DATA; else a synthetic stand-in), then the train and
+test accuracy. Ends with the line
+    cold start: N.N s      (a fresh install's first `minicnn train` after `minicnn data prepare`)
 
     python benchmarks/bench_startup.py [--repeats 1]
 """
@@ -59,25 +62,29 @@ def main():
 
             data = str(work / "synthetic.h5")
             write_cache(make_synthetic(1024, 1024, np.random.default_rng(0)), data)
-        env["MINICNN_CACHE"] = str(work / "data-cache")
-        train = ["train", "--epochs", "1", "--train-limit", "1024", "--test-limit", "1024", "--data", data]
-        timed(["data", "prepare", "--data", data], env)  # the data cache, built once outside the timings
+        train = ["train", "--epochs", "1", "--train-limit", "1024", "--test-limit", "1024"]
 
         rows = []
         for repeat in range(args.repeats):
-            env["NUMBA_CACHE_DIR"] = str(work / f"kernels{repeat}")  # empty: a fresh install
+            def fresh(name):  # an empty kernel cache and data cache
+                env["NUMBA_CACHE_DIR"], env["MINICNN_CACHE"] = str(work / f"{name}{repeat}"), str(work / f"d{name}{repeat}")
+
+            fresh("a")
             help_s = timed(["--help"], env)
-            cold = timed(train + ["--out", str(work / f"cold{repeat}.h5")], env)
+            prepare = timed(["data", "prepare", "--data", data], env)
+            first = timed(train + ["--out", str(work / f"first{repeat}.h5")], env)
+            fresh("b")
+            timed(["data", "prepare", "--no-compile", "--data", data], env)
+            compiling = timed(train + ["--out", str(work / f"cold{repeat}.h5")], env)
             warm = timed(train + ["--out", str(work / f"warm{repeat}.h5")], env)
-            rows.append((help_s, cold, warm))
+            rows.append({"minicnn --help": help_s, "data prepare (data + kernels)": prepare,
+                         "first train after it": first, "train compiling its kernels": compiling,
+                         "train, warm": warm})
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"{'':28s} {'seconds':>8s}")
-    for help_s, cold, warm in rows:
-        print(f"{'minicnn --help':28s} {help_s:8.1f}")
-        print(f"{'train, cold (empty cache)':28s} {cold:8.1f}")
-        print(f"{'train, warm (cached)':28s} {warm:8.1f}")
-    print(f"cold start: {min(r[1] for r in rows):.1f} s")
+    for name in rows[0]:
+        print(f"{name:32s}" + "".join(f" {row[name]:6.1f} s" for row in rows))
+    print(f"cold start: {min(row['first train after it'] for row in rows):.1f} s")
 
 
 if __name__ == "__main__":
