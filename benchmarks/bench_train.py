@@ -1,12 +1,19 @@
-"""Training and inference throughput of minicnn (fast backend) vs PyTorch CPU, side by side.
+"""Training and inference throughput of minicnn (fast backend) vs PyTorch CPU, eager and compiled
+(torch.compile, inductor), side by side; then how close minicnn's training comes to the machine's peak.
 
-Same model, same batch size, same number of threads, float32 batches already normalised (both sides
-get the same arrays). Both sides are timed alternately, repeat after repeat (a noisy machine slows
-both alike); medians reported, the ratio is the median of the per-repeat ratios. Ends with two lines:
+Same model, same batch size, same number of threads, float32 batches already normalised (every side gets
+the same arrays). The sides are timed alternately, repeat after repeat (a noisy machine slows all
+alike); medians reported. The ratio of a repeat is minicnn's images/s over the faster PyTorch variant's
+in that repeat; the ratio reported is the median over repeats. Peak: the GFLOP/s of a float32 NumPy
+matmul of 4096 x 4096 (its BLAS on every core, as the kernels), and minicnn's training GFLOP/s counted
+as PyTorch's FLOP counter counts a training step: conv and linear multiply-adds x 2 of the forward pass,
+the weight gradients, and the input gradients of every layer but the first (not computed). Ends with:
     train ratio: N.Nx
     inference ratio: N.Nx
+    train fraction of peak: NN%
 
     python benchmarks/bench_train.py [--arch paper] [--batch-size 512] [--batches 20] [--repeats 5]
+                                     [--no-compile]
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ def minicnn_runner(arch, x, y, lr):
     return train, infer
 
 
-def torch_runner(arch, x, y, lr, threads):
+def torch_runner(arch, x, y, lr, threads, compiled=False):
+    """(train, infer) of the PyTorch twin; ``compiled``: through torch.compile (inductor, default mode)."""
     import torch
     from torch import nn
 
@@ -52,6 +60,8 @@ def torch_runner(arch, x, y, lr, threads):
 
     torch.set_num_threads(threads)
     net = torch_model(build_model(arch, np.random.default_rng(0), backend="ref"))
+    if compiled:
+        net = torch.compile(net)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -69,20 +79,63 @@ def torch_runner(arch, x, y, lr, threads):
     return train, infer
 
 
-def interleaved(mine, theirs, my_batches, their_batches, repeats):
-    """Time both sides alternately, repeat after repeat, so that a noisy neighbour slows both alike.
-    Returns (median images/s of mine, of theirs, median of the per-repeat ratios)."""
-    mine(my_batches[:2])  # warm-up (JIT, allocators)
-    theirs(their_batches[:2])
-    n = sum(len(b[1]) for b in my_batches)
-    ours, others = [], []
+def interleaved(sides, repeats):
+    """Time every side ((fn, batches), minicnn first) in turn, repeat after repeat, so that a noisy
+    neighbour slows all alike. Returns (median images/s per side, median over repeats of minicnn's
+    images/s over the fastest other side's)."""
+    for fn, batches in sides:
+        fn(batches[:2])  # warm-up (JIT, torch.compile, allocators)
+    n = sum(len(b[1]) for b in sides[0][1])
+    speeds = [[] for _ in sides]
     for _ in range(repeats):
-        for fn, batches, out in ((mine, my_batches, ours), (theirs, their_batches, others)):
+        for (fn, batches), out in zip(sides, speeds):
             t0 = time.perf_counter()
             fn(batches)
             out.append(n / (time.perf_counter() - t0))
-    ratios = [a / b for a, b in zip(ours, others)]
-    return statistics.median(ours), statistics.median(others), statistics.median(ratios)
+    ratios = [mine / max(others) for mine, *others in zip(*speeds)]
+    return [statistics.median(s) for s in speeds], statistics.median(ratios)
+
+
+def matmul_gflops(threads: int, size: int = 4096, repeats: int = 3) -> float:
+    """The best GFLOP/s of a float32 ``size`` x ``size`` NumPy matmul (2 size^3 FLOPs) over ``repeats``."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def training_work_flops(arch) -> int:
+    """FLOPs per image of a training step as PyTorch's FLOP counter counts them: conv and linear
+    multiply-adds x 2 (``minicnn.pruning.flops.count``, dense, biases left out) for the forward pass and
+    the weight gradients, and for the input gradients of every such layer but the first."""
+    from minicnn.nn.model import build_model
+    from minicnn.pruning.flops import count
+
+    rows = [r for r in count(build_model(arch, np.random.default_rng(0), backend="ref"))["layers"]
+            if r["kind"] in ("conv", "linear")]
+    macs2 = [r["flops_dense"] - r["units"] * int(np.prod(r["output_shape"][1:]) if r["kind"] == "conv" else 1)
+             for r in rows]
+    return 3 * sum(macs2) - macs2[0]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 def main():
@@ -92,6 +145,7 @@ def main():
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for minutes)")
     args = ap.parse_args()
 
     import numba
@@ -105,20 +159,30 @@ def main():
     np_batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
     t_batches = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in np_batches]
 
-    m_train, m_infer = minicnn_runner(args.arch, x, y, args.lr)
-    t_train, t_infer = torch_runner(args.arch, x, y, args.lr, threads)
-    rows = [
-        ("train",) + interleaved(m_train, t_train, np_batches, t_batches, args.repeats),
-        ("inference",) + interleaved(m_infer, t_infer, np_batches, t_batches, args.repeats),
-    ]
-    print(f"arch={args.arch} batch={args.batch_size} threads={threads} OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')} "
-          f"torch={torch.__version__} "
-          f"(medians of {args.repeats} interleaved repeats x {n} images; ratio = median of per-repeat ratios)")
-    print(f"{'':10s} {'minicnn img/s':>14s} {'torch img/s':>12s} {'ratio':>6s}")
-    for name, mine, theirs, ratio in rows:
-        print(f"{name:10s} {mine:14,.0f} {theirs:12,.0f} {ratio:5.1f}x")
-    for name, _, _, ratio in rows:
+    runners = [minicnn_runner(args.arch, x, y, args.lr), torch_runner(args.arch, x, y, args.lr, threads)]
+    names = ["minicnn", "torch eager"]
+    if not args.no_compile:
+        runners.append(torch_runner(args.arch, x, y, args.lr, threads, compiled=True))
+        names.append("torch.compile")
+    rows = []
+    for name, kind in (("train", 0), ("inference", 1)):
+        sides = [(r[kind], np_batches if i == 0 else t_batches) for i, r in enumerate(runners)]
+        rows.append((name, *interleaved(sides, args.repeats)))
+    work = training_work_flops(args.arch)
+    train_gflops = rows[0][1][0] * work / 1e9
+    peak = matmul_gflops(threads)
+
+    print(f"CPU: {cpu_model()}; arch={args.arch} batch={args.batch_size} threads={threads} "
+          f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')} torch={torch.__version__} (medians of {args.repeats} "
+          f"interleaved repeats x {n} images; ratio = median over repeats of minicnn / the faster PyTorch)")
+    print(f"{'':10s}" + "".join(f" {name + ' img/s':>19s}" for name in names) + f" {'ratio':>6s}")
+    for name, speeds, ratio in rows:
+        print(f"{name:10s}" + "".join(f" {s:19,.0f}" for s in speeds) + f" {ratio:5.1f}x")
+    print(f"training: {work:,} FLOPs per image (PyTorch's count) x {rows[0][1][0]:,.0f} img/s = "
+          f"{train_gflops:.1f} GFLOP/s; float32 matmul 4096^2 on {threads} threads: {peak:.1f} GFLOP/s")
+    for name, _, ratio in rows:
         print(f"{name} ratio: {ratio:.1f}x")
+    print(f"train fraction of peak: {100 * train_gflops / peak:.0f}%")
 
 
 if __name__ == "__main__":

@@ -236,3 +236,44 @@ def test_out_is_an_existing_non_checkpoint_file(work):
     result = invoke(*train_args(cache, cache))  # not even the data cache it is reading
     assert_clean_error(result, "not a minicnn checkpoint")
     assert Path(cache).read_bytes() == cache_bytes
+
+
+_COUNT_COMPILES = """
+import sys
+from numba.core import event
+compiled = []
+class Count(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+from click.testing import CliRunner
+from minicnn.cli import cli
+result = CliRunner().invoke(cli, sys.argv[1:])
+assert result.exit_code == 0, result.output
+print("compiled:", ",".join(compiled))
+"""
+
+
+@pytest.mark.slow
+def test_data_prepare_compiles_what_the_first_train_needs(tmp_path, make_synthetic_cache):
+    """With an empty kernel cache (a fresh install), `minicnn data prepare` compiles the kernels of a
+    paper-model training run, so that the first `minicnn train` compiles nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "kernels"), "MINICNN_CACHE": str(tmp_path / "data")}
+    env.pop("MINICNN_DATA", None)
+    data = str(make_synthetic_cache(256, 64))
+    prepare = subprocess.run([sys.executable, "-c", "from minicnn.cli import cli; cli()", "data", "prepare",
+                              "--source", data], env=env, capture_output=True, text=True)
+    assert prepare.returncode == 0, prepare.stdout + prepare.stderr
+    assert "compiling the training kernels" in prepare.stdout
+    assert any((tmp_path / "kernels").rglob("*.nbc"))
+    train = subprocess.run([sys.executable, "-c", _COUNT_COMPILES, "train", "--epochs", "1", "--train-limit", "128",
+                            "--test-limit", "64", "--data", data, "--out", str(tmp_path / "m.h5")], env=env,
+                           capture_output=True, text=True)
+    assert train.returncode == 0, train.stdout + train.stderr
+    assert train.stdout.strip().splitlines()[-1] == "compiled:", train.stdout

@@ -131,10 +131,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, labels, train, n_pa
                 _backward_group(wanted_plan, size, finite, geo, planes, dpooled, code, grad, dconv, dw_sum, db_sum)
         if train:
             loss_part[t] = loss_sum
-            dw_part[t] = dw_sum
-            db_part[t] = db_sum
-            dfc_part[t] = dfc_sum
-            dfcb_part[t] = dfcb_sum
+            _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum)
     if not train:
         return 0.0
     return _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out) / max(n_img, 1)
@@ -277,6 +274,25 @@ def _backward_group(plan, size, finite, geo, planes, dpooled, code, grad, dconv,
                              dw[f])
 
 
+@stage
+def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum):
+    """Thread t's sums into its places of the parts, entry by entry. Slice assignments (dw_part[t] =
+    dw_sum) would do the same, but each compiles Numba's shape-mismatch error, whose message formatting
+    took 7 of the op's 45 s of compilation on a cold start."""
+    n_filt, c_in, kh, kw = dw_sum.shape
+    for f in range(n_filt):
+        for c in range(c_in):
+            for i in range(kh):
+                for j in range(kw):
+                    dw_part[t, f, c, i, j] = dw_sum[f, c, i, j]
+        db_part[t, f] = db_sum[f]
+    for k in range(dfc_sum.shape[0]):
+        for e in range(dfc_sum.shape[1]):
+            dfc_part[t, k, e] = dfc_sum[k, e]
+    for k in range(dfcb_sum.shape[0]):
+        dfcb_part[t, k] = dfcb_sum[k]
+
+
 # The work around the parallel loop, in serial functions: in the parallel kernel, Numba would run each
 # array expression (np.zeros, a sum) as a parallel loop of its own, for microseconds of work (in NumPy
 # after the kernel, they took 6 % of a paper-model step).
@@ -316,17 +332,17 @@ def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out):
     row, each a loop over contiguous entries (a strided sum per entry took 6x as long)."""
     dw, db, dfc_w, dfc_b = out.dw, out.db, out.dfc_w, out.dfc_b
     n_parts, n_class, n_filt, span = dw_part.shape[0], dfcb_part.shape[1], db_part.shape[1], ph * wh
-    dw_flat, dw_parts = dw.reshape(dw.size), dw_part.reshape(n_parts, dw.size)
-    dw_flat[:] = dw_parts[0]
-    db[:] = db_part[0]
-    dfc_b[:] = dfcb_part[0]
-    for t in range(1, n_parts):
-        for i in range(dw.size):
-            dw_flat[i] += dw_parts[t, i]
+    _, c_in, kh, kw = dw.shape
+    # entry by entry, not dw[:] = ... (see _store_part)
+    for t in range(n_parts):
         for f in range(n_filt):
-            db[f] += db_part[t, f]
+            for c in range(c_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        dw[f, c, i, j] = dw_part[t, f, c, i, j] if t == 0 else dw[f, c, i, j] + dw_part[t, f, c, i, j]
+            db[f] = db_part[t, f] if t == 0 else db[f] + db_part[t, f]
         for k in range(n_class):
-            dfc_b[k] += dfcb_part[t, k]
+            dfc_b[k] = dfcb_part[t, k] if t == 0 else dfc_b[k] + dfcb_part[t, k]
     for k in range(n_class):
         for f in range(n_filt):
             for py in range(ph):
