@@ -6,8 +6,8 @@ the same arrays). The sides are timed alternately, repeat after repeat (a noisy 
 alike); medians reported. The ratio of a repeat is minicnn's images/s over the faster PyTorch variant's
 in that repeat; the ratio reported is the median over repeats. Peak: the GFLOP/s of a float32 NumPy
 matmul of 4096 x 4096 (its BLAS on every core, as the kernels), and minicnn's training GFLOP/s counted
-as PyTorch's FLOP counter counts a training step: conv and linear multiply-adds x 2 of the forward pass,
-the weight gradients, and the input gradients of every layer but the first (not computed). Ends with:
+as PyTorch's FLOP counter counts a training step (``minicnn.pruning.flops.training_matmul_flops``, held
+equal to it by a test). Ends with:
     train ratio: N.Nx
     inference ratio: N.Nx
     train fraction of peak: NN%
@@ -111,20 +111,6 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def training_work_flops(arch) -> int:
-    """FLOPs per image of a training step as PyTorch's FLOP counter counts them: conv and linear
-    multiply-adds x 2 (``minicnn.pruning.flops.count``, dense, biases left out) for the forward pass and
-    the weight gradients, and for the input gradients of every such layer but the first."""
-    from minicnn.nn.model import build_model
-    from minicnn.pruning.flops import count
-
-    rows = [r for r in count(build_model(arch, np.random.default_rng(0), backend="ref"))["layers"]
-            if r["kind"] in ("conv", "linear")]
-    macs2 = [r["flops_dense"] - r["units"] * int(np.prod(r["output_shape"][1:]) if r["kind"] == "conv" else 1)
-             for r in rows]
-    return 3 * sum(macs2) - macs2[0]
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -168,7 +154,10 @@ def main():
     for name, kind in (("train", 0), ("inference", 1)):
         sides = [(r[kind], np_batches if i == 0 else t_batches) for i, r in enumerate(runners)]
         rows.append((name, *interleaved(sides, args.repeats)))
-    work = training_work_flops(args.arch)
+    from minicnn.nn.model import build_model
+    from minicnn.pruning.flops import training_matmul_flops
+
+    work = training_matmul_flops(build_model(args.arch, np.random.default_rng(0), backend="ref"))
     train_gflops = rows[0][1][0] * work / 1e9
     peak = matmul_gflops(threads)
 

@@ -165,6 +165,19 @@ def count(model, input_shape: tuple = INPUT_SHAPE) -> dict:
     return {"input_shape": list(shapes[0]), "convention": CONVENTION, "layers": rows, "totals": totals}
 
 
+def training_matmul_flops(model, input_shape: tuple = INPUT_SHAPE) -> int:
+    """FLOPs per image of a dense training step as PyTorch's FLOP counter (``torch.utils.flop_counter``)
+    counts them: the conv and linear multiply-adds x 2 (no biases, activations or pooling) of the forward
+    pass, of the weight gradients, and of the input gradients of every such layer but the first (nothing
+    asks for the image's gradient). What a training step computes; benchmarks divide it by time."""
+    rows = [r for r in count(model, input_shape)["layers"] if r["kind"] in ("conv", "linear")]
+    if not rows:
+        return 0
+    # flops_dense = 2 * multiply-adds + one bias add per output
+    products = [r["flops_dense"] - int(np.prod(r["output_shape"])) for r in rows]
+    return 3 * sum(products) - products[0]
+
+
 def format_table(counts: dict) -> str:
     """An aligned per-layer table with a totals row, training FLOPs and the convention."""
     head = ("layer", "kind", "output", "params", "nonzero", "effective", "FLOPs dense", "FLOPs effective")

@@ -325,3 +325,24 @@ def test_a_batch_too_large_for_memory_is_refused_with_its_size(monkeypatch):
                                            r"[0-9.]+ GB .* 1.0 GB of memory"):
         check_arch("conv4", 4096)
     check_arch("conv4", None)  # its parameters alone fit
+
+
+@pytest.mark.parametrize("arch", ["paper", "conv2", "conv4"])
+def test_training_matmul_flops_equal_pytorchs_flop_counter(arch):
+    """What benchmarks divide by time: a training step's FLOPs as torch.utils.flop_counter counts them on
+    the same model (forward, loss, backward from one image; the image needs no gradient)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from torch import nn
+
+    model = build_model(arch, np.random.default_rng(0), backend="ref")
+    twin = {"conv": lambda c: nn.Conv2d(c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"],
+                                        c["padding"]),
+            "linear": lambda c: nn.Linear(c["in_features"], c["out_features"]), "relu": lambda c: nn.ReLU(),
+            "pool": lambda c: nn.MaxPool2d(c["kernel_size"], c["stride"]), "flatten": lambda c: nn.Flatten()}
+    net = nn.Sequential(*[twin[layer.config()["kind"]](layer.config()) for layer in model.layers])
+    x = torch.zeros((1, 3, 32, 32))
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(net(x), torch.zeros(1, dtype=torch.long)).backward()
+    assert flops.training_matmul_flops(model) == counter.get_total_flops()
