@@ -41,7 +41,7 @@ def sensitivity_cmd(checkpoint, amounts, structured, criterion, seed, data_path,
       sensitivity.png, .svg  test accuracy vs amount, one curve per layer,
                              the unpruned accuracy dashed
     Prints the table and the most sensitive layer: the largest accuracy drop at the
-    largest amount below 1. The normalisation stored in the checkpoint is used unless
+    amount below 1 where the layers differ most. The normalisation stored in the checkpoint is used unless
     --normalize is given. A checkpoint whose training diverged is refused.
     """
     from minicnn.io.checkpoint import load_trained

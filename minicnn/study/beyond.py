@@ -28,7 +28,9 @@ EPOCH_TOLERANCE = 0.5
 _TOLERANCE_TEXT = (f"A beats B at an amount when its mean test accuracy after fine-tuning is higher by more than "
                    f"max({TOLERANCE_PTS:g} pt, std A + std B over seeds); within that it is a tie. Amount 0 "
                    f"(nothing pruned) is left out. Overall: yes when A wins at least half the compared points and "
-                   f"loses none, no when it loses at least half and wins none, tie when every point ties, else mixed.")
+                   f"loses none, never worse when it wins fewer and loses none; no when it loses at least half and "
+                   f"wins none, never better when it loses fewer and wins none; tie when every point ties; else "
+                   f"mixed.")
 
 
 def beyond_section(rows, figures=None, sweep_dirs=None, sensitivity=None, agreement=None) -> list[str]:
@@ -86,13 +88,14 @@ def _compare(a: Curve, b: Curve, amounts) -> list[tuple]:
 
 
 def _verdict(outcomes: list[int]) -> str:
+    """The overall answer from the points' outcomes (+1 A better, 0 tie, -1 A worse): see _TOLERANCE_TEXT."""
     wins, losses, n = outcomes.count(1), outcomes.count(-1), len(outcomes)
     if not wins and not losses:
         return "tie"
-    if wins * 2 >= n and not losses:
-        return "yes"
-    if losses * 2 >= n and not wins:
-        return "no"
+    if not losses:
+        return "yes" if wins * 2 >= n else "never worse"
+    if not wins:
+        return "no" if losses * 2 >= n else "never better"
     return "mixed"
 
 
@@ -204,7 +207,7 @@ def _sensitivity_answer(sweep_dirs, sensitivity) -> dict:
     from minicnn.study.sensitivity import most_sensitive
 
     question = "Which layer is most sensitive?"
-    tolerance = (f"largest accuracy drop (no fine-tuning) at the largest amount below 1 measured for every layer; "
+    tolerance = (f"largest accuracy drop (no fine-tuning) at the amount below 1 where the layers differ most; "
                  f"the runner-up within {TOLERANCE_PTS:g} pt is a tie")
     rows, source = _sensitivity_rows(sweep_dirs, sensitivity)
     if not rows:

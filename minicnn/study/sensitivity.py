@@ -109,14 +109,21 @@ def sensitivity(model, dataset, normalizer, amounts, method: str = "unstructured
 
 
 def most_sensitive(rows: list[SensitivityRow]):
-    """(row, amount): the row with the largest accuracy drop at the largest amount below 1 that every
-    layer was measured at (ties: the first layer); (None, None) when there is no such amount."""
+    """(row, amount): the layer with the largest accuracy drop at the amount below 1, measured for every
+    layer, where the layers' drops differ most (largest minus smallest; ties: the larger amount, then the
+    first layer); (None, None) when there is no such amount. Near 100 % every layer collapses to chance, so
+    the largest amount alone would call layers alike that differ well before it."""
     layers = list(dict.fromkeys(r.layer for r in rows))
     common = set.intersection(*({r.amount for r in rows if r.layer == name} for name in layers)) if layers else set()
     below = [a for a in common if a < 1.0]
     if not below:
         return None, None
-    amount = max(below)
+
+    def spread(amount):
+        drops = [r.acc_drop for r in rows if r.amount == amount]
+        return max(drops) - min(drops), amount
+
+    amount = max(below, key=spread)
     at = [r for r in rows if r.amount == amount]
     return max(at, key=lambda r: r.acc_drop), amount
 

@@ -105,6 +105,11 @@ def test_most_sensitive_and_save(tmp_path):
     rows = [row("a", 0.5, 0.1), row("a", 1.0, 0.4), row("b", 0.5, 0.2), row("b", 1.0, 0.3)]
     worst, at = most_sensitive(rows)
     assert (worst.layer, at) == ("b", 0.5)
+    # both collapse at 0.99 (a tie there); the amount where they differ most decides
+    collapse = [row("a", 0.8, 0.02), row("a", 0.9, 0.08), row("a", 0.99, 0.27),
+                row("b", 0.8, 0.13), row("b", 0.9, 0.25), row("b", 0.99, 0.28)]
+    worst, at = most_sensitive(collapse)
+    assert (worst.layer, at) == ("b", 0.9)
     csv_path, h5_path = save_sensitivity(rows, tmp_path, {"acc": 0.5, "loss": 1.0}, "ck.h5")
     with open(csv_path, newline="") as fh:
         lines = list(csv.reader(fh))
