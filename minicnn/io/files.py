@@ -87,7 +87,18 @@ def _running(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError):
         return True  # someone else's process: leave its file alone
-    return True
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Linux: whether ``pid`` is a zombie, a process that has ended but is not yet reaped by its parent
+    (a sweep worker killed with its sweep waits for init): os.kill still finds it, but it writes no more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")  # the state follows the command name's ')'
 
 
 def _cannot_write(path: Path, exc: OSError) -> MiniCNNError:

@@ -149,3 +149,26 @@ def test_full_tmpfs(small_tmpfs, tmp_path, make_synthetic_cache):
             result.output
         assert ckpt.read_bytes() == before
         assert sorted(p.name for p in small_tmpfs.iterdir()) == ["ck.h5", "fill"]
+
+
+def test_a_killed_writer_not_yet_reaped_counts_as_gone(tmp_path):
+    """A writer that has ended but that its parent has not reaped (a zombie: a sweep worker killed with
+    its sweep, waiting for init) still answers os.kill; its temporary file is stale all the same."""
+    import time
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # until it has exited; Popen reaps only on poll() or wait()
+            with open(f"/proc/{zombie.pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the child did not exit")
+        os.kill(zombie.pid, 0)  # still found
+        (tmp_path / f".x.h5.{zombie.pid}.abcdefgh.tmp").write_text("left by a kill")
+        with atomic_path(tmp_path / "x.h5") as tmp:
+            tmp.write_text("new")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["x.h5"]
+    finally:
+        zombie.wait()
