@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from minicnn.study.curves import amount_key, fmt_lr, lr_key
-from minicnn.study.results import parse_cell, write_table
+from minicnn.study.results import read_table, write_table
 from minicnn.study.rundir import read_settings
 
 _STEP = re.compile(r"^\d+_amount_([0-9.]+)\.h5$")
@@ -50,24 +50,18 @@ class AgreementRow:
 
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(AgreementRow))
-_TYPES = {f.name: f.type for f in dataclasses.fields(AgreementRow)}
+TEXT_COLUMNS = tuple(f.name for f in dataclasses.fields(AgreementRow) if f.type == "str")
 
 
 def save_agreement(rows: list[AgreementRow], csv_path) -> Path:
     """Write the rows as a CSV file (floats with 6 significant digits), atomically; returns its path."""
-    write_table(rows, COLUMNS, tuple(c for c in COLUMNS if _TYPES[c] == "str"), csv_path)
+    write_table(rows, COLUMNS, TEXT_COLUMNS, csv_path)
     return Path(csv_path)
 
 
 def load_agreement(csv_path) -> list[AgreementRow]:
     """The rows of a CSV ``save_agreement`` wrote, each cell typed as its column."""
-    import csv
-
-    fix = "rerun `minicnn report` where the step checkpoints are to rewrite it"
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        return [AgreementRow(**{k: parse_cell(_TYPES[k], k, v, f"{csv_path}, line {number}", fix)
-                                for k, v in row.items() if k in _TYPES})
-                for number, row in enumerate(csv.DictReader(fh), start=2)]
+    return read_table(csv_path, AgreementRow, "rerun `minicnn report` where the step checkpoints are to rewrite it")
 
 
 def jaccard(kept_a: np.ndarray, kept_b: np.ndarray) -> float:

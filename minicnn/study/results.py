@@ -151,6 +151,19 @@ def parse_cell(kind: str, column: str, text: str, where: str,
     raise MiniCNNError(f"{where}: column {column!r} holds {text!r}, not a {kind}; the file is damaged, {fix}")
 
 
+def read_table(path, row_type, fix: str) -> list:
+    """The rows of a CSV that ``write_table`` wrote for the dataclass ``row_type``, each cell typed as its
+    field (``parse_cell``; ``fix`` tells the user how to rewrite a damaged file). Columns the dataclass
+    lacks are ignored."""
+    import csv
+
+    types = {f.name: f.type for f in dataclasses.fields(row_type)}
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [row_type(**{k: parse_cell(types[k], k, v, f"{path}, line {number}", fix)
+                            for k, v in row.items() if k in types})
+                for number, row in enumerate(csv.DictReader(fh), start=2)]
+
+
 def load_results(path) -> list[ResultRow]:
     """Rows of a results CSV (or of a directory holding results.csv)."""
     import csv

@@ -24,7 +24,7 @@ from minicnn.nn.train import evaluate
 from minicnn.pruning.criteria import Context
 from minicnn.pruning.flops import count
 from minicnn.pruning.masks import check_amounts, check_method_scope, parse_amounts, prune_model
-from minicnn.study.results import parse_cell, write_table
+from minicnn.study.results import read_table, write_table
 
 FORMAT = "minicnn-sensitivity"
 VERSION = 1
@@ -141,14 +141,7 @@ def save_sensitivity(rows: list[SensitivityRow], out_dir, unpruned: dict, checkp
 
 def load_sensitivity(path) -> list[SensitivityRow]:
     """The rows of a sensitivity CSV (``save_sensitivity``'s), each cell typed as its column."""
-    import csv
-
-    types = {f.name: f.type for f in dataclasses.fields(SensitivityRow)}
-    fix = "rerun `minicnn sensitivity` to rewrite it"
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [SensitivityRow(**{k: parse_cell(types[k], k, v, f"{path}, line {number}", fix)
-                                  for k, v in row.items() if k in types})
-                for number, row in enumerate(csv.DictReader(fh), start=2)]
+    return read_table(path, SensitivityRow, "rerun `minicnn sensitivity` to rewrite it")
 
 
 def written_for(h5_path, checkpoint) -> bool:
