@@ -99,7 +99,7 @@ def prune(schedule, rewind, agp_steps, agp_interval, structured, lr, amounts, ep
           batch_size, momentum, weight_decay, seed, data_path, normalize, train_limit, test_limit, backend, out,
           compact, force):
     from minicnn.pruning.masks import parse_amounts
-    from minicnn.study.config import PruneConfig
+    from minicnn.study.config import PruneConfig, criterion_tag
     from minicnn.study.runs import format_table, run_prune
 
     method = "structured" if structured else "unstructured"
@@ -108,8 +108,7 @@ def prune(schedule, rewind, agp_steps, agp_interval, structured, lr, amounts, ep
                          momentum=momentum, weight_decay=weight_decay, seed=seed, normalize=normalize,
                          train_limit=train_limit, test_limit=test_limit, baseline=baseline, compact=compact,
                          rewind=rewind, agp_steps=agp_steps, agp_interval=agp_interval)
-    tag = "" if criterion == "magnitude" else f"-{criterion}"
-    out = out or f"runs/prune-{schedule}-{method}{tag}-lr{config.lr:g}"
+    out = out or f"runs/prune-{schedule}-{method}{criterion_tag(criterion)}-lr{config.lr:g}"
     rows = run_prune(config, out, data_path=data_path, backend=backend, force=force, echo=click.echo,
                      progress_factory=progress)
     click.echo("")

@@ -101,6 +101,17 @@ def _rewind(schedule: str, value, choose: str = "--schedule lth") -> str | None:
     return str(int(text))
 
 
+def rewind_epochs(rewind: str | None) -> tuple[int, ...]:
+    """The baseline epochs whose weights lth runs with ``rewind`` (as stored) rewind to: (k,) for epoch k,
+    () for init or no lth (the baseline's training saves these snapshots)."""
+    return (int(rewind),) if rewind not in (None, "init") else ()
+
+
+def criterion_tag(criterion: str) -> str:
+    """What a run folder's name says of its criterion: "-CRITERION", nothing for magnitude (the paper's)."""
+    return "" if criterion == "magnitude" else f"-{criterion}"
+
+
 # --------------------------------------------------------------------------------------- configs
 @dataclass(frozen=True, kw_only=True)
 class _Common:
@@ -241,10 +252,10 @@ class SweepConfig(_Common):
         super().__post_init__()
         for value in _distinct("--schedules", tuple(self.schedules), "oneshot,iterative"):
             _choice("schedule", value, paper.ALL_SCHEDULES)
+        methods = _distinct("--methods", tuple(self.methods), "unstructured,structured")
         criteria = _distinct("--criteria", tuple(self.criteria), "magnitude,random")
         for criterion in criteria:
-            _method_scope(_distinct("--methods", tuple(self.methods), "unstructured,structured"), self.scope,
-                          criterion)
+            _method_scope(methods, self.scope, criterion)
         self._set("criteria", criteria)
         self._set("rewind", _rewind("lth" if "lth" in self.schedules else "", self.rewind,
                                            "--schedules with lth"))
@@ -257,18 +268,20 @@ class SweepConfig(_Common):
         self._set("amounts", _amounts(self.amounts))
         _count("--epochs", self.epochs, low=0)
 
+    @staticmethod
+    def _with_criteria(stored: dict) -> dict:
+        """Stored settings with ``criteria``: a sweep stored with one ``criterion`` (before ``criteria``)
+        is that one criterion."""
+        if "criteria" not in stored and "criterion" in stored:
+            return {**stored, "criteria": [stored["criterion"]]}
+        return stored
+
     @classmethod
     def from_dict(cls, values: dict):
-        """As ``_Common.from_dict``; a sweep stored with one ``criterion`` (before ``criteria``) reads as
-        that one criterion."""
-        if "criteria" not in values and "criterion" in values:
-            values = {**values, "criteria": [values["criterion"]]}
-        return super().from_dict(values)
+        return super().from_dict(cls._with_criteria(values))
 
     def differences(self, stored: dict, ignore: tuple = ()) -> list[str]:
-        if "criteria" not in stored and "criterion" in stored:
-            stored = {**stored, "criteria": [stored["criterion"]]}
-        return super().differences(stored, ignore)
+        return super().differences(self._with_criteria(stored), ignore)
 
     def baseline_path(self, out_dir: Path, seed: int) -> Path:
         return Path(out_dir) / "baselines" / f"seed{seed}.h5"
@@ -278,14 +291,10 @@ class SweepConfig(_Common):
         SCHEDULE-METHOD-lrLR-seedS, with -CRITERION after METHOD for a criterion other than magnitude."""
         out_dir = Path(out_dir)
         common = {f.name: getattr(self, f.name) for f in dataclasses.fields(_Common)}
-
-        def tag(criterion):
-            return "" if criterion == "magnitude" else f"-{criterion}"
-
         return [(PruneConfig(**common, schedule=schedule, method=method, lr=lr, amounts=self.amounts,
                              epochs=self.epochs, scope=self.scope, seed=seed, compact=self.compact,
                              criterion=criterion, rewind=self.rewind if schedule == "lth" else None,
                              baseline=str(self.baseline_path(out_dir, seed))),
-                 out_dir / "runs" / f"{schedule}-{method}{tag(criterion)}-lr{lr:g}-seed{seed}")
+                 out_dir / "runs" / f"{schedule}-{method}{criterion_tag(criterion)}-lr{lr:g}-seed{seed}")
                 for seed in self.seeds for schedule in self.schedules for method in self.methods
                 for criterion in self.criteria for lr in self.lrs]

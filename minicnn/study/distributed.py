@@ -141,12 +141,13 @@ def run_sweep_dask(sweep, out_dir, scheduler: str, *, data_path=None, backend: s
     from minicnn.io.data import load_cifar10
     from minicnn.io.files import write_tree
     from minicnn.study import tasks
+    from minicnn.study.config import rewind_epochs
     from minicnn.study.runs import is_finished
     from minicnn.study.sweep import (Progress, claim_sweep, describe_baseline, describe_run, merge_results,
                                      submission_order)
 
     kind, _ = parse_scheduler(scheduler)
-    if sweep.rewind not in (None, "init"):
+    if rewind_epochs(sweep.rewind):
         raise MiniCNNError("--rewind EPOCH needs the baselines' epoch snapshots, which cluster tasks do not carry; "
                            "run this sweep with --jobs, or pass --rewind init")
     distributed = import_distributed()

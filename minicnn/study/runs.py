@@ -33,7 +33,7 @@ from minicnn.pruning.compact import compact, expand_into
 from minicnn.pruning.criteria import Context
 from minicnn.pruning.masks import prune_model
 from minicnn.pruning.schedules import AGP_STEPS, agp_interval, agp_updates, parameters_of, rewind
-from minicnn.study.config import PruneConfig, TrainConfig
+from minicnn.study.config import PruneConfig, TrainConfig, rewind_epochs
 from minicnn.study.results import ResultRow, load_results, save_results
 from minicnn.study.rundir import claim_dir, read_settings, step_path
 from minicnn.study.training import run_training, snapshot_path
@@ -102,9 +102,8 @@ def _baseline(config: PruneConfig, out_dir: Path, dataset, backend: str, progres
         baseline = out_dir / "baseline.h5"
         base_cfg = config.baseline_config()
         echo(f"baseline: {baseline} (arch {config.arch}, lr {base_cfg.lr}, {base_cfg.epochs} epochs)")
-        keep = (int(config.rewind),) if config.rewind not in (None, "init") else ()  # lth --rewind EPOCH
         run_training(base_cfg, baseline, dataset=dataset, backend=backend, progress_factory=progress_factory,
-                     echo=echo, snapshots=keep)
+                     echo=echo, snapshots=rewind_epochs(config.rewind))
     model, info = load_trained(baseline, backend=backend, role="baseline")
     if model.spec != resolve_arch(config.arch)[1]:
         its_arch = model.arch if model.arch != "custom" else repr(model.spec)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from minicnn.errors import MiniCNNError
-from minicnn.study.config import PruneConfig, SweepConfig, TrainConfig
+from minicnn.study.config import PruneConfig, SweepConfig, TrainConfig, rewind_epochs
 from minicnn.study.results import ResultRow, load_results, save_results
 from minicnn.study.rundir import claim_dir, read_settings
 from minicnn.study.runs import run_prune
@@ -172,9 +172,8 @@ def _run_grid(pool, sweep: SweepConfig, grid, out_dir: Path, jobs: int, threads:
     finish. Returns the progress of the configurations (started after the baselines)."""
     from concurrent.futures import as_completed
 
-    keep = (int(sweep.rewind),) if sweep.rewind not in (None, "init") else ()  # lth --rewind EPOCH
     base_jobs = [(TrainConfig.paper_baseline(sweep, seed), str(sweep.baseline_path(out_dir, seed)), data_path,
-                  backend, keep) for seed in sweep.seeds]
+                  backend, rewind_epochs(sweep.rewind)) for seed in sweep.seeds]
     echo(f"sweep: {len(grid)} configurations x {len(sweep.amounts)} amounts, {jobs} worker(s) x "
          f"{threads} thread(s); baselines first")
     for seed, acc, diverged in pool.map(_train_baseline_job, base_jobs):
