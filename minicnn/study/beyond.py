@@ -193,10 +193,10 @@ def _sensitivity_rows(sweep_dirs, sensitivity):
 
     if sensitivity is not None and not isinstance(sensitivity, (str, Path)):
         return list(sensitivity), "the given table"
-    found = [f / "sensitivity" / "sensitivity.csv" for f in as_folders(sweep_dirs)
-             if (f / "sensitivity" / "sensitivity.csv").is_file()]
-    path = Path(sensitivity) if sensitivity is not None else (found[0] if found else None)
-    if path is None or not path.is_file():
+    candidates = [Path(sensitivity)] if sensitivity is not None else [
+        f / "sensitivity" / "sensitivity.csv" for f in as_folders(sweep_dirs)]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
         return None, "no sensitivity table (run `minicnn sensitivity CKPT --out OUT/sensitivity`)"
     from minicnn.study.sensitivity import load_sensitivity
 
