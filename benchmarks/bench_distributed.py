@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_export import cpu_model
+from minicnn.ladder.machine import cpu_model
 
 GRID = dict(schedules=("oneshot", "iterative"), methods=("unstructured", "structured"), lrs=(0.01,),
             amounts=(0.0, 0.5, 0.9), seeds=(0, 1), epochs=1)

@@ -24,16 +24,6 @@ import time
 from pathlib import Path
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def timed(args, env) -> float:
     """Seconds from launch to exit of ``minicnn ARGS`` in a fresh process; raises if it fails."""
     t0 = time.perf_counter()
@@ -80,6 +70,8 @@ def main():
             rows.append({"minicnn --help": help_s, "data prepare (data + kernels)": prepare,
                          "first train after it": first, "train compiling its kernels": compiling,
                          "train, warm": warm})
+
+    from minicnn.ladder.machine import cpu_model
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for name in rows[0]:

@@ -96,34 +96,6 @@ def interleaved(sides, repeats):
     return [statistics.median(s) for s in speeds], statistics.median(ratios)
 
 
-def matmul_gflops(threads: int, size: int = 4096, repeats: int = 3) -> float:
-    """The best GFLOP/s of a float32 ``size`` x ``size`` NumPy matmul (2 size^3 FLOPs) over ``repeats``."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2 * size ** 3 / best / 1e9
-
-
-def _seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="paper")
@@ -137,7 +109,10 @@ def main():
     import numba
     import torch
 
+    from minicnn.ladder.machine import cpu_model, matmul_gflops
+
     threads = numba.get_num_threads()
+    peak = matmul_gflops(size=4096, repeats=3)  # before any kernel runs (see matmul_gflops)
     rng = np.random.default_rng(0)
     n = args.batch_size * args.batches
     x = (rng.integers(0, 256, (n, 3, 32, 32)).astype(np.float32) / 255 - 0.5).astype(np.float32)
@@ -159,7 +134,6 @@ def main():
 
     work = training_matmul_flops(build_model(args.arch, np.random.default_rng(0), backend="ref"))
     train_gflops = rows[0][1][0] * work / 1e9
-    peak = matmul_gflops(threads)
 
     print(f"CPU: {cpu_model()}; arch={args.arch} batch={args.batch_size} threads={threads} "
           f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')} torch={torch.__version__} (medians of {args.repeats} "

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import time
 
 import numpy as np
 
 from minicnn.ladder import RUNGS, load
 from minicnn.ladder._jit import num_threads
+from minicnn.ladder.machine import cpu_model, matmul_gflops, seconds
 
 BATCH = 512
 SLOW_BATCH = 16  # images rung 1 is timed on (its per-image cost does not depend on the batch)
@@ -46,29 +45,6 @@ def training_flops_per_image() -> int:
     from minicnn.pruning.flops import count
 
     return count(build_model("paper", np.random.default_rng(0), backend="ref"))["totals"]["training_flops_effective"]
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """NumPy's float32 (size x size) @ (size x size) in GFLOP/s, the best of ``repeats``."""
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    a @ a
-    best = min(_seconds(lambda: a @ a) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name:")]
-    return names[0] if names else "unknown (no lscpu)"
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def torch_step(batch):
@@ -110,10 +86,10 @@ def measure(batch_size: int = BATCH, repeats: int = 5, slow_batch: int = SLOW_BA
         step()
         runners.append(["pytorch", f"PyTorch {torch_version}", step, batch_size, []])
     for runner in runners:  # calls per repeat, so that a repeat lasts about min_seconds
-        runner.append(max(1, round(min_seconds / max(_seconds(runner[2]), 1e-6))))
+        runner.append(max(1, round(min_seconds / max(seconds(runner[2]), 1e-6))))
     for _ in range(repeats):
         for _name, _idea, fn, images, rates, calls in runners:
-            rates.append(images * calls / _seconds(lambda: [fn() for _ in range(calls)]))
+            rates.append(images * calls / seconds(lambda: [fn() for _ in range(calls)]))
     rows = [{"name": name, "idea": idea, "images": images, "rate": statistics.median(rates), "rates": rates}
             for name, idea, _fn, images, rates, _calls in runners]
     torch_row = rows.pop() if step is not None else None
