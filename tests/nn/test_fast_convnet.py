@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from minicnn.nn.fast import convnet
 from minicnn.nn.fast.convnet import Outputs, _publish
 from minicnn.nn.fast.pool2 import zero_blocked_and_sum
 from _fast_compare import ATOL, RTOL, assert_close, block_kink_margin, f32, fast, grid, ref
@@ -97,17 +98,24 @@ def test_conv_relu_pool_linear_loss_continuous(rng):
 
 
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_conv_relu_pool_linear_loss_non_finite(where, rng):
+@pytest.mark.parametrize("sparse_conv", [False, True], ids=["9-taps", "tap-by-tap"])
+def test_conv_relu_pool_linear_loss_non_finite(where, sparse_conv, rng):
     """A NaN in the input or the weights makes the loss and every gradient NaN where the reference's are
-    (the kernel's weight gradient straight from the pooling codes must fall back for NaN gradients)."""
+    (the kernel's weight gradient straight from the pooling codes, 9 taps at once or tap by tap, must
+    fall back for NaN gradients)."""
     x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (3, 2, 8, 8, 3, 3, 1, 4), None)
+    mask = None
+    if sparse_conv:  # few enough kept weights for the tap-by-tap passes
+        mask = f32(rng.random(wt.shape) < 0.1)
+        mask[:, :, 1, 1] = 1.0
+        wt *= mask
     if where == "input":
         x[1, 0, 3, 4] = np.nan
     else:
         wt[2, 1, 1, 1] = np.nan
     with np.errstate(invalid="ignore"):
-        want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels)
-    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels)
+        want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
     assert np.isnan(got[0]) and np.isnan(want[0])
     for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
         if where == "weight" and name in ("dw", "db"):
@@ -117,6 +125,49 @@ def test_conv_relu_pool_linear_loss_non_finite(where, rng):
             assert np.isnan(b_)[np.isnan(a)].all(), name
         else:
             np.testing.assert_array_equal(np.isnan(a), np.isnan(b_), err_msg=name)
+
+
+@pytest.mark.parametrize("wanted", [False, True], ids=["masked", "zero-but-kept"])
+def test_conv_relu_pool_linear_loss_dead_filters(wanted, rng):
+    """Filters whose weights are all 0 are pooled without a conv pass (their map is their bias): with a
+    positive, a negative and a zero bias, their gradient masked or wanted (zero weights, mask 1), on the
+    9-tap and the tap-by-tap paths, the op equals the reference."""
+    for density in (0.1, 0.6):
+        x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (5, 3, 8, 10, 4, 3, 1, 4), None)
+        mask = f32(rng.random(wt.shape) < density)
+        mask[:, 0, 1, 1] = 1.0  # every filter keeps a weight ...
+        mask[:3] = 1.0 if wanted else 0.0  # ... but the first three, all 0 below
+        wt *= mask
+        wt[:3] = 0.0
+        b[:3] = (0.5, -0.5, 0.0)
+        want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
+        got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
+        assert abs(got[0] - want[0]) <= ATOL + RTOL * abs(want[0])
+        for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
+            assert_close(a, b_, f"convnet {name} density {density}")
+        assert got[3][0] != 0.0 and got[3][1] == 0.0 == got[3][2]  # only the positive bias passes a gradient
+        inference = fast.conv_relu_pool_linear_forward(x, wt, b, p, fc_w, fc_b)
+        np.testing.assert_array_equal(inference, got[1])
+
+
+@pytest.mark.parametrize("density", [0.02, 0.05, 0.3])
+def test_conv_relu_pool_linear_sparse_linear_layer(density, rng):
+    """Below SPARSE_BELOW_DENSITY kept linear weights the op's linear layer runs on the kept ones only
+    (group_linear's sparse stages), above it dense: both equal the reference, masked entries of dfc_w
+    are exactly 0, and inference computes the same logits as training. The paper's shapes."""
+    x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (9, 3, 32, 32, 8, 3, 1, 10), None)
+    fc_mask = f32(rng.random(fc_w.shape) < density)
+    fc_w = np.where(fc_mask != 0, np.where(fc_w == 0, f32(0.125), fc_w), f32(0.0))  # kept weights nonzero
+    plan = convnet.sparse_linear(fc_mask, (16, 16), 17)
+    assert plan.sparse == (density < convnet.SPARSE_BELOW_DENSITY)
+    assert plan.indices.size == (np.count_nonzero(fc_mask) if plan.sparse else 0)
+    want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, None, fc_mask)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, None, fc_mask)
+    assert abs(got[0] - want[0]) <= ATOL + RTOL * abs(want[0])
+    for name, a, b_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:]):
+        assert_close(a, b_, f"convnet {name}")
+    assert np.all(got[4][fc_mask == 0] == 0.0)
+    np.testing.assert_array_equal(fast.conv_relu_pool_linear_forward(x, wt, b, p, fc_w, fc_b), got[1])
 
 
 def test_conv_relu_pool_linear_loss_rejects_bad_labels_and_shapes(rng):

@@ -23,7 +23,10 @@ import numpy as np
 from numba import prange
 
 from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction, stage
-from minicnn.nn.fast.conv_passes import all_finite, conv_quarters, weight_grad_codes, weight_grad_quarters
+from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
+                                         weight_grad_quarters)
+from minicnn.nn.fast.group_linear import (SPARSE_BELOW_DENSITY, dense_linear_grads, dense_logits, dense_pooled_grads,
+                                          scatter_rows, sparse_linear_grads, sparse_logits, sparse_pooled_grads)
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted
@@ -60,10 +63,48 @@ class Outputs(NamedTuple):
     dfc_b: np.ndarray
 
 
+class SparseLinear(NamedTuple):
+    """The kept linear weights' places, row-compressed by class in the pooled maps' split rows
+    (group_linear.py): ``sparse`` False (and no entries) for the dense stages."""
+
+    sparse: bool
+    indptr: np.ndarray  # (K + 1,) int64: class k's entries are indptr[k] .. indptr[k + 1] - 1
+    indices: np.ndarray  # (nnz,) int64: their places in a split row (F*span)
+
+
+def sparse_linear(kept: np.ndarray | None, pooled_hw: tuple, wh: int) -> SparseLinear:
+    """kept (K, F*PH*PW), nonzero where a linear weight is kept (None: all) -> the SparseLinear the op
+    runs: sparse below SPARSE_BELOW_DENSITY kept, else dense (no entries). pooled_hw: (PH, PW); wh: a
+    split row's length."""
+    n_class = 0 if kept is None else kept.shape[0]
+    if kept is None or np.count_nonzero(kept) >= SPARSE_BELOW_DENSITY * kept.size:
+        return SparseLinear(False, np.zeros(n_class + 1, np.int64), np.zeros(0, np.int64))
+    return SparseLinear(True, *_kept_places(np.ascontiguousarray(kept), pooled_hw[0], pooled_hw[1], wh))
+
+
+@serial
+def _kept_places(kept, ph, pw, wh):
+    """(indptr, indices) of SparseLinear from kept (K, F*PH*PW), in one pass (NumPy's nonzero and index
+    arithmetic took 5 % of a 95 %-pruned step)."""
+    n_class, flat = kept.shape
+    indptr = np.zeros(n_class + 1, dtype=np.int64)
+    indices = np.empty(np.count_nonzero(kept), dtype=np.int64)
+    nnz = 0
+    for k in range(n_class):
+        for col in range(flat):
+            if kept[k, col] != 0:
+                f, cell = col // (ph * pw), col % (ph * pw)
+                indices[nnz] = (f * ph + cell // pw) * wh + cell % pw
+                nnz += 1
+        indptr[k + 1] = nnz
+    return indptr, indices
+
+
 @reduction_kernel
-def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, labels, train, n_parts, out):
+def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, train, n_parts, out):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,) (read
-    only with ``train``); plan, grad_plan: SkipPlans of w != 0 and of the wanted weights. Writes the
+    only with ``train``); plan, grad_plan: SkipPlans of w != 0 and of the wanted weights; fc_sparse: a
+    SparseLinear (the kept linear weights by class, in split rows) or one of no entries (dense). Writes the
     logits of every image into out.logits; with ``train`` also the gradients into out's others, and
     returns the batch's mean loss. The batch is cut into n_parts slices, one per thread, each taken in
     groups of GROUP images.
@@ -81,6 +122,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, labels, train, n_pa
     lead = round_up(wh + 1, line)
     flat_len = n_filt * span
     fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
+    values = _kept_values(fc_split, fc_sparse.indptr, fc_sparse.indices)  # sparse: the kept weights
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, flat_len, train)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
     # image fills ceil((H + 2*pad) / 2) rows of WH
@@ -96,6 +138,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, labels, train, n_pa
     # are packed again inside).
     nine_taps, tap_count, taps, live = plan
     grad_nine_taps, grad_count, grad_taps, grad_live = grad_plan
+    sparse, indptr, indices = fc_sparse
     logits = out.logits
     for t in prange(n_parts):
         geo = Geometry(pad, wh, span, ph, pw, pitch, lead, group_len, plane_row)
@@ -118,18 +161,31 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, labels, train, n_pa
         db_sum = np.zeros(n_filt, dtype=x.dtype)
         dfc_sum = aligned_zeros((n_class if train else 0, flat_len), x)
         dfcb_sum = np.zeros(n_class, dtype=x.dtype)
+        dvalues_sum = np.zeros(values.size if train and sparse else 0, dtype=x.dtype)  # sparse: the kept ones'
+        grad_at = _grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
+        grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
             size = min(GROUP, stop - first)
             finite = _load_group(x, first, size, train, geo, planes, pooled, code, grad)
             _forward_group(w, b, conv_plan, size, train, geo, planes, conv, pooled, code)
-            _logits(fc_split, fc_b, pooled, z, logits, first, size)
+            if sparse:
+                sparse_logits(values, indptr, indices, fc_b, pooled, z, logits, first, size)
+            else:
+                dense_logits(fc_split, fc_b, pooled, z, logits, first, size)
             if train:
                 loss_sum = _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum)
-                _linear_grads(dz, pooled, dfc_sum, dfcb_sum)
-                _pooled_grads(dz, fc_split, size, dpooled)
-                _backward_group(wanted_plan, size, finite, geo, planes, dpooled, code, grad, dconv, dw_sum, db_sum)
+                if sparse:
+                    sparse_linear_grads(dz, pooled, indptr, indices, dvalues_sum, dfcb_sum)
+                    sparse_pooled_grads(dz, values, indptr, grad_at, pitch, grad_flat)
+                else:
+                    dense_linear_grads(dz, pooled, dfc_sum, dfcb_sum)
+                    dense_pooled_grads(dz, fc_split, size, dpooled)
+                _backward_group(wanted_plan, size, not sparse, finite, geo, planes, dpooled, code, grad, dconv, dw_sum,
+                                db_sum)
         if train:
+            if sparse:
+                scatter_rows(dvalues_sum, indptr, indices, dfc_sum)
             loss_part[t] = loss_sum
             _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum)
     if not train:
@@ -165,6 +221,9 @@ def _forward_group(w, b, plan, size, train, geo, planes, conv, pooled, code):
     train, the pooling codes."""
     span, pitch = geo.span, geo.pitch
     for f in range(w.shape[0]):
+        if plan.tap_count[f] == 0:  # all its weights pruned: the map is its bias, pooled without a pass
+            _constant_filter(b[f], f, size, train, geo, pooled, code)
+            continue
         conv_quarters(planes, w, b, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, geo.wh, conv)
         for g in range(size):
             out = pooled[g, f * span : (f + 1) * span]
@@ -178,24 +237,20 @@ def _forward_group(w, b, plan, size, train, geo, planes, conv, pooled, code):
 
 
 @stage
-def _logits(fc_split, fc_b, pooled, z, logits, first, size):
-    """z (GROUP, K) = the group's logits, copied to logits[first : first + size]: per class one loop over
-    the flat maps (F*span) with the four images' dot products side by side, each weight loaded once for
-    four (a loop per filter: 4x slower)."""
-    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    for k in range(fc_b.shape[0]):
-        wk = fc_split[k]
-        a0 = a1 = a2 = a3 = fc_b[k]
-        for i in range(wk.size):
-            wv = wk[i]
-            a0 += wv * p0[i]
-            a1 += wv * p1[i]
-            a2 += wv * p2[i]
-            a3 += wv * p3[i]
-        z[0, k], z[1, k], z[2, k], z[3, k] = a0, a1, a2, a3
+def _constant_filter(bias, f, size, train, geo, pooled, code):
+    """What pool2_codes gives a conv map equal to bias everywhere: pooled relu(bias) in the real columns
+    (NaN stays NaN), 0 in the junk ones, and code 0 (the first of four equal cells) or 4 (ReLU blocks it)."""
+    value = bias if bias > 0.0 else (bias if bias != bias else np.float32(0.0))
+    blocked = not bias > 0.0
     for g in range(size):
-        for k in range(fc_b.shape[0]):
-            logits[first + g, k] = z[g, k]
+        out = pooled[g, f * geo.span : (f + 1) * geo.span]
+        for py in range(geo.ph):
+            for col in range(geo.wh):
+                out[py * geo.wh + col] = value if col < geo.pw else 0.0
+        if train:
+            codes = code[f, g * geo.pitch : g * geo.pitch + geo.span]
+            for q in range(geo.span):
+                codes[q] = 4 if blocked else 0
 
 
 @serial_reduction  # a call: inlined, the loss's last bit differed between a compiled and a cached kernel
@@ -220,55 +275,28 @@ def _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum):
 
 
 @stage
-def _linear_grads(dz, pooled, dfc, dfcb):
-    """dfc (K, F*span) += the linear weight's gradient, dfcb (K,) += the bias's, the group's four images
-    in one pass (one array written per loop: LLVM vectorises a loop writing two at half width)."""
-    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    for k in range(dfc.shape[0]):
-        dwk = dfc[k]
-        g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
-        dfcb[k] += (g0 + g1) + (g2 + g3)
-        for i in range(dwk.size):
-            dwk[i] += g0 * p0[i] + g1 * p1[i] + g2 * p2[i] + g3 * p3[i]
-
-
-@stage
-def _pooled_grads(dz, fc_split, size, dpooled):
-    """dpooled[g] = sum over classes k of dz[g, k] * fc_split[k] (junk columns stay 0), two classes per
-    pass over dpooled[g] (a pass per class took 1.3-1.7x longer)."""
-    n_class, flat_len = fc_split.shape
-    for g in range(size):
-        dp = dpooled[g]
-        for i in range(flat_len):
-            dp[i] = 0.0
-        for k in range(0, n_class - 1, 2):
-            ga, gb, wa, wb = dz[g, k], dz[g, k + 1], fc_split[k], fc_split[k + 1]
-            for i in range(flat_len):
-                dp[i] += ga * wa[i] + gb * wb[i]
-        if n_class % 2:
-            ga, wa = dz[g, n_class - 1], fc_split[n_class - 1]
-            for i in range(flat_len):
-                dp[i] += ga * wa[i]
-
-
-@stage
-def _backward_group(plan, size, finite, geo, planes, dpooled, code, grad, dconv, dw, db):
+def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, dconv, dw, db):
     """dw (F, C, KH, KW), db (F,) += the conv's gradients from the group's pooled-map gradients, filter by
     filter over the group: through the pool and ReLU by the codes, straight into the weight gradient
-    where the 9-tap path allows (conv_passes.weight_grad_codes). plan: of the wanted weights."""
+    (conv_passes.weight_grad_codes, 9 taps at once or tap by tap), unless a pixel or a gradient is inf or
+    NaN (then through the stored map gradient, as the reference). plan: of the wanted weights. copy: the
+    pooled maps' gradients are in dpooled (dense), else already in grad (group_linear.sparse_pooled_grads)."""
     span, pitch, wh, lead = geo.span, geo.pitch, geo.wh, geo.lead
     for f in range(grad.shape[0]):
         grad_f, code_f = grad[f], code[f]
-        for g in range(size):
+        for g in range(size if copy else 0):
             src, dst = dpooled[g, f * span : (f + 1) * span], grad_f[g * pitch : g * pitch + span]
             for i in range(span):
                 dst[i] = src[i]
-        if plan.nine_taps:
-            total, grad_finite = zero_blocked_and_sum(code_f, grad_f)
-            if grad_finite and finite:
-                db[f] += total
+        total, grad_finite = zero_blocked_and_sum(code_f, grad_f)
+        if grad_finite and finite:
+            db[f] += total
+            if plan.nine_taps:
                 weight_grad_codes(planes, code_f, grad_f, f, plan.live, wh, dw[f])
-                continue
+            else:
+                weight_grad_codes_taps(planes, code_f, grad_f, f, plan.tap_count, plan.taps, dw.shape[2],
+                                       dw.shape[3], wh, dw[f])
+            continue
         db[f] += unpool2_codes(code_f, grad_f, dconv, lead)
         weight_grad_quarters(planes, dconv, lead, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, wh,
                              dw[f])
@@ -296,6 +324,27 @@ def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_su
 # The work around the parallel loop, in serial functions: in the parallel kernel, Numba would run each
 # array expression (np.zeros, a sum) as a parallel loop of its own, for microseconds of work (in NumPy
 # after the kernel, they took 6 % of a paper-model step).
+
+
+@serial
+def _kept_values(fc_split, indptr, indices):
+    """(nnz,): the linear weights at a SparseLinear's places, fc_split (K, F*span)."""
+    values = np.empty(indices.size, dtype=fc_split.dtype)
+    for k in range(indptr.size - 1):
+        for j in range(indptr[k], indptr[k + 1]):
+            values[j] = fc_split[k, indices[j]]
+    return values
+
+
+@serial
+def _grad_places(indices, span, group_len):
+    """Places in the flat (F, group_len) pooled-map gradients of a group's first image for split-row
+    entries indices (F*span)."""
+    at = np.empty(indices.size, dtype=np.int64)
+    for j in range(indices.size):
+        f = indices[j] // span
+        at[j] = f * group_len + indices[j] - f * span
+    return at
 
 
 @serial
@@ -356,6 +405,14 @@ def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out):
     return loss_part.sum()
 
 
+def _pooled_and_row(x: np.ndarray, w: np.ndarray, pad: int):
+    """((PH, PW), WH): the pooled maps' size and a split row's length, as the kernel computes them."""
+    _, _, h, width = x.shape
+    _, _, kh, kw = w.shape
+    ph, pw = (h + 2 * pad - kh + 1) // 2, (width + 2 * pad - kw + 1) // 2
+    return (ph, pw), split_sizes(h, width, pad, kh, kw, ph, True)[0]
+
+
 def _check_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b: np.ndarray) -> None:
     """ValueError unless fc_w (K, F*PH*PW) matches the pooled maps of conv w on x."""
     _, _, h, width = x.shape
@@ -379,12 +436,13 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     active = wanted(w, weight_mask)
     out = Outputs(np.empty((n, n_class), dtype=dtype), np.empty(w.shape, dtype=dtype), np.empty(n_filt, dtype=dtype),
                   np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype))
-    loss = _convnet_pass(x, w, b.astype(dtype), pad, skip_plan(w != 0), skip_plan(active),
-                         np.ascontiguousarray(fc_w, dtype=dtype), fc_b.astype(dtype), labels, True,
-                         max(1, min(num_threads(), n)), out)
+    fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
+    fc_sparse = sparse_linear(fc_mask, *_pooled_and_row(x, w, pad))
+    loss = _convnet_pass(x, w, b.astype(dtype), pad, skip_plan(w != 0), skip_plan(active), fc_w, fc_b.astype(dtype),
+                         fc_sparse, labels, True, max(1, min(num_threads(), n)), out)
     if weight_mask is not None:
         out.dw[...] *= active  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
-    if fc_mask is not None:
+    if fc_mask is not None and not fc_sparse.sparse:  # sparse: computed at the kept weights only
         out.dfc_w[...] *= fc_mask
     return (float(loss),) + tuple(out)
 
@@ -400,6 +458,8 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
     # the gradients' places: not written without train
     out = Outputs(np.empty((n, n_class), dtype=dtype), np.empty((1, 1, 1, 1), dtype=dtype), np.empty(1, dtype=dtype),
                   np.empty((1, 1), dtype=dtype), np.empty(1, dtype=dtype))
-    _convnet_pass(x, w, b.astype(dtype), pad, plan, plan, np.ascontiguousarray(fc_w, dtype=dtype),
-                  fc_b.astype(dtype), np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), out)
+    fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
+    fc_sparse = sparse_linear(fc_w, *_pooled_and_row(x, w, pad))  # pruned weights are exactly 0
+    _convnet_pass(x, w, b.astype(dtype), pad, plan, plan, fc_w, fc_b.astype(dtype), fc_sparse, np.zeros(1, np.int64),
+                  False, max(1, min(num_threads(), n)), out)
     return out.logits
