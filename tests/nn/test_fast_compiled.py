@@ -35,6 +35,61 @@ def test_split_step_equals_its_python_twin(dtype, rng):
         np.testing.assert_array_equal(want_even[e:e + STEP], src[s:s + 2 * STEP:2])  # the twin does what it says
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("zero_blocked", [False, True])
+def test_unblocked_step_equals_its_python_twin(dtype, zero_blocked, rng):
+    """The vector lane sums of pool2's gradient sums (minicnn/nn/fast/_simd.py) against the plain loop they
+    stand for, bit for bit, at an odd offset, over lanes already holding sums; an inf in a blocked entry
+    and a NaN in a kept one reach check as the docstring says."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd import STEP, _unblocked_step_python, _unblocked_step_vector
+
+    @njit
+    def compiled(grad, code, q, lanes, check):
+        _unblocked_step_vector(grad, code, q, lanes, check, zero_blocked)
+
+    code = rng.integers(0, 5, size=STEP + 7).astype(np.int8)
+    grad = rng.standard_normal(STEP + 7).astype(dtype)
+    start_lanes = rng.standard_normal(STEP).astype(dtype)
+    for q, poison in [(0, None), (5, None), (7, "blocked inf"), (3, "kept nan")]:
+        g = grad.copy()
+        if poison == "blocked inf":
+            code[q + 2], g[q + 2] = 4, np.inf
+        if poison == "kept nan":
+            code[q + 4], g[q + 4] = 1, np.nan
+        got, want = (g.copy(), start_lanes.copy(), np.zeros(STEP, dtype)), (g.copy(), start_lanes.copy(), np.zeros(STEP, dtype))
+        compiled(got[0], code, q, got[1], got[2])
+        with np.errstate(invalid="ignore"):  # inf * 0, on purpose
+            _unblocked_step_python(want[0], code, q, want[1], want[2], zero_blocked)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        kept = np.where(code[q : q + STEP] < 4, g[q : q + STEP], 0).astype(dtype)
+        np.testing.assert_array_equal(want[1], start_lanes + kept)  # the twin does what it says
+        assert np.isnan(want[2]).any() == (poison == "kept nan" or (poison == "blocked inf" and not zero_blocked))
+        if zero_blocked:
+            np.testing.assert_array_equal(want[0][q : q + STEP], kept)
+
+
+def test_prefetch_compiles_and_changes_nothing(rng):
+    """The prefetch hint (minicnn/nn/fast/_simd.py) compiles to LLVM's prefetch and leaves the array as it was."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd import _prefetch_vector
+
+    @njit
+    def touch(a):
+        for i in range(0, a.size, 16):
+            _prefetch_vector(a, i)
+        return a.sum()
+
+    a = rng.standard_normal(100).astype(np.float32)
+    before = a.copy()
+    np.testing.assert_allclose(touch(a), before.sum(), rtol=1e-5)
+    np.testing.assert_array_equal(a, before)
+    assert "prefetch" in touch.inspect_asm(touch.signatures[0])
+
+
 # --------------------------------------------------------------------- kernels as plain Python
 def test_fast_kernels_as_plain_python():
     """With NUMBA_DISABLE_JIT=1 the kernels run as ordinary Python (prange is range): their logic,

@@ -1,11 +1,18 @@
-"""Explicit vector code, for the one copy that LLVM's loop vectoriser does badly.
+"""Explicit vector code, for the two loops that LLVM's loop vectoriser does badly, and a prefetch.
 
 ``split_step`` de-interleaves 2*STEP values into their even and their odd ones: the quarter-plane
 layout of minicnn/nn/fast/parity.py stores every image row that way. As loops (``even[u] = src[2u]``)
 LLVM ran the 16 pairs of a 32-pixel row in its narrow remainder loop; here they are two vector loads,
 two shuffles and two stores (``vpermt2ps`` with AVX-512): the image unpacking ran 1.3-2x faster.
 
-Call it straight from the kernel's loop (through a helper in between, Numba counts references on every
+``unblocked_step`` adds STEP gradients into STEP lane sums, the blocked ones (pooling code 4) as 0,
+for pool2's sums of a map's gradient, whose order is written out (entry q into lane q % STEP, the lanes
+pairwise at the end: left to LLVM, a compiled and a cached kernel summed in different orders). As
+loops over a lane array LLVM kept them scalar, one entry per cycle (about 6 % of a 95 %-pruned paper
+model's training step); here a step is a vector load of each, a compare, a select and two adds, in the
+same order, so the same bits.
+
+Call them straight from the kernel's loop (through a helper in between, Numba counts references on every
 call: 3-7x slower). Under NUMBA_DISABLE_JIT=1 the plain loop below stands in for it.
 """
 
@@ -13,7 +20,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import config
-from numba.core import types
+from numba.core import cgutils, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
@@ -62,3 +69,88 @@ def _split_step_vector(typingctx, src, s, even, e, odd, o):
 
 
 split_step = _split_step_python if config.DISABLE_JIT else _split_step_vector
+
+
+def _unblocked_step_python(grad, code, q, lanes, check, zero_blocked):
+    """lanes[u] += grad[q + u] (0 where code[q + u] is 4) for u < STEP, and check[u] += that * 0 (NaN for
+    an inf or NaN) with zero_blocked, which sets the blocked entries of grad to 0, or else grad[q + u] * 0
+    (blocked or not)."""
+    for u in range(STEP):
+        g = grad[q + u]
+        kept = g if code[q + u] < 4 else grad.dtype.type(0.0)
+        if zero_blocked:
+            grad[q + u] = kept
+        lanes[u] += kept
+        check[u] += (kept if zero_blocked else g) * grad.dtype.type(0.0)
+
+
+@intrinsic
+def _unblocked_step_vector(typingctx, grad, code, q, lanes, check, zero_blocked):
+    """_unblocked_step_python as vector operations (IEEE: no fast-math flags); zero_blocked must be a
+    constant. No bounds checks (the caller's)."""
+    if not all(isinstance(a, types.Array) and a.ndim == 1 for a in (grad, code, lanes, check)):
+        raise TypingError("unblocked_step takes 1-D arrays")
+    if not (grad.dtype == lanes.dtype == check.dtype and isinstance(grad.dtype, types.Float)
+            and code.dtype == types.int8):
+        raise TypingError("unblocked_step needs float grad, lanes and check of one dtype and int8 codes")
+    if not isinstance(zero_blocked, types.BooleanLiteral):
+        raise TypingError("unblocked_step's zero_blocked must be a literal True or False")
+    store = zero_blocked.literal_value
+
+    def codegen(context, builder, signature, args):
+        elem = context.get_data_type(grad.dtype)
+        align = context.get_abi_sizeof(elem)
+        floats, codes = ir.VectorType(elem, STEP), ir.VectorType(ir.IntType(8), STEP)
+
+        def at(array_type, array, index, vector):  # &array[index] as a vector pointer
+            data = context.make_array(array_type)(context, builder, array).data
+            return builder.bitcast(builder.gep(data, [index], inbounds=True), vector.as_pointer())
+
+        grad_v, code_v, q_v, lanes_v, check_v, _ = args
+        q = context.cast(builder, q_v, signature.args[2], types.intp)
+        zero_index = ir.Constant(ir.IntType(64), 0)
+        g_ptr = at(grad, grad_v, q, floats)
+        g = builder.load(g_ptr, align=align, typ=floats)
+        k = builder.load(at(code, code_v, q, codes), align=1, typ=codes)
+        zeros = ir.Constant(floats, [0.0] * STEP)
+        kept = builder.select(builder.icmp_signed("<", k, ir.Constant(codes, [4] * STEP)), g, zeros)
+        if store:
+            builder.store(kept, g_ptr, align=align)
+        for array_type, array, value in ((lanes, lanes_v, kept), (check, check_v, builder.fmul(kept if store else g, zeros))):
+            ptr = at(array_type, array, zero_index, floats)
+            builder.store(builder.fadd(builder.load(ptr, align=align, typ=floats), value), ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.void(grad, code, q, lanes, check, zero_blocked), codegen
+
+
+unblocked_step = _unblocked_step_python if config.DISABLE_JIT else _unblocked_step_vector
+
+
+def _prefetch_python(array, index):
+    """Nothing: a hint only."""
+
+
+@intrinsic
+def _prefetch_vector(typingctx, array, index):
+    """A hint that array[index]'s cache line will be read soon: LLVM's prefetch, into L2 (prefetcht1)."""
+    if not (isinstance(array, types.Array) and array.ndim == 1):
+        raise TypingError("prefetch takes a 1-D array")
+
+    def codegen(context, builder, signature, args):
+        array_v, index_v = args
+        data = context.make_array(array)(context, builder, array_v).data
+        i = context.cast(builder, index_v, signature.args[1], types.intp)
+        byte_ptr = ir.IntType(8).as_pointer()
+        address = builder.bitcast(builder.gep(data, [i], inbounds=True), byte_ptr)
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+                                                  "llvm.prefetch.p0")
+        # read (0), locality 2 (L2), data cache (1)
+        builder.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+prefetch = _prefetch_python if config.DISABLE_JIT else _prefetch_vector

@@ -80,15 +80,31 @@ def sparse_logits(values, indptr, indices, fc_b, pooled, z, logits, first, size)
     """dense_logits over the kept weights: z[g, k] = fc_b[k] + sum over j in indptr[k] .. indptr[k+1] - 1
     of values[j] * pooled[g, indices[j]]."""
     p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
+    zero = fc_b[0] * 0
     for k in range(fc_b.shape[0]):
+        # two sums per image, the even and the odd entries: one chain of dependent multiply-adds per image
+        # waits on each add's latency
         a0 = a1 = a2 = a3 = fc_b[k]
-        for j in range(indptr[k], indptr[k + 1]):
+        b0 = b1 = b2 = b3 = zero
+        j, stop = indptr[k], indptr[k + 1]
+        while j + 1 < stop:
+            i, wv, i_, wv_ = indices[j], values[j], indices[j + 1], values[j + 1]
+            a0 += wv * p0[i]
+            a1 += wv * p1[i]
+            a2 += wv * p2[i]
+            a3 += wv * p3[i]
+            b0 += wv_ * p0[i_]
+            b1 += wv_ * p1[i_]
+            b2 += wv_ * p2[i_]
+            b3 += wv_ * p3[i_]
+            j += 2
+        if j < stop:
             i, wv = indices[j], values[j]
             a0 += wv * p0[i]
             a1 += wv * p1[i]
             a2 += wv * p2[i]
             a3 += wv * p3[i]
-        z[0, k], z[1, k], z[2, k], z[3, k] = a0, a1, a2, a3
+        z[0, k], z[1, k], z[2, k], z[3, k] = a0 + b0, a1 + b1, a2 + b2, a3 + b3
     for g in range(size):
         for k in range(fc_b.shape[0]):
             logits[first + g, k] = z[g, k]

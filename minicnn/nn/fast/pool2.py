@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, serial_reduction
+from minicnn.nn.fast._simd import STEP, unblocked_step
 from minicnn.nn.fast.parity import copy_rows
 
 
@@ -102,31 +103,50 @@ def unpool2_codes(code, grad, dconv, lead):
     return total
 
 
-@serial  # not reassociated: the sum's order is written out below
+@serial  # not reassociated: the sum's order is written out (_simd.unblocked_step)
 def zero_blocked_and_sum(code, grad):
     """Sets grad (span,) to 0 in the windows of code 4 (ReLU blocked them), in place, and returns (db,
     finite): the sum of what is left, and whether all of it is finite. Once per filter, so that
-    conv_passes.weight_grad_codes tests no code per channel (5 of its loop's 43 vector instructions).
+    conv_passes.weight_grad_codes tests no code per channel (5 of its loop's 43 vector instructions)."""
+    return _lane_sum(code, grad, True)
 
-    The sum runs in 16 lanes in a written-out order (entry q into lane q % 16, then the lanes pairwise):
-    left to LLVM, a process that compiled the kernels and one that loaded them from the cache summed in
-    different orders."""
-    zero = np.float32(0.0)
-    for q in range(grad.size):
-        grad[q] = grad[q] if code[q] < 4 else zero
-    lanes = np.zeros(16, dtype=grad.dtype)
-    bad = np.int32(0)
-    for start in range(0, grad.size, 16):
-        run = grad[start : start + 16]  # 16 entries, fewer at the end
-        for lane in range(run.size):
-            g = run[lane]
-            lanes[lane] += g
-            g_minus_g = g - g  # NaN if g is inf or NaN, else 0
-            bad |= np.int32(g_minus_g != g_minus_g)
-    for width in (8, 4, 2, 1):
+
+@serial  # not reassociated: the sum's order is written out (_simd.unblocked_step)
+def unblocked_sum(code, grad):
+    """zero_blocked_and_sum without the zeroing, for conv_passes.weight_grad_codes_taps (which masks by
+    the codes itself): the same db, the same bits, and whether all of grad, blocked or not, is finite."""
+    return _lane_sum(code, grad, False)
+
+
+@serial
+def _lane_sum(code, grad, zero_blocked):
+    """(sum of grad outside the windows of code 4, whether it is finite: with zero_blocked the entries
+    left, else all of grad), the sum in
+    STEP lanes in a written-out order: entry q into lane q % STEP, then the lanes pairwise (left to LLVM,
+    a process that compiled the kernels and one that loaded them from the cache summed in different
+    orders). With zero_blocked, the blocked entries of grad are set to 0 on the way."""
+    lanes = np.zeros(STEP, dtype=grad.dtype)
+    check = np.zeros(STEP, dtype=grad.dtype)  # sums of entry * 0: NaN once one is inf or NaN
+    whole = grad.size - grad.size % STEP
+    for start in range(0, whole, STEP):
+        unblocked_step(grad, code, start, lanes, check, zero_blocked)
+    zero = grad.dtype.type(0.0)
+    for q in range(whole, grad.size):  # float64 maps are whole cache lines of 8, not of 16
+        g = grad[q]
+        kept = g if code[q] < 4 else zero
+        if zero_blocked:
+            grad[q] = kept
+        lanes[q - whole] += kept
+        check[q - whole] += (kept if zero_blocked else g) * zero
+    width = STEP // 2
+    while width:
         for lane in range(width):
             lanes[lane] += lanes[lane + width]
-    return lanes[0], bad == 0
+        width //= 2
+    finite = True
+    for lane in range(STEP):
+        finite = finite and check[lane] == 0.0
+    return lanes[0], finite
 
 
 @serial
