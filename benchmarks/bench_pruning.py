@@ -5,7 +5,7 @@
    minicnn running the full-size masked model, and of PyTorch (dense: masks do not save it time).
 2. Unstructured pruning: time per epoch at increasing sparsity. minicnn skips pruned conv weights
    (whole channels, or tap by tap below fast.skip.NINE_TAP_MIN_DENSITY) and, in the whole-network op
-   (fast/convnet.py), runs fc1 on its kept weights only below group_linear.SPARSE_BELOW_DENSITY; "dense"
+   (fast/convnet.py), runs fc1 on its kept weights only below fast.group_linear.SPARSE_BELOW_DENSITY; "dense"
    is the same model with both turned off (every weight computed), "unpruned/this" the unpruned
    model's epoch over this one's, and PyTorch.
 3. The conv crossover behind NINE_TAP_MIN_DENSITY: the fused conv-ReLU-pool forward + backward at
@@ -64,18 +64,19 @@ def interleaved_seconds_per_epoch(steps, batches, repeats):
 class DenseKernels:
     """Within it, the paper model's op computes every conv tap and linear weight (pruning-awareness off)."""
 
-    def __init__(self, block, convnet, skip):
-        self.modules, self.skip_plan, self.sparse_below = (block, convnet), skip.skip_plan, convnet.SPARSE_BELOW_DENSITY
+    def __init__(self, block, convnet, skip, group_linear):
+        self.modules, self.skip_plan = (block, convnet, group_linear), skip.skip_plan
+        self.sparse_below = group_linear.SPARSE_BELOW_DENSITY
 
     def __enter__(self):
-        block, convnet = self.modules
+        block, convnet, group_linear = self.modules
         block.skip_plan = convnet.skip_plan = lambda active: self.skip_plan(np.ones_like(active))
-        convnet.SPARSE_BELOW_DENSITY = 0.0
+        group_linear.SPARSE_BELOW_DENSITY = 0.0
 
     def __exit__(self, *exc):
-        block, convnet = self.modules
+        block, convnet, group_linear = self.modules
         block.skip_plan = convnet.skip_plan = self.skip_plan
-        convnet.SPARSE_BELOW_DENSITY = self.sparse_below
+        group_linear.SPARSE_BELOW_DENSITY = self.sparse_below
 
 
 def minicnn_step(model, lr=0.01, within=None):
@@ -163,6 +164,7 @@ def main():
 
     import minicnn.nn.fast.block as block
     import minicnn.nn.fast.convnet as convnet
+    import minicnn.nn.fast.group_linear as group_linear
     import minicnn.nn.fast.skip as skip
     from minicnn.pruning.compact import compact
     from minicnn.nn.model import build_model
@@ -201,7 +203,7 @@ def main():
         model = build_model("paper", np.random.default_rng(0))
         prune_model(model, amount, "unstructured")
         steps[amount, "sparse"] = minicnn_step(model)
-        steps[amount, "dense"] = minicnn_step(model, within=DenseKernels(block, convnet, skip))
+        steps[amount, "dense"] = minicnn_step(model, within=DenseKernels(block, convnet, skip, group_linear))
         steps[amount, "torch"] = torch_step(model)
     t = interleaved_seconds_per_epoch(steps, batches, args.repeats)
     for amount in amounts:

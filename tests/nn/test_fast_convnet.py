@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicnn.nn.fast import convnet
+from minicnn.nn.fast import group_linear
 from minicnn.nn.fast.convnet import Outputs, _publish
 from minicnn.nn.fast.pool2 import unblocked_sum, zero_blocked_and_sum
 from _fast_compare import ATOL, RTOL, assert_close, block_kink_margin, f32, fast, grid, ref
@@ -158,8 +158,8 @@ def test_conv_relu_pool_linear_sparse_linear_layer(density, rng):
     x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (9, 3, 32, 32, 8, 3, 1, 10), None)
     fc_mask = f32(rng.random(fc_w.shape) < density)
     fc_w = np.where(fc_mask != 0, np.where(fc_w == 0, f32(0.125), fc_w), f32(0.0))  # kept weights nonzero
-    plan = convnet.sparse_linear(fc_mask, (16, 16), 17)
-    assert plan.sparse == (density < convnet.SPARSE_BELOW_DENSITY)
+    plan = group_linear.sparse_linear(fc_mask, (16, 16), 17)
+    assert plan.sparse == (density < group_linear.SPARSE_BELOW_DENSITY)
     assert plan.indices.size == (np.count_nonzero(fc_mask) if plan.sparse else 0)
     want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, None, fc_mask)
     got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, None, fc_mask)
@@ -168,6 +168,21 @@ def test_conv_relu_pool_linear_sparse_linear_layer(density, rng):
         assert_close(a, b_, f"convnet {name}")
     assert np.all(got[4][fc_mask == 0] == 0.0)
     np.testing.assert_array_equal(fast.conv_relu_pool_linear_forward(x, wt, b, p, fc_w, fc_b), got[1])
+
+
+def test_sparse_linear_plan(rng):
+    """group_linear.sparse_linear: the kept weights of a (K, F*PH*PW) mask at their split-row places
+    (PH*WH per filter, WH > PW), by class in order; dense (no entries) at or above the threshold."""
+    n_class, n_filt, ph, pw, wh = 4, 3, 5, 5, 6
+    kept = rng.random((n_class, n_filt * ph * pw)) < 0.05
+    plan = group_linear.sparse_linear(kept, (ph, pw), wh)
+    assert plan.sparse
+    rows, cols = np.nonzero(kept)
+    f, cell = np.divmod(cols, ph * pw)
+    np.testing.assert_array_equal(plan.indices, f * ph * wh + (cell // pw) * wh + cell % pw)
+    np.testing.assert_array_equal(np.diff(plan.indptr), np.bincount(rows, minlength=n_class))
+    dense = group_linear.sparse_linear(np.ones_like(kept), (ph, pw), wh)
+    assert not dense.sparse and dense.indices.size == 0
 
 
 def test_conv_relu_pool_linear_loss_rejects_bad_labels_and_shapes(rng):

@@ -26,8 +26,9 @@ from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_r
 from minicnn.nn.fast._simd import prefetch
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
-from minicnn.nn.fast.group_linear import (SPARSE_BELOW_DENSITY, dense_linear_grads, dense_logits, dense_pooled_grads,
-                                          scatter_rows, sparse_linear_grads, sparse_logits, sparse_pooled_grads)
+from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits,
+                                          dense_pooled_grads, grad_places, kept_values, scatter_rows, sparse_linear,
+                                          sparse_linear_grads, sparse_logits, sparse_pooled_grads)
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted
@@ -64,51 +65,6 @@ class Outputs(NamedTuple):
     dfc_b: np.ndarray
 
 
-class SparseLinear(NamedTuple):
-    """The kept linear weights' places, row-compressed by class in the pooled maps' split rows
-    (group_linear.py): ``sparse`` False (and no entries) for the dense stages."""
-
-    sparse: bool
-    indptr: np.ndarray  # (K + 1,) int64: class k's entries are indptr[k] .. indptr[k + 1] - 1
-    indices: np.ndarray  # (nnz,) int64: their places in a split row (F*span)
-
-
-def sparse_linear(kept: np.ndarray | None, pooled_hw: tuple, wh: int) -> SparseLinear:
-    """kept (K, F*PH*PW), nonzero where a linear weight is kept (None: all) -> the SparseLinear the op
-    runs: sparse below SPARSE_BELOW_DENSITY kept, else dense (no entries). pooled_hw: (PH, PW); wh: a
-    split row's length."""
-    if kept is None:
-        return SparseLinear(False, np.zeros(1, np.int64), np.zeros(0, np.int64))
-    return SparseLinear(*_kept_places(np.ascontiguousarray(kept), pooled_hw[0], pooled_hw[1], wh,
-                                      SPARSE_BELOW_DENSITY))
-
-
-@serial
-def _kept_places(kept, ph, pw, wh, below_density):
-    """(sparse, indptr, indices) of SparseLinear from kept (K, F*PH*PW): counted, then filled without a
-    branch per entry (NumPy's nonzero and index arithmetic took 2 % of a 95 %-pruned step)."""
-    n_class, flat = kept.shape
-    n_kept = 0
-    for k in range(n_class):
-        for col in range(flat):
-            n_kept += kept[k, col] != 0
-    if n_kept >= below_density * kept.size:
-        return False, np.zeros(n_class + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    indptr = np.zeros(n_class + 1, dtype=np.int64)
-    indices = np.empty(n_kept + 1, dtype=np.int64)  # + 1: every entry is written, the kept ones advance
-    at = 0
-    for k in range(n_class):
-        row = kept[k]
-        for f in range(flat // (ph * pw)):
-            for py in range(ph):
-                col, place = (f * ph + py) * pw, (f * ph + py) * wh
-                for px in range(pw):
-                    indices[at] = place + px
-                    at += row[col + px] != 0
-        indptr[k + 1] = at
-    return True, indptr, indices[:n_kept]
-
-
 @reduction_kernel
 def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, train, n_parts, out):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,) (read
@@ -131,7 +87,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     lead = round_up(wh + 1, line)
     flat_len = n_filt * span
     fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
-    values = _kept_values(fc_split, fc_sparse.indptr, fc_sparse.indices)  # sparse: the kept weights
+    values = kept_values(fc_split, fc_sparse.indptr, fc_sparse.indices)  # sparse: the kept weights, by class
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, flat_len, train)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
     # image fills ceil((H + 2*pad) / 2) rows of WH
@@ -171,7 +127,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
         dfc_sum = aligned_zeros((n_class if train else 0, flat_len), x)
         dfcb_sum = np.zeros(n_class, dtype=x.dtype)
         dvalues_sum = np.zeros(values.size if train and sparse else 0, dtype=x.dtype)  # sparse: the kept ones'
-        grad_at = _grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
+        grad_at = grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
         grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
         x_flat = x.reshape(x.size)
@@ -347,27 +303,6 @@ def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_su
 # The work around the parallel loop, in serial functions: in the parallel kernel, Numba would run each
 # array expression (np.zeros, a sum) as a parallel loop of its own, for microseconds of work (in NumPy
 # after the kernel, they took 6 % of a paper-model step).
-
-
-@serial
-def _kept_values(fc_split, indptr, indices):
-    """(nnz,): the linear weights at a SparseLinear's places, fc_split (K, F*span)."""
-    values = np.empty(indices.size, dtype=fc_split.dtype)
-    for k in range(indptr.size - 1):
-        for j in range(indptr[k], indptr[k + 1]):
-            values[j] = fc_split[k, indices[j]]
-    return values
-
-
-@serial
-def _grad_places(indices, span, group_len):
-    """Places in the flat (F, group_len) pooled-map gradients of a group's first image for split-row
-    entries indices (F*span)."""
-    at = np.empty(indices.size, dtype=np.int64)
-    for j in range(indices.size):
-        f = indices[j] // span
-        at[j] = f * group_len + indices[j] - f * span
-    return at
 
 
 @serial
