@@ -37,38 +37,44 @@ def test_split_step_equals_its_python_twin(dtype, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("zero_blocked", [False, True])
-def test_unblocked_step_equals_its_python_twin(dtype, zero_blocked, rng):
+def test_unblocked_sums_equal_their_python_twin(dtype, zero_blocked, rng):
     """The vector lane sums of pool2's gradient sums (minicnn/nn/fast/_simd.py) against the plain loop they
-    stand for, bit for bit, at an odd offset, over lanes already holding sums; an inf in a blocked entry
-    and a NaN in a kept one reach check as the docstring says."""
+    stand for, bit for bit, over lanes already holding sums; an inf in a blocked entry and a NaN in a
+    kept one reach check as the docstring says."""
     from numba import njit
 
-    from minicnn.nn.fast._simd import STEP, _unblocked_step_python, _unblocked_step_vector
+    from minicnn.nn.fast._simd import STEP, _unblocked_sums_python, _unblocked_sums_vector
 
     @njit
-    def compiled(grad, code, q, lanes, check):
-        _unblocked_step_vector(grad, code, q, lanes, check, zero_blocked)
+    def compiled(grad, code, whole, lanes, check):
+        _unblocked_sums_vector(grad, code, whole, lanes, check, zero_blocked)
 
-    code = rng.integers(0, 5, size=STEP + 7).astype(np.int8)
-    grad = rng.standard_normal(STEP + 7).astype(dtype)
+    whole = 5 * STEP
+    code = rng.integers(0, 5, size=whole + 7).astype(np.int8)  # entries past whole are not read
+    grad = rng.standard_normal(whole + 7).astype(dtype)
     start_lanes = rng.standard_normal(STEP).astype(dtype)
-    for q, poison in [(0, None), (5, None), (7, "blocked inf"), (3, "kept nan")]:
+    for poison in (None, "blocked inf", "kept nan"):
         g = grad.copy()
         if poison == "blocked inf":
-            code[q + 2], g[q + 2] = 4, np.inf
+            code[21], g[21] = 4, np.inf
         if poison == "kept nan":
-            code[q + 4], g[q + 4] = 1, np.nan
-        got, want = (g.copy(), start_lanes.copy(), np.zeros(STEP, dtype)), (g.copy(), start_lanes.copy(), np.zeros(STEP, dtype))
-        compiled(got[0], code, q, got[1], got[2])
+            code[50], g[50] = 1, np.nan
+        got = (g.copy(), start_lanes.copy(), np.zeros(STEP, dtype))
+        want = (g.copy(), start_lanes.copy(), np.zeros(STEP, dtype))
+        compiled(got[0], code, whole, got[1], got[2])
         with np.errstate(invalid="ignore"):  # inf * 0, on purpose
-            _unblocked_step_python(want[0], code, q, want[1], want[2], zero_blocked)
+            _unblocked_sums_python(want[0], code, whole, want[1], want[2], zero_blocked)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
-        kept = np.where(code[q : q + STEP] < 4, g[q : q + STEP], 0).astype(dtype)
-        np.testing.assert_array_equal(want[1], start_lanes + kept)  # the twin does what it says
+        kept = np.where(code[:whole] < 4, g[:whole], 0).astype(dtype).reshape(-1, STEP)
+        sums = start_lanes.copy()
+        for row in kept:  # the twin does what it says: entry q into lane q % STEP, in order
+            sums += row
+        np.testing.assert_array_equal(want[1], sums)
         assert np.isnan(want[2]).any() == (poison == "kept nan" or (poison == "blocked inf" and not zero_blocked))
         if zero_blocked:
-            np.testing.assert_array_equal(want[0][q : q + STEP], kept)
+            np.testing.assert_array_equal(want[0][:whole], kept.reshape(-1))
+        np.testing.assert_array_equal(want[0][whole:], g[whole:])
 
 
 def test_prefetch_compiles_and_changes_nothing(rng):

@@ -5,12 +5,12 @@ layout of minicnn/nn/fast/parity.py stores every image row that way. As loops (`
 LLVM ran the 16 pairs of a 32-pixel row in its narrow remainder loop; here they are two vector loads,
 two shuffles and two stores (``vpermt2ps`` with AVX-512): the image unpacking ran 1.3-2x faster.
 
-``unblocked_step`` adds STEP gradients into STEP lane sums, the blocked ones (pooling code 4) as 0,
+``unblocked_sums`` adds a map's gradients into STEP lane sums, the blocked ones (pooling code 4) as 0,
 for pool2's sums of a map's gradient, whose order is written out (entry q into lane q % STEP, the lanes
 pairwise at the end: left to LLVM, a compiled and a cached kernel summed in different orders). As
-loops over a lane array LLVM kept them scalar, one entry per cycle (about 6 % of a 95 %-pruned paper
-model's training step); here a step is a vector load of each, a compare, a select and two adds, in the
-same order, so the same bits.
+loops over a lane array LLVM kept them scalar, about one entry per cycle (6 % of a 95 %-pruned paper
+model's training step); here each STEP entries are a vector load of each, a compare, a select and two
+adds, in the same order, so the same bits, the sums in registers.
 
 Call them straight from the kernel's loop (through a helper in between, Numba counts references on every
 call: 3-7x slower). Under NUMBA_DISABLE_JIT=1 the plain loop below stands in for it.
@@ -71,60 +71,68 @@ def _split_step_vector(typingctx, src, s, even, e, odd, o):
 split_step = _split_step_python if config.DISABLE_JIT else _split_step_vector
 
 
-def _unblocked_step_python(grad, code, q, lanes, check, zero_blocked):
-    """lanes[u] += grad[q + u] (0 where code[q + u] is 4) for u < STEP, and check[u] += that * 0 (NaN for
-    an inf or NaN) with zero_blocked, which sets the blocked entries of grad to 0, or else grad[q + u] * 0
-    (blocked or not)."""
-    for u in range(STEP):
-        g = grad[q + u]
-        kept = g if code[q + u] < 4 else grad.dtype.type(0.0)
+def _unblocked_sums_python(grad, code, whole, lanes, check, zero_blocked):
+    """For q < whole (a multiple of STEP): lanes[q % STEP] += grad[q] (0 where code[q] is 4), in order of
+    q, and check[q % STEP] += that * 0 (NaN for an inf or NaN) with zero_blocked, which sets the blocked
+    entries of grad to 0, or else grad[q] * 0 (blocked or not)."""
+    zero = grad.dtype.type(0.0)
+    for q in range(whole):
+        g = grad[q]
+        kept = g if code[q] < 4 else zero
         if zero_blocked:
-            grad[q + u] = kept
-        lanes[u] += kept
-        check[u] += (kept if zero_blocked else g) * grad.dtype.type(0.0)
+            grad[q] = kept
+        lanes[q % STEP] += kept
+        check[q % STEP] += (kept if zero_blocked else g) * zero
 
 
 @intrinsic
-def _unblocked_step_vector(typingctx, grad, code, q, lanes, check, zero_blocked):
-    """_unblocked_step_python as vector operations (IEEE: no fast-math flags); zero_blocked must be a
-    constant. No bounds checks (the caller's)."""
+def _unblocked_sums_vector(typingctx, grad, code, whole, lanes, check, zero_blocked):
+    """_unblocked_sums_python as one loop of vector operations (IEEE: no fast-math flags), the lane sums
+    kept in registers; zero_blocked must be a constant. No bounds checks (the caller's)."""
     if not all(isinstance(a, types.Array) and a.ndim == 1 for a in (grad, code, lanes, check)):
-        raise TypingError("unblocked_step takes 1-D arrays")
+        raise TypingError("unblocked_sums takes 1-D arrays")
     if not (grad.dtype == lanes.dtype == check.dtype and isinstance(grad.dtype, types.Float)
             and code.dtype == types.int8):
-        raise TypingError("unblocked_step needs float grad, lanes and check of one dtype and int8 codes")
+        raise TypingError("unblocked_sums needs float grad, lanes and check of one dtype and int8 codes")
     if not isinstance(zero_blocked, types.BooleanLiteral):
-        raise TypingError("unblocked_step's zero_blocked must be a literal True or False")
+        raise TypingError("unblocked_sums' zero_blocked must be a literal True or False")
     store = zero_blocked.literal_value
 
     def codegen(context, builder, signature, args):
         elem = context.get_data_type(grad.dtype)
         align = context.get_abi_sizeof(elem)
         floats, codes = ir.VectorType(elem, STEP), ir.VectorType(ir.IntType(8), STEP)
+        intp = context.get_value_type(types.intp)
 
         def at(array_type, array, index, vector):  # &array[index] as a vector pointer
             data = context.make_array(array_type)(context, builder, array).data
             return builder.bitcast(builder.gep(data, [index], inbounds=True), vector.as_pointer())
 
-        grad_v, code_v, q_v, lanes_v, check_v, _ = args
-        q = context.cast(builder, q_v, signature.args[2], types.intp)
-        zero_index = ir.Constant(ir.IntType(64), 0)
-        g_ptr = at(grad, grad_v, q, floats)
-        g = builder.load(g_ptr, align=align, typ=floats)
-        k = builder.load(at(code, code_v, q, codes), align=1, typ=codes)
+        grad_v, code_v, whole_v, lanes_v, check_v, _ = args
+        whole_n = context.cast(builder, whole_v, signature.args[2], types.intp)
         zeros = ir.Constant(floats, [0.0] * STEP)
-        kept = builder.select(builder.icmp_signed("<", k, ir.Constant(codes, [4] * STEP)), g, zeros)
-        if store:
-            builder.store(kept, g_ptr, align=align)
-        for array_type, array, value in ((lanes, lanes_v, kept), (check, check_v, builder.fmul(kept if store else g, zeros))):
-            ptr = at(array_type, array, zero_index, floats)
-            builder.store(builder.fadd(builder.load(ptr, align=align, typ=floats), value), ptr, align=align)
+        sums = []  # the two running vectors, in allocas that LLVM turns into registers
+        for array_type, array in ((lanes, lanes_v), (check, check_v)):
+            ptr = cgutils.alloca_once(builder, floats)
+            builder.store(builder.load(at(array_type, array, ir.Constant(intp, 0), floats), align=align, typ=floats), ptr)
+            sums.append(ptr)
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), whole_n, ir.Constant(intp, STEP), intp) as (q, _):
+            g_ptr = at(grad, grad_v, q, floats)
+            g = builder.load(g_ptr, align=align, typ=floats)
+            k = builder.load(at(code, code_v, q, codes), align=1, typ=codes)
+            kept = builder.select(builder.icmp_signed("<", k, ir.Constant(codes, [4] * STEP)), g, zeros)
+            if store:
+                builder.store(kept, g_ptr, align=align)
+            for ptr, value in ((sums[0], kept), (sums[1], builder.fmul(kept if store else g, zeros))):
+                builder.store(builder.fadd(builder.load(ptr), value), ptr)
+        for (array_type, array), ptr in zip(((lanes, lanes_v), (check, check_v)), sums):
+            builder.store(builder.load(ptr), at(array_type, array, ir.Constant(intp, 0), floats), align=align)
         return context.get_dummy_value()
 
-    return types.void(grad, code, q, lanes, check, zero_blocked), codegen
+    return types.void(grad, code, whole, lanes, check, zero_blocked), codegen
 
 
-unblocked_step = _unblocked_step_python if config.DISABLE_JIT else _unblocked_step_vector
+unblocked_sums = _unblocked_sums_python if config.DISABLE_JIT else _unblocked_sums_vector
 
 
 def _prefetch_python(array, index):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, serial_reduction
-from minicnn.nn.fast._simd import STEP, unblocked_step
+from minicnn.nn.fast._simd import STEP, unblocked_sums
 from minicnn.nn.fast.parity import copy_rows
 
 
@@ -103,7 +103,7 @@ def unpool2_codes(code, grad, dconv, lead):
     return total
 
 
-@serial  # not reassociated: the sum's order is written out (_simd.unblocked_step)
+@serial  # not reassociated: the sum's order is written out (_simd.unblocked_sums)
 def zero_blocked_and_sum(code, grad):
     """Sets grad (span,) to 0 in the windows of code 4 (ReLU blocked them), in place, and returns (db,
     finite): the sum of what is left, and whether all of it is finite. Once per filter, so that
@@ -111,7 +111,7 @@ def zero_blocked_and_sum(code, grad):
     return _lane_sum(code, grad, True)
 
 
-@serial  # not reassociated: the sum's order is written out (_simd.unblocked_step)
+@serial  # not reassociated: the sum's order is written out (_simd.unblocked_sums)
 def unblocked_sum(code, grad):
     """zero_blocked_and_sum without the zeroing, for conv_passes.weight_grad_codes_taps (which masks by
     the codes itself): the same db, the same bits, and whether all of grad, blocked or not, is finite."""
@@ -128,8 +128,10 @@ def _lane_sum(code, grad, zero_blocked):
     lanes = np.zeros(STEP, dtype=grad.dtype)
     check = np.zeros(STEP, dtype=grad.dtype)  # sums of entry * 0: NaN once one is inf or NaN
     whole = grad.size - grad.size % STEP
-    for start in range(0, whole, STEP):
-        unblocked_step(grad, code, start, lanes, check, zero_blocked)
+    if zero_blocked:  # a literal in each branch, as unblocked_sums wants
+        unblocked_sums(grad, code, whole, lanes, check, True)
+    else:
+        unblocked_sums(grad, code, whole, lanes, check, False)
     zero = grad.dtype.type(0.0)
     for q in range(whole, grad.size):  # float64 maps are whole cache lines of 8, not of 16
         g = grad[q]
