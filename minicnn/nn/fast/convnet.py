@@ -27,8 +27,8 @@ from minicnn.nn.fast._simd import prefetch
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
 from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits,
-                                          dense_pooled_grads, grad_places, kept_values, scatter_rows, sparse_linear,
-                                          sparse_linear_grads, sparse_logits, sparse_pooled_grads)
+                                          dense_pooled_grads, grad_places, kept_values, scatter_rows, sparse_grads,
+                                          sparse_linear, sparse_logits)
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted
@@ -143,8 +143,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
             if train:
                 loss_sum = _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum)
                 if sparse:
-                    sparse_linear_grads(dz, pooled, indptr, indices, dvalues_sum, dfcb_sum)
-                    sparse_pooled_grads(dz, values, indptr, grad_at, pitch, grad_flat)
+                    sparse_grads(dz, pooled, values, indptr, indices, grad_at, pitch, dvalues_sum, dfcb_sum, grad_flat)
                 else:
                     dense_linear_grads(dz, pooled, dfc_sum, dfcb_sum)
                     dense_pooled_grads(dz, fc_split, size, dpooled)
@@ -256,7 +255,7 @@ def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, 
     filter over the group: through the pool and ReLU by the codes, straight into the weight gradient
     (conv_passes.weight_grad_codes, 9 taps at once or tap by tap), unless a pixel or a gradient is inf or
     NaN (then through the stored map gradient, as the reference). plan: of the wanted weights. copy: the
-    pooled maps' gradients are in dpooled (dense), else already in grad (group_linear.sparse_pooled_grads)."""
+    pooled maps' gradients are in dpooled (dense), else already in grad (group_linear.sparse_grads)."""
     span, pitch, wh, lead = geo.span, geo.pitch, geo.wh, geo.lead
     for f in range(grad.shape[0]):
         grad_f, code_f = grad[f], code[f]

@@ -114,30 +114,21 @@ def sparse_logits(values, indptr, indices, fc_b, pooled, z, logits, first, size)
 
 
 @stage
-def sparse_linear_grads(dz, pooled, indptr, indices, dvalues, dfcb):
-    """dense_linear_grads at the kept weights only: dvalues (nnz,) += the gradient of values, dfcb (K,) +=
-    the bias's."""
+def sparse_grads(dz, pooled, values, indptr, indices, at, pitch, dvalues, dfcb, grad):
+    """dense_linear_grads and dense_pooled_grads over the kept weights, in one pass over them: dvalues (nnz,)
+    += the gradient of values, dfcb (K,) += the bias's, and the pooled maps' gradients of the group's four
+    images straight into the backward's layout, grad (flat; image g's entry of kept weight j at at[j] +
+    g*pitch), zeroed first: the sum over classes k of dz[g, k] * values[j] (a short group's unused images
+    have dz = 0). In that layout the backward needs no copy (dense_pooled_grads writes rows per image)."""
     p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
+    for i in range(grad.size):
+        grad[i] = 0.0
     for k in range(dfcb.shape[0]):
         g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
         dfcb[k] += (g0 + g1) + (g2 + g3)
         for j in range(indptr[k], indptr[k + 1]):
-            i = indices[j]
+            i, o, wv = indices[j], at[j], values[j]
             dvalues[j] += g0 * p0[i] + g1 * p1[i] + g2 * p2[i] + g3 * p3[i]
-
-
-@stage
-def sparse_pooled_grads(dz, values, indptr, at, pitch, grad):
-    """The pooled maps' gradients of the group's four images straight into the backward's layout, grad
-    (flat; image g's entry of kept weight j at at[j] + g*pitch), zeroed first: the sum over classes k of
-    dz[g, k] * values[j] (a short group's unused images have dz = 0). In that layout, the backward needs
-    no copy of them (dense_pooled_grads writes rows per image, which the backward copies)."""
-    for i in range(grad.size):
-        grad[i] = 0.0
-    for k in range(dz.shape[1]):
-        g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
-        for j in range(indptr[k], indptr[k + 1]):
-            o, wv = at[j], values[j]
             grad[o] += g0 * wv
             grad[o + pitch] += g1 * wv
             grad[o + 2 * pitch] += g2 * wv
