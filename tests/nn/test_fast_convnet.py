@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minicnn.nn.fast import group_linear
-from minicnn.nn.fast.convnet import Outputs, _publish
+from minicnn.nn.fast.convnet import Outputs, _publish, _publish_kept
 from minicnn.nn.fast.pool2 import unblocked_sum, zero_blocked_and_sum
 from _fast_compare import ATOL, RTOL, assert_close, block_kink_margin, f32, fast, grid, ref
 
@@ -246,7 +246,8 @@ def test_publish_sums_thread_parts_in_order(n_parts, rng):
     dw, db = np.empty(dw_part.shape[1:], np.float32), np.empty(n_filt, np.float32)
     dfc_w, dfc_b = np.empty((n_class, n_filt * ph * pw), np.float32), np.empty(n_class, np.float32)
     logits = np.empty((1, n_class), np.float32)
-    total = _publish(loss, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, Outputs(logits, dw, db, dfc_w, dfc_b))
+    total = _publish(loss, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, False,
+                     Outputs(logits, dw, db, dfc_w, dfc_b))
 
     def in_order(parts):
         out = parts[0].copy()
@@ -260,6 +261,17 @@ def test_publish_sums_thread_parts_in_order(n_parts, rng):
     np.testing.assert_array_equal(dfc_b, in_order(dfcb_part))
     rows = in_order(dfc_part).reshape(n_class, n_filt, ph, wh)[:, :, :, :pw]  # split rows -> (K, F, PH, PW)
     np.testing.assert_array_equal(dfc_w, rows.reshape(n_class, n_filt * ph * pw))
+
+    # a sparse linear layer's parts: the kept weights' sums, (n_parts, 1, nnz), back to their places
+    kept = rng.random(dfc_w.shape) < 0.04  # below SPARSE_BELOW_DENSITY
+    plan = group_linear.sparse_linear(kept, (ph, pw), wh)
+    assert plan.sparse and plan.indices.size == kept.sum() > 0
+    kept_part = f32(rng.standard_normal((n_parts, 1, plan.indices.size)))
+    dfc_w[...] = np.nan
+    _publish_kept(kept_part, plan.indptr, plan.indices, ph, pw, wh, dfc_w)
+    want = np.zeros(dfc_w.shape, np.float32)
+    want[kept] = in_order(kept_part)[0]  # nonzero's order is the plan's: class by class, columns in order
+    np.testing.assert_array_equal(dfc_w, want)
 
 
 def test_one_conv_model_trains_through_the_whole_network_op(rng):

@@ -27,7 +27,7 @@ from minicnn.nn.fast._simd import prefetch
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
 from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits,
-                                          dense_pooled_grads, grad_places, kept_values, scatter_rows, sparse_grads,
+                                          dense_pooled_grads, grad_places, kept_values, sparse_grads,
                                           sparse_linear, sparse_logits)
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
@@ -88,7 +88,8 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     flat_len = n_filt * span
     fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
     values = kept_values(fc_split, fc_sparse.indptr, fc_sparse.indices)  # sparse: the kept weights, by class
-    loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, flat_len, train)
+    fc_rows = (1, fc_sparse.indices.size) if fc_sparse.sparse else (n_class, flat_len)  # sparse: the kept weights'
+    loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, fc_rows, train)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
     # image fills ceil((H + 2*pad) / 2) rows of WH
     pitch = max(span + (kh // 2) * wh + kw // 2, ((h + 2 * pad + 1) // 2) * wh)
@@ -124,9 +125,9 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
         loss_sum = 0.0
         dw_sum = np.zeros(w.shape, dtype=x.dtype) if train else np.zeros((0, 0, 0, 0), dtype=x.dtype)
         db_sum = np.zeros(n_filt, dtype=x.dtype)
-        dfc_sum = aligned_zeros((n_class if train else 0, flat_len), x)
+        dfc_sum = aligned_zeros((fc_rows[0] if train else 0, fc_rows[1]), x)
         dfcb_sum = np.zeros(n_class, dtype=x.dtype)
-        dvalues_sum = np.zeros(values.size if train and sparse else 0, dtype=x.dtype)  # sparse: the kept ones'
+        dvalues_sum = dfc_sum[0] if train and sparse else dfcb_sum[:0]  # sparse: dfc_sum is the kept weights'
         grad_at = grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
         grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
@@ -150,13 +151,14 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
                 _backward_group(wanted_plan, size, not sparse, finite, geo, planes, dpooled, code, grad, dconv, dw_sum,
                                 db_sum)
         if train:
-            if sparse:
-                scatter_rows(dvalues_sum, indptr, indices, dfc_sum)
             loss_part[t] = loss_sum
             _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum)
     if not train:
         return 0.0
-    return _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out) / max(n_img, 1)
+    loss = _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out)
+    if sparse:
+        _publish_kept(dfc_part, indptr, indices, ph, pw, wh, out.dfc_w)
+    return loss / max(n_img, 1)
 
 
 # The stages of the kernel's loop over one group of GROUP images, inlined into it (see _jit.stage); they
@@ -320,22 +322,24 @@ def _to_split_rows(fc_w, n_filt, ph, pw, wh):
 
 
 @serial
-def _part_sums(n_parts, w, n_class, flat_len, train):
-    """Every thread's sums, zeroed: loss (n_parts,), dw (n_parts, F, C, KH, KW), db (n_parts, F), dfc in
-    split rows (n_parts, K, F*span), dfc_b (n_parts, K); the gradients' places are empty without train."""
+def _part_sums(n_parts, w, n_class, fc_rows, train):
+    """Every thread's sums, zeroed: loss (n_parts,), dw (n_parts, F, C, KH, KW), db (n_parts, F), dfc
+    (n_parts,) + fc_rows (in split rows (K, F*span), or the kept weights' (1, nnz) of a sparse linear
+    layer), dfc_b (n_parts, K); the gradients' places are empty without train."""
     n_filt, dtype = w.shape[0], w.dtype
     return (np.zeros(n_parts),
             np.zeros((n_parts,) + (w.shape if train else (0, 0, 0, 0)), dtype=dtype),
             np.zeros((n_parts, n_filt), dtype=dtype),
-            np.zeros((n_parts,) + ((n_class, flat_len) if train else (0, 0)), dtype=dtype),
+            np.zeros((n_parts,) + (fc_rows if train else (0, 0)), dtype=dtype),
             np.zeros((n_parts, n_class), dtype=dtype))
 
 
 @serial
-def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out):
+def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out):
     """The threads' parts (see _part_sums) summed into out's dw, db, dfc_w (K, F*PH*PW: back from split
-    rows) and dfc_b, in the order part 0 + part 1 + ...; returns the summed loss. Part by part and row by
-    row, each a loop over contiguous entries (a strided sum per entry took 6x as long)."""
+    rows; not with ``sparse``, see _publish_kept) and dfc_b, in the order part 0 + part 1 + ...; returns
+    the summed loss. Part by part and row by row, each a loop over contiguous entries (a strided sum per
+    entry took 6x as long)."""
     dw, db, dfc_w, dfc_b = out.dw, out.db, out.dfc_w, out.dfc_b
     n_parts, n_class, n_filt, span = dw_part.shape[0], dfcb_part.shape[1], db_part.shape[1], ph * wh
     _, c_in, kh, kw = dw.shape
@@ -349,7 +353,7 @@ def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out):
             db[f] = db_part[t, f] if t == 0 else db[f] + db_part[t, f]
         for k in range(n_class):
             dfc_b[k] = dfcb_part[t, k] if t == 0 else dfc_b[k] + dfcb_part[t, k]
-    for k in range(n_class):
+    for k in range(0 if sparse else n_class):
         for f in range(n_filt):
             for py in range(ph):
                 dst, src = dfc_w[k, (f * ph + py) * pw :], dfc_part[0, k, f * span + py * wh :]
@@ -360,6 +364,23 @@ def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, out):
                     for u in range(pw):
                         dst[u] += src[u]
     return loss_part.sum()
+
+
+@serial
+def _publish_kept(dfc_part, indptr, indices, ph, pw, wh, dfc_w):
+    """A sparse linear layer's weight gradient: dfc_w (K, F*PH*PW) = 0 but at the kept weights, each the
+    sum of the threads' parts dfc_part (n_parts, 1, nnz) in the order part 0 + part 1 + ..."""
+    for k in range(dfc_w.shape[0]):  # loops, not dfc_w[...] = 0 (see _store_part)
+        for e in range(dfc_w.shape[1]):
+            dfc_w[k, e] = 0.0
+    span = ph * wh
+    for k in range(indptr.size - 1):
+        for j in range(indptr[k], indptr[k + 1]):
+            f, cell = indices[j] // span, indices[j] % span
+            total = dfc_part[0, 0, j]
+            for t in range(1, dfc_part.shape[0]):
+                total += dfc_part[t, 0, j]
+            dfc_w[k, (f * ph + cell // wh) * pw + cell % wh] = total
 
 
 def _pooled_and_row(x: np.ndarray, w: np.ndarray, pad: int):

@@ -135,15 +135,6 @@ def sparse_grads(dz, pooled, values, indptr, indices, at, pitch, dvalues, dfcb, 
             grad[o + 3 * pitch] += g3 * wv
 
 
-@stage
-def scatter_rows(dvalues, indptr, indices, dfc):
-    """dfc (K, F*span) += dvalues, each at its class's row and split position."""
-    for k in range(dfc.shape[0]):
-        row = dfc[k]
-        for j in range(indptr[k], indptr[k + 1]):
-            row[indices[j]] += dvalues[j]
-
-
 class SparseLinear(NamedTuple):
     """The kept linear weights' places in the pooled maps' split rows, row-compressed by class: ``sparse``
     False (and no entries) for the dense stages."""
