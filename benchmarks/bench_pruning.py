@@ -195,8 +195,8 @@ def main():
               f"{t_conv / full_conv:9.2f} {k / 8:5.2f} {t_torch / t_small:7.1f}x")
 
     print("\n2. unstructured pruning: sparsity vs time per epoch")
-    print(f"{'sparsity':>8s} {'sparse s':>8s} {'dense s':>8s} {'torch s':>8s} {'dense/sparse':>12s} {'unpruned/this':>13s} "
-          f"{'vs torch':>8s}")
+    print(f"{'sparsity':>8s} {'sparse s':>8s} {'dense s':>8s} {'torch s':>8s} {'dense/sparse':>12s} "
+          f"{'unpruned/this':>13s} {'vs torch':>8s}")
     amounts = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
     steps = {}
     for amount in amounts:

@@ -114,7 +114,8 @@ def _unblocked_sums_vector(typingctx, grad, code, whole, lanes, check, zero_bloc
         sums = []  # the two running vectors, in allocas that LLVM turns into registers
         for array_type, array in ((lanes, lanes_v), (check, check_v)):
             ptr = cgutils.alloca_once(builder, floats)
-            builder.store(builder.load(at(array_type, array, ir.Constant(intp, 0), floats), align=align, typ=floats), ptr)
+            start = builder.load(at(array_type, array, ir.Constant(intp, 0), floats), align=align, typ=floats)
+            builder.store(start, ptr)
             sums.append(ptr)
         with cgutils.for_range_slice(builder, ir.Constant(intp, 0), whole_n, ir.Constant(intp, STEP), intp) as (q, _):
             g_ptr = at(grad, grad_v, q, floats)
@@ -152,8 +153,8 @@ def _prefetch_vector(typingctx, array, index):
         byte_ptr = ir.IntType(8).as_pointer()
         address = builder.bitcast(builder.gep(data, [i], inbounds=True), byte_ptr)
         i32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
-                                                  "llvm.prefetch.p0")
+        signature_ = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        function = cgutils.get_or_insert_function(builder.module, signature_, "llvm.prefetch.p0")
         # read (0), locality 2 (L2), data cache (1)
         builder.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
         return context.get_dummy_value()

@@ -26,9 +26,8 @@ from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_r
 from minicnn.nn.fast._simd import prefetch
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
-from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits,
-                                          dense_pooled_grads, grad_places, kept_values, sparse_grads,
-                                          sparse_linear, sparse_logits)
+from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits, dense_pooled_grads, grad_places,
+                                          kept_values, sparse_grads, sparse_linear, sparse_logits)
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted

@@ -3,11 +3,12 @@ linear weight's and bias's gradients, and the pooled maps' gradients. Stages, in
 
 Two twins of each: dense, over the whole linear weight in the pooled maps' split rows (fc_split, K x
 F*span); and sparse, over the kept weights only, row-compressed by class (a SparseLinear), which the op
-takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense, the three products read or write all K x F*span entries per group: at the paper's 95 %
-unstructured pruning they were a fifth of a training step, for 5 % of the weights. Sparse, each kept
-weight is one index and value loaded for the group's four images (a gather per image: no vector loop,
-so it pays only well below the dense loop's cost); pruned weights then contribute nothing, where the
-dense products multiply them (0 * inf = NaN in a diverged run), as fast.dense's sparse kernels.
+takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense, the three products read or
+write all K x F*span entries per group: at the paper's 95 % unstructured pruning they were a fifth of a
+training step, for 5 % of the weights. Sparse, each kept weight is one index and value loaded for the
+group's four images (a gather per image: no vector loop, so it pays only well below the dense loop's
+cost); pruned weights then contribute nothing, where the dense products multiply them (0 * inf = NaN in
+a diverged run), as fast.dense's sparse kernels.
 """
 
 from __future__ import annotations
