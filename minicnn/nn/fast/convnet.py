@@ -85,8 +85,9 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     line = line_entries(x)  # entries per cache line
     lead = round_up(wh + 1, line)
     flat_len = n_filt * span
-    fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh)
-    values = kept_values(fc_split, fc_sparse.indptr, fc_sparse.indices)  # sparse: the kept weights, by class
+    # dense: the linear weight in split rows; sparse: its kept weights by class (the split rows unneeded)
+    fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh, 0 if fc_sparse.sparse else n_class)
+    values = kept_values(fc_w, fc_sparse.indptr, fc_sparse.indices, ph, pw, wh)
     fc_rows = (1, fc_sparse.indices.size) if fc_sparse.sparse else (n_class, flat_len)  # sparse: the kept weights'
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, fc_rows, train)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
@@ -306,10 +307,11 @@ def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_su
 
 
 @serial
-def _to_split_rows(fc_w, n_filt, ph, pw, wh):
-    """fc_w (K, F*PH*PW) -> fc_split (K, F*span): the linear weight in the pooled maps' split rows
-    (span = PH*WH), zeros in the junk columns; row by row, on slices (entry by entry: 1.8x slower)."""
-    n_class, span = fc_w.shape[0], ph * wh
+def _to_split_rows(fc_w, n_filt, ph, pw, wh, n_class):
+    """fc_w (K, F*PH*PW) -> fc_split (n_class, F*span): the linear weight's first n_class rows (all, or none)
+    in the pooled maps' split rows (span = PH*WH), zeros in the junk columns; row by row, on slices (entry
+    by entry: 1.8x slower)."""
+    span = ph * wh
     fc_split = aligned_zeros((n_class, n_filt * span), fc_w)
     for k in range(n_class):
         for f in range(n_filt):

@@ -182,12 +182,14 @@ def _kept_places(kept, ph, pw, wh, below_density):
 
 
 @serial
-def kept_values(fc_split, indptr, indices):
-    """(nnz,): the linear weights at a SparseLinear's places by class, from fc_split (K, F*span)."""
-    values = np.empty(indices.size, dtype=fc_split.dtype)
+def kept_values(fc_w, indptr, indices, ph, pw, wh):
+    """(nnz,): the linear weights fc_w (K, F*PH*PW) at a SparseLinear's places (split rows of WH), by class."""
+    values = np.empty(indices.size, dtype=fc_w.dtype)
+    span = ph * wh
     for k in range(indptr.size - 1):
         for j in range(indptr[k], indptr[k + 1]):
-            values[j] = fc_split[k, indices[j]]
+            f, cell = indices[j] // span, indices[j] % span
+            values[j] = fc_w[k, (f * ph + cell // wh) * pw + cell % wh]
     return values
 
 
