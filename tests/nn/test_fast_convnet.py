@@ -180,9 +180,10 @@ def test_sparse_linear_plan(rng):
     rows, cols = np.nonzero(kept)
     f, cell = np.divmod(cols, ph * pw)
     np.testing.assert_array_equal(plan.indices, f * ph * wh + (cell // pw) * wh + cell % pw)
+    np.testing.assert_array_equal(plan.columns, cols)
     np.testing.assert_array_equal(np.diff(plan.indptr), np.bincount(rows, minlength=n_class))
     dense = group_linear.sparse_linear(np.ones_like(kept), (ph, pw), wh)
-    assert not dense.sparse and dense.indices.size == 0
+    assert not dense.sparse and dense.indices.size == dense.columns.size == 0
 
 
 def test_conv_relu_pool_linear_loss_rejects_bad_labels_and_shapes(rng):
@@ -268,7 +269,7 @@ def test_publish_sums_thread_parts_in_order(n_parts, rng):
     assert plan.sparse and plan.indices.size == kept.sum() > 0
     kept_part = f32(rng.standard_normal((n_parts, 1, plan.indices.size)))
     dfc_w[...] = np.nan
-    _publish_kept(kept_part, plan.indptr, plan.indices, ph, pw, wh, dfc_w)
+    _publish_kept(kept_part, plan.indptr, plan.columns, dfc_w)
     want = np.zeros(dfc_w.shape, np.float32)
     want[kept] = in_order(kept_part)[0]  # nonzero's order is the plan's: class by class, columns in order
     np.testing.assert_array_equal(dfc_w, want)

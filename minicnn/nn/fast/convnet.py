@@ -87,7 +87,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     flat_len = n_filt * span
     # dense: the linear weight in split rows; sparse: its kept weights by class (the split rows unneeded)
     fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh, 0 if fc_sparse.sparse else n_class)
-    values = kept_values(fc_w, fc_sparse.indptr, fc_sparse.indices, ph, pw, wh)
+    values = kept_values(fc_w, fc_sparse.indptr, fc_sparse.columns)
     fc_rows = (1, fc_sparse.indices.size) if fc_sparse.sparse else (n_class, flat_len)  # sparse: the kept weights'
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, fc_rows, train)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
@@ -104,7 +104,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     # are packed again inside).
     nine_taps, tap_count, taps, live = plan
     grad_nine_taps, grad_count, grad_taps, grad_live = grad_plan
-    sparse, indptr, indices = fc_sparse
+    sparse, indptr, indices, columns = fc_sparse
     logits = out.logits
     for t in prange(n_parts):
         geo = Geometry(pad, wh, span, ph, pw, pitch, lead, group_len, plane_row)
@@ -127,7 +127,6 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
         db_sum = np.zeros(n_filt, dtype=x.dtype)
         dfc_sum = aligned_zeros((fc_rows[0] if train else 0, fc_rows[1]), x)
         dfcb_sum = np.zeros(n_class, dtype=x.dtype)
-        dvalues_sum = dfc_sum[0] if train and sparse else dfcb_sum[:0]  # sparse: dfc_sum is the kept weights'
         grad_at = grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
         grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
@@ -144,7 +143,8 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
             if train:
                 loss_sum = _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum)
                 if sparse:
-                    sparse_grads(dz, pooled, values, indptr, indices, grad_at, pitch, dvalues_sum, dfcb_sum, grad_flat)
+                    # (dfc_sum: the kept weights' gradient sums)
+                    sparse_grads(dz, pooled, values, indptr, indices, grad_at, pitch, dfc_sum[0], dfcb_sum, grad_flat)
                 else:
                     dense_linear_grads(dz, pooled, dfc_sum, dfcb_sum)
                     dense_pooled_grads(dz, fc_split, size, dpooled)
@@ -157,7 +157,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
         return 0.0
     loss = _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out)
     if sparse:
-        _publish_kept(dfc_part, indptr, indices, ph, pw, wh, out.dfc_w)
+        _publish_kept(dfc_part, indptr, columns, out.dfc_w)
     return loss / max(n_img, 1)
 
 
@@ -368,20 +368,19 @@ def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, spars
 
 
 @serial
-def _publish_kept(dfc_part, indptr, indices, ph, pw, wh, dfc_w):
-    """A sparse linear layer's weight gradient: dfc_w (K, F*PH*PW) = 0 but at the kept weights, each the
-    sum of the threads' parts dfc_part (n_parts, 1, nnz) in the order part 0 + part 1 + ..."""
+def _publish_kept(dfc_part, indptr, columns, dfc_w):
+    """A sparse linear layer's weight gradient: dfc_w (K, F*PH*PW) = 0 but at the kept weights (indptr,
+    columns: a SparseLinear's), each the sum of the threads' parts dfc_part (n_parts, 1, nnz) in the order
+    part 0 + part 1 + ..."""
     for k in range(dfc_w.shape[0]):  # loops, not dfc_w[...] = 0 (see _store_part)
         for e in range(dfc_w.shape[1]):
             dfc_w[k, e] = 0.0
-    span = ph * wh
     for k in range(indptr.size - 1):
         for j in range(indptr[k], indptr[k + 1]):
-            f, cell = indices[j] // span, indices[j] % span
             total = dfc_part[0, 0, j]
             for t in range(1, dfc_part.shape[0]):
                 total += dfc_part[t, 0, j]
-            dfc_w[k, (f * ph + cell // wh) * pw + cell % wh] = total
+            dfc_w[k, columns[j]] = total
 
 
 def _pooled_and_row(x: np.ndarray, w: np.ndarray, pad: int):

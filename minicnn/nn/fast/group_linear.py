@@ -143,6 +143,7 @@ class SparseLinear(NamedTuple):
     sparse: bool
     indptr: np.ndarray  # (K + 1,) int64: class k's entries are indptr[k] .. indptr[k + 1] - 1
     indices: np.ndarray  # (nnz,) int64: their places in a split row (F*span), in order
+    columns: np.ndarray  # (nnz,) int64: their columns in the linear weight (F*PH*PW)
 
 
 def sparse_linear(kept: np.ndarray | None, pooled_hw: tuple, wh: int) -> SparseLinear:
@@ -150,7 +151,7 @@ def sparse_linear(kept: np.ndarray | None, pooled_hw: tuple, wh: int) -> SparseL
     runs: sparse below SPARSE_BELOW_DENSITY kept, else dense (no entries). pooled_hw: (PH, PW); wh: a
     split row's length."""
     if kept is None:
-        return SparseLinear(False, np.zeros(1, np.int64), np.zeros(0, np.int64))
+        return SparseLinear(False, np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     return SparseLinear(*_kept_places(np.ascontiguousarray(kept), pooled_hw[0], pooled_hw[1], wh,
                                       SPARSE_BELOW_DENSITY))
 
@@ -165,9 +166,11 @@ def _kept_places(kept, ph, pw, wh, below_density):
         for col in range(flat):
             n_kept += kept[k, col] != 0
     if n_kept >= below_density * kept.size:
-        return False, np.zeros(n_class + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        none = np.zeros(0, dtype=np.int64)
+        return False, np.zeros(n_class + 1, dtype=np.int64), none, none
     indptr = np.zeros(n_class + 1, dtype=np.int64)
-    indices = np.empty(n_kept + 1, dtype=np.int64)  # + 1: every entry is written, the kept ones advance
+    # + 1: every entry is written, the kept ones advance
+    indices, columns = np.empty(n_kept + 1, dtype=np.int64), np.empty(n_kept + 1, dtype=np.int64)
     at = 0
     for k in range(n_class):
         row = kept[k]
@@ -175,21 +178,19 @@ def _kept_places(kept, ph, pw, wh, below_density):
             for py in range(ph):
                 col, place = (f * ph + py) * pw, (f * ph + py) * wh
                 for px in range(pw):
-                    indices[at] = place + px
+                    indices[at], columns[at] = place + px, col + px
                     at += row[col + px] != 0
         indptr[k + 1] = at
-    return True, indptr, indices[:n_kept]
+    return True, indptr, indices[:n_kept], columns[:n_kept]
 
 
 @serial
-def kept_values(fc_w, indptr, indices, ph, pw, wh):
-    """(nnz,): the linear weights fc_w (K, F*PH*PW) at a SparseLinear's places (split rows of WH), by class."""
-    values = np.empty(indices.size, dtype=fc_w.dtype)
-    span = ph * wh
+def kept_values(fc_w, indptr, columns):
+    """(nnz,): the linear weights fc_w (K, F*PH*PW) kept by a SparseLinear (indptr, columns), by class."""
+    values = np.empty(columns.size, dtype=fc_w.dtype)
     for k in range(indptr.size - 1):
         for j in range(indptr[k], indptr[k + 1]):
-            f, cell = indices[j] // span, indices[j] % span
-            values[j] = fc_w[k, (f * ph + cell // wh) * pw + cell % wh]
+            values[j] = fc_w[k, columns[j]]
     return values
 
 
