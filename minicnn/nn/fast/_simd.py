@@ -13,7 +13,7 @@ model's training step); here each STEP entries are a vector load of each, a comp
 adds, in the same order, so the same bits, the sums in registers.
 
 Call them straight from the kernel's loop (through a helper in between, Numba counts references on every
-call: 3-7x slower). Under NUMBA_DISABLE_JIT=1 the plain loop below stands in for it.
+call: 3-7x slower). Under NUMBA_DISABLE_JIT=1 plain loops stand in for them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from numba import config
 from numba.core import cgutils, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
+
+from minicnn.nn.fast._jit import serial
 
 #: Pairs per vector step: 2*STEP values in, STEP out to each side (512 bits of float32).
 STEP = 16
@@ -71,12 +73,14 @@ def _split_step_vector(typingctx, src, s, even, e, odd, o):
 split_step = _split_step_python if config.DISABLE_JIT else _split_step_vector
 
 
-def _unblocked_sums_python(grad, code, whole, lanes, check, zero_blocked):
-    """For q < whole (a multiple of STEP): lanes[q % STEP] += grad[q] (0 where code[q] is 4), in order of
-    q, and check[q % STEP] += that * 0 (NaN for an inf or NaN) with zero_blocked, which sets the blocked
-    entries of grad to 0, or else grad[q] * 0 (blocked or not)."""
+@serial  # not reassociated: in the order of q
+def unblocked_sums_loop(grad, code, start, stop, lanes, check, zero_blocked):
+    """For start <= q < stop: lanes[q % STEP] += grad[q] (0 where code[q] is 4), in order of q, and
+    check[q % STEP] += that * 0 (NaN for an inf or NaN) with zero_blocked, which sets the blocked entries
+    of grad to 0, or else grad[q] * 0 (blocked or not). The plain loop that unblocked_sums stands for,
+    and the rest of a map past its whole vector steps."""
     zero = grad.dtype.type(0.0)
-    for q in range(whole):
+    for q in range(start, stop):
         g = grad[q]
         kept = g if code[q] < 4 else zero
         if zero_blocked:
@@ -85,10 +89,16 @@ def _unblocked_sums_python(grad, code, whole, lanes, check, zero_blocked):
         check[q % STEP] += (kept if zero_blocked else g) * zero
 
 
+def _unblocked_sums_python(grad, code, whole, lanes, check, zero_blocked):
+    """unblocked_sums_loop over q < whole (a multiple of STEP): what _unblocked_sums_vector computes."""
+    unblocked_sums_loop(grad, code, 0, whole, lanes, check, zero_blocked)
+
+
 @intrinsic
 def _unblocked_sums_vector(typingctx, grad, code, whole, lanes, check, zero_blocked):
-    """_unblocked_sums_python as one loop of vector operations (IEEE: no fast-math flags), the lane sums
-    kept in registers; zero_blocked must be a constant. No bounds checks (the caller's)."""
+    """unblocked_sums_loop over q < whole (a multiple of STEP) as one loop of vector operations (IEEE: no
+    fast-math flags), the lane sums kept in registers; zero_blocked must be a constant. No bounds checks
+    (the caller's)."""
     if not all(isinstance(a, types.Array) and a.ndim == 1 for a in (grad, code, lanes, check)):
         raise TypingError("unblocked_sums takes 1-D arrays")
     if not (grad.dtype == lanes.dtype == check.dtype and isinstance(grad.dtype, types.Float)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, serial_reduction
-from minicnn.nn.fast._simd import STEP, unblocked_sums
+from minicnn.nn.fast._simd import STEP, unblocked_sums, unblocked_sums_loop
 from minicnn.nn.fast.parity import copy_rows
 
 
@@ -121,10 +121,10 @@ def unblocked_sum(code, grad):
 @serial
 def _lane_sum(code, grad, zero_blocked):
     """(sum of grad outside the windows of code 4, whether it is finite: with zero_blocked the entries
-    left, else all of grad), the sum in
-    STEP lanes in a written-out order: entry q into lane q % STEP, then the lanes pairwise (left to LLVM,
-    a process that compiled the kernels and one that loaded them from the cache summed in different
-    orders). With zero_blocked, the blocked entries of grad are set to 0 on the way."""
+    left, else all of grad), the sum in STEP lanes in a written-out order: entry q into lane q % STEP,
+    then the lanes pairwise (left to LLVM, a process that compiled the kernels and one that loaded them
+    from the cache summed in different orders). With zero_blocked, the blocked entries of grad are set to
+    0 on the way."""
     lanes = np.zeros(STEP, dtype=grad.dtype)
     check = np.zeros(STEP, dtype=grad.dtype)  # sums of entry * 0: NaN once one is inf or NaN
     whole = grad.size - grad.size % STEP
@@ -132,14 +132,8 @@ def _lane_sum(code, grad, zero_blocked):
         unblocked_sums(grad, code, whole, lanes, check, True)
     else:
         unblocked_sums(grad, code, whole, lanes, check, False)
-    zero = grad.dtype.type(0.0)
-    for q in range(whole, grad.size):  # float64 maps are whole cache lines of 8, not of 16
-        g = grad[q]
-        kept = g if code[q] < 4 else zero
-        if zero_blocked:
-            grad[q] = kept
-        lanes[q - whole] += kept
-        check[q - whole] += (kept if zero_blocked else g) * zero
+    # the rest (float64 maps are whole cache lines of 8, not of 16)
+    unblocked_sums_loop(grad, code, whole, grad.size, lanes, check, zero_blocked)
     width = STEP // 2
     while width:
         for lane in range(width):
