@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("OMP_PROC_BIND", "true")
 
 import argparse  # noqa: E402
+import contextlib
 import statistics
 import time
 
@@ -37,13 +38,8 @@ EPOCH = 50_000
 
 
 def seconds_per_epoch(step, batches, repeats):
-    step(batches[:1])
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step(batches)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / sum(len(b[1]) for b in batches) * EPOCH
+    """Median seconds per epoch of EPOCH images of step(batches), after one batch to warm up."""
+    return interleaved_seconds_per_epoch({"step": step}, batches, repeats)["step"]
 
 
 def interleaved_seconds_per_epoch(steps, batches, repeats):
@@ -86,11 +82,7 @@ def minicnn_step(model, lr=0.01, within=None):
     opt = Optimizer(SGDConfig(lr=lr))
 
     def run(batches):
-        if within is None:
-            for x, y in batches:
-                train_step(model, opt, x, y)
-            return
-        with within:
+        with within or contextlib.nullcontext():
             for x, y in batches:
                 train_step(model, opt, x, y)
 
