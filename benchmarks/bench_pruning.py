@@ -152,7 +152,10 @@ def main():
     args = ap.parse_args()
 
     import numba
-    import torch
+
+    from minicnn.ladder.machine import import_torch
+
+    torch = import_torch()  # before any kernel: both libraries' threads on every core (see there)
 
     import minicnn.nn.fast.block as block
     import minicnn.nn.fast.convnet as convnet

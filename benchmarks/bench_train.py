@@ -107,9 +107,10 @@ def main():
     args = ap.parse_args()
 
     import numba
-    import torch
 
-    from minicnn.ladder.machine import cpu_model, matmul_gflops
+    from minicnn.ladder.machine import cpu_model, import_torch, matmul_gflops
+
+    torch = import_torch()  # before any kernel: both libraries' threads on every core (see there)
 
     threads = numba.get_num_threads()
     peak = matmul_gflops(size=4096, repeats=3)  # before any kernel runs (see matmul_gflops)

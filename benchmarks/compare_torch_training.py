@@ -31,7 +31,10 @@ def main():
     args = ap.parse_args()
 
     import numba
-    import torch
+
+    from minicnn.ladder.machine import import_torch
+
+    torch = import_torch()  # before any kernel: both libraries' threads on every core (see there)
 
     from minicnn.io.data import load_cifar10
     from minicnn.nn.model import build_model

@@ -21,7 +21,7 @@ import numpy as np
 
 from minicnn.ladder import RUNGS, load
 from minicnn.ladder._jit import num_threads
-from minicnn.ladder.machine import cpu_model, matmul_gflops, seconds
+from minicnn.ladder.machine import cpu_model, import_torch, matmul_gflops, seconds
 
 BATCH = 512
 SLOW_BATCH = 16  # images rung 1 is timed on (its per-image cost does not depend on the batch)
@@ -51,7 +51,7 @@ def torch_step(batch):
     """PyTorch's training step on the same batch and parameters (None without torch): forward, mean
     cross-entropy and backward; the input needs no gradient, as in the rungs."""
     try:
-        import torch
+        torch = import_torch()  # its threads on every core, though minicnn's already run (see there)
     except ImportError:
         return None, None
     torch.set_num_threads(num_threads())

@@ -3,6 +3,7 @@ NumPy's float32 matrix product in GFLOP/s (the machine's practical peak on the t
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -33,3 +34,21 @@ def seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def import_torch():
+    """PyTorch, imported so that its OpenMP threads and minicnn's each get every core (ImportError
+    without it). With OMP_PROC_BIND=true (minicnn's default, see minicnn/nn/fast/_jit.py), an OpenMP
+    runtime binds the thread that loads it to its first core; a second runtime started after it in the
+    same process (Numba's after PyTorch's, or the other way round) then sees that one core only and puts
+    all its threads there: Conv-2's 64x64 conv ran 1.8x slower on two threads. So the loading thread
+    gets the process's cores back before the import (minicnn's runtime may have bound it) and after it."""
+    from minicnn.nn.fast._jit import PROCESS_CORES
+
+    if PROCESS_CORES is not None:
+        os.sched_setaffinity(0, PROCESS_CORES)
+    import torch
+
+    if PROCESS_CORES is not None:
+        os.sched_setaffinity(0, PROCESS_CORES)
+    return torch

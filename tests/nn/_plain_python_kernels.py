@@ -68,9 +68,10 @@ def check_pool():
 
 
 def check_block():
-    """conv -> ReLU -> pool: the 2x2 parity-split kernels (with and without dx), another pool, stride 2."""
-    for (n, c, h, w, f, k, s, p, pk, ps) in [(2, 2, 6, 7, 3, 3, 1, 1, 2, 2), (1, 2, 7, 7, 2, 3, 1, 0, 3, 2),
-                                              (2, 1, 8, 6, 2, 3, 2, 1, 2, 1)]:
+    """conv -> ReLU -> pool: the 2x2 parity-split kernels (with and without dx; 4 channels and 5 filters:
+    the blocked passes' twins), another pool, stride 2."""
+    for (n, c, h, w, f, k, s, p, pk, ps) in [(2, 2, 6, 7, 3, 3, 1, 1, 2, 2), (2, 4, 6, 7, 5, 3, 1, 1, 2, 2),
+                                              (1, 2, 7, 7, 2, 3, 1, 0, 3, 2), (2, 1, 8, 6, 2, 3, 2, 1, 2, 1)]:
         x, wt, b = coarse((n, c, h, w), 4), coarse((f, c, k, k), 4), coarse(f, 4)
         mask = f32(rng.random(wt.shape) > 0.3)
         wt *= mask
@@ -85,8 +86,9 @@ def check_block():
 
 
 def check_conv_relu():
-    """conv -> ReLU without a pool: the parity-split kernels, 3x3 (9 taps per pass) and 5x5 (tap by tap)."""
-    for (n, c, h, w, f, k, p) in [(2, 2, 6, 7, 3, 3, 1), (1, 2, 7, 6, 2, 5, 2)]:
+    """conv -> ReLU without a pool: the parity-split kernels, 3x3 (9 taps per pass; blocked with 4 channels
+    and 5 filters) and 5x5 (tap by tap)."""
+    for (n, c, h, w, f, k, p) in [(2, 2, 6, 7, 3, 3, 1), (2, 4, 6, 7, 5, 3, 1), (1, 2, 7, 6, 2, 5, 2)]:
         x, wt, b = coarse((n, c, h, w), 4), coarse((f, c, k, k), 4), coarse(f, 4)
         (orr, crr), (of, cf) = ref.conv_relu_forward(x, wt, b, 1, p), fast.conv_relu_forward(x, wt, b, 1, p)
         err("conv-relu forward", of, orr)

@@ -19,6 +19,12 @@ import os
 if "OMP_PROC_BIND" not in os.environ and os.environ.get("NUMBA_NUM_THREADS", "") != "1" and (os.cpu_count() or 1) > 1:
     os.environ["OMP_PROC_BIND"] = "true"
 
+#: The cores this process may run on, as when this module was imported: an OpenMP runtime that pins
+#: (OMP_PROC_BIND) binds the thread that loads it to its first core, and a second runtime loaded after it
+#: would see that one core only (see minicnn.ladder.machine.import_torch). None where the OS has no
+#: affinity calls.
+PROCESS_CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
 
 def _wide_vector_features() -> str | None:
     """On a CPU with AVX-512, the target features that let LLVM vectorise with 512-bit registers (else

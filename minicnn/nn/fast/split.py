@@ -11,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from minicnn.nn.fast._jit import reduction_kernel
+from minicnn.nn.fast._jit import reduction_kernel, serial, stage
+from minicnn.nn.fast._simd import STEP
+from minicnn.nn.fast._simd_conv import BLOCK, conv_block, input_grad_block, weight_grad_channel
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, input_grad_quarters, weight_grad_codes,
                                          weight_grad_quarters)
 from minicnn.nn.fast.parity import (aligned_zeros, fill_quarters, line_entries, round_up, split_rows, split_sizes,
                                     unfill_quarters)
+from minicnn.nn.fast.skip import NINE_TAP_MIN_DENSITY
 from minicnn.nn.fast.pool2 import pool2, pool2_values, relu_split, relu_unsplit, unpool2_codes, zero_blocked_and_sum
 
 
@@ -30,20 +33,77 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, out.shape[2], pool)
     plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
     per_part = (n_img + n_parts - 1) // n_parts
+    # the 9-tap pass over BLOCK filters at once (their sums in registers, see _simd_conv.py): 1.7x the
+    # filter-by-filter pass on Conv-2's 64x64 layer; the filters past the last whole block one by one
+    first_single = n_filt // BLOCK * BLOCK if blocked_passes(w) else 0
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
-        conv = aligned_zeros((2, 2, span), x)
+        conv = aligned_zeros((BLOCK, 2, 2, span), x)
         pooled = np.empty(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
-            for f in range(n_filt):
-                conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv)
-                if pool and keep_codes:
-                    pool2(conv, wh, pooled, code[n, f], out, n, f)
-                elif pool:  # inference: no codes wanted
-                    pool2_values(conv, wh, pooled, out, n, f)
-                else:
-                    relu_unsplit(conv, wh, out, n, f)
+            for f0 in range(0, first_single, BLOCK):
+                _conv_block(planes, w, b, f0, wh, conv)
+                for k in range(BLOCK):
+                    _pool_or_relu(conv[k], wh, pooled, pool, keep_codes, code, out, n, f0 + k)
+            for f in range(first_single, n_filt):
+                conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv[0])
+                _pool_or_relu(conv[0], wh, pooled, pool, keep_codes, code, out, n, f)
+
+
+@serial
+def blocked_passes(w):
+    """Whether the 9-tap passes over blocks of filters or channels (_simd_conv.py), which compute every
+    weight, run for w (F, C, KH, KW): 3x3 filters with a nonzero weight in every (filter, channel) pair
+    and at least skip.NINE_TAP_MIN_DENSITY of their weights nonzero. Sparser banks skip the pruned
+    channels or taps filter by filter."""
+    n_filt, c_in, kh, kw = w.shape
+    if kh != 3 or kw != 3:
+        return False
+    nonzero = 0
+    for f in range(n_filt):
+        for c in range(c_in):
+            live = 0
+            for i in range(3):
+                for j in range(3):
+                    live += w[f, c, i, j] != 0.0
+            if live == 0:
+                return False
+            nonzero += live
+    return nonzero >= NINE_TAP_MIN_DENSITY * w.size
+
+
+@stage
+def _conv_block(planes, w, b, f0, wh, conv):
+    """conv (BLOCK, 2, 2, span)[k] = conv_quarters' map of filter f0 + k (3x3 w (F, C, 3, 3), every channel)."""
+    conv_block(planes.reshape(planes.size), planes.shape[3], planes.shape[2], w.reshape(w.size), b, f0, BLOCK,
+               conv.reshape(conv.size), conv.shape[3], wh)
+
+
+@stage
+def _weight_grad_channels(planes, dconv, lead, f, live, wh, dw_f):
+    """dw_f (C, 3, 3) += filter f's weight gradient, channel by channel (_simd_conv.weight_grad_channel),
+    from its split conv-map gradient dconv (2, 2, row) (lead entries before each quarter's map); the
+    channels where live[f] is False are skipped."""
+    c_in, plane_row = planes.shape[2], planes.shape[3]
+    row = dconv.shape[2]
+    planes_flat, dconv_flat = planes.reshape(planes.size), dconv.reshape(dconv.size)
+    for c in range(c_in):
+        if live[f, c]:
+            weight_grad_channel(planes_flat, plane_row, c_in, c, dconv_flat, row, lead, row - 2 * lead, wh,
+                                dw_f[c].reshape(9))
+
+
+@stage
+def _pool_or_relu(conv, wh, pooled, pool, keep_codes, code, out, n, f):
+    """out[n, f] from filter f's split conv map conv (2, 2, span): pooled (with its codes when
+    keep_codes), or through ReLU."""
+    if pool and keep_codes:
+        pool2(conv, wh, pooled, code[n, f], out, n, f)
+    elif pool:  # inference: no codes wanted
+        pool2_values(conv, wh, pooled, out, n, f)
+    else:
+        relu_unsplit(conv, wh, out, n, f)
 
 
 @reduction_kernel
@@ -60,31 +120,50 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     lead = wh + 1  # zeros on both sides of the map's gradient: the input gradient reads it shifted back
     plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
     per_part = (n_img + n_parts - 1) // n_parts
+    # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.65x
+    # the filter-by-filter pass on Conv-2's 64x64 layer), from all the filters' conv-map gradients of the
+    # image side by side; else filter by filter from the one map in hand
+    blocked_dx = need_dx and c_in % BLOCK == 0 and blocked_passes(w)
+    blocked_dw = nine_taps and kh == 3 and kw == 3  # 1.25x the 9-tap weight_grad_quarters
+    row = lead + span + lead
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
         dplanes = aligned_zeros((2, 2, c_in, plane_row), x)
-        dconv = aligned_zeros((2, 2, lead + span + lead), x)
+        maps = aligned_zeros(((n_filt if blocked_dx else 1) * 4 * row + STEP,), x)  # STEP: what the block reads past
         grad = np.zeros(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
-            image_finite = pool and nine_taps and not need_dx and all_finite(x, n)  # see weight_grad_codes
-            if need_dx:
+            image_finite = pool and nine_taps and all_finite(x, n)  # see weight_grad_codes
+            if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
+                at = f * 4 * row if blocked_dx else 0
+                dconv = maps[at : at + 4 * row].reshape((2, 2, row))
                 if pool:
                     split_rows(dout, n, f, wh, grad)
-                    if nine_taps and not need_dx:  # the map's gradient is not needed: skip storing it
+                    if nine_taps:
                         total, finite = zero_blocked_and_sum(code[n, f], grad)
                         if finite and image_finite:
                             db_part[t, f] += total
                             weight_grad_codes(planes, code[n, f], grad, f, live, wh, dw_part[t, f])
+                            if need_dx:
+                                unpool2_codes(code[n, f], grad, dconv, lead)
+                                if not blocked_dx:
+                                    input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
                             continue
                     db_part[t, f] += unpool2_codes(code[n, f], grad, dconv, lead)
                 else:
                     db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
-                weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
-                                     dw_part[t, f])
-                if need_dx:
+                if blocked_dw:
+                    _weight_grad_channels(planes, dconv, lead, f, live, wh, dw_part[t, f])
+                else:
+                    weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
+                                         dw_part[t, f])
+                if need_dx and not blocked_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
+            if blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
+                for c0 in range(0, c_in, BLOCK):
+                    input_grad_block(maps, row, n_filt, w.reshape(w.size), c0, BLOCK, dplanes.reshape(dplanes.size),
+                                     plane_row, c_in, wh, lead, span + lead)
             if need_dx:
                 unfill_quarters(dplanes, n, pad, wh, dx)

@@ -1,0 +1,338 @@
+"""The 3x3 conv's 9-tap passes with their sums in vector registers, as explicit vector code (small LLVM
+intrinsics).
+
+conv_passes.conv_quarters runs one filter at a time and one input channel per pass over the map: each
+step loads 16 plane values and the four conv quarters' running sums and stores the sums back, for 36
+multiply-adds. With many channels (Conv-2's 64) those loads and stores of the sums, not the arithmetic,
+bound it. Here the loops go the other way: for each STEP positions, BLOCK outputs keep their 4 * BLOCK
+sums in vector registers while the loop over the sources runs inside, and each of a source's 16 vector
+loads feeds BLOCK * 36 / 16 multiply-adds. LLVM's loop vectoriser only vectorises innermost loops, so
+this loop order cannot be written as Numba loops; it is written here as vector operations.
+
+- conv_block: the conv (conv_passes.conv_quarters) of BLOCK filters over every input channel.
+- input_grad_block: the input gradient (conv_passes.input_grad_quarters) of BLOCK input channels over
+  every filter: the same pass transposed, the filters' split conv-map gradients as the sources.
+- weight_grad_channel: one filter's weight gradient at one channel (conv_passes.weight_grad_quarters),
+  its 9 sums in registers, each pixel loaded once for its up to four products.
+
+They run STEP positions at a time; the last step's stores are masked (or its sums selected) to the
+positions asked for, and its loads read up to STEP - 1 entries past the last position's (the caller's
+buffers must allow it). Their plain twins (the *_loops functions) are the definitions, and each sum is
+taken in the twins' order as multiply-adds: the same bits in the intrinsics and the twins. Under
+NUMBA_DISABLE_JIT=1 the twins stand in for them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import config
+from numba.core import cgutils, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+from minicnn.nn.fast._jit import serial
+from minicnn.nn.fast._simd import STEP
+
+#: Outputs per pass: their 4 * BLOCK sums and a source's 16 vectors fit the 32 vector registers (Conv-2's
+#: 64x64 layer's forward, one thread: 2 filters 181, 4 filters 216, 8 filters 174 GFLOP/s).
+BLOCK = 4
+
+
+@serial  # not reassociated: each sum in the order of the intrinsic's
+def conv_block_loops(planes, plane_row, c_in, w, b, f0, block, conv, span, wh):
+    """conv[(k*4 + r*2 + e)*span + q] = b[f] + sum over c, i, j of w[f, c, i, j] * padded pixel
+    (2yy + r + i, 2u + e + j) of channel c, f = f0 + k, for k < block and q < span. All 1-D: planes
+    (2, 2, C, plane_row), w (F, C, 3, 3) and conv (block, 2, 2, span) flattened; the pixel is quarter
+    plane ((r + i) % 2, (e + j) % 2) at q + ((r + i) // 2)*WH + (e + j) // 2 (parity.py). The plain
+    definition of conv_block."""
+    quarter = c_in * plane_row
+    for k in range(block):
+        f = f0 + k
+        for r in range(2):
+            for e in range(2):
+                for q in range(span):
+                    acc = b[f]
+                    for c in range(c_in):
+                        for i in range(3):
+                            for j in range(3):
+                                at = (((r + i) & 1) * 2 + ((e + j) & 1)) * quarter + c * plane_row + q
+                                pixel = planes[at + ((r + i) >> 1) * wh + ((e + j) >> 1)]
+                                acc += w[(f * c_in + c) * 9 + i * 3 + j] * pixel
+                    conv[(k * 4 + r * 2 + e) * span + q] = acc
+
+
+@serial  # not reassociated: each sum in the order of the intrinsic's
+def input_grad_block_loops(dconv, row, n_filt, w, c0, block, dplanes, plane_row, c_in, wh, lead, stop):
+    """dplanes[(R*2 + C)*c_in*plane_row + c*plane_row + p] = sum over f, i, j, r, e with (r + i) % 2 = R and
+    (e + j) % 2 = C of w[f, c, i, j] * dconv[f, r, e, lead + p - ((r + i) // 2)*WH - (e + j) // 2], for
+    c = c0 + k, k < block and p < stop: the transposed conv of the filters' split conv-map gradients.
+    All 1-D: dconv (F, 2, 2, row) (lead zeros on both sides of each map), w (F, C, 3, 3), dplanes
+    (2, 2, C, plane_row) flattened. The plain definition of input_grad_block."""
+    for k in range(block):
+        c = c0 + k
+        for big_r in range(2):
+            for big_c in range(2):
+                for p in range(stop):
+                    acc = dplanes.dtype.type(0.0)
+                    for f in range(n_filt):
+                        for i in range(3):
+                            for j in range(3):
+                                for r in range(2):
+                                    for e in range(2):
+                                        if ((r + i) & 1) == big_r and ((e + j) & 1) == big_c:
+                                            at = (f * 4 + r * 2 + e) * row + lead + p
+                                            grad = dconv[at - ((r + i) >> 1) * wh - ((e + j) >> 1)]
+                                            acc += w[(f * c_in + c) * 9 + i * 3 + j] * grad
+                    dplanes[(big_r * 2 + big_c) * c_in * plane_row + c * plane_row + p] = acc
+
+
+@serial  # not reassociated: each sum in the order of the intrinsic's
+def weight_grad_channel_loops(planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw):
+    """dw[i*3 + j] += sum over q < stop and conv quarters (r, e) of dconv[(r*2 + e)*row + lead + q] * padded
+    pixel (2yy + r + i, 2u + e + j) of channel c: one filter's weight gradient at one channel. All 1-D:
+    planes (2, 2, C, plane_row) flattened, dconv the filter's (2, 2, row) flattened, dw its (3, 3) at c.
+    Summed as the intrinsic does: entry q into lane q % STEP, the four quarters in order (r, e), then the
+    lanes pairwise (lane l + lane l + STEP/2, ... down to one)."""
+    quarter = c_in * plane_row
+    lanes = np.zeros(STEP, dtype=dw.dtype)
+    for i in range(3):
+        for j in range(3):
+            lanes[:] = 0.0
+            for q in range(stop):
+                for r in range(2):
+                    for e in range(2):
+                        at = (((r + i) & 1) * 2 + ((e + j) & 1)) * quarter + c * plane_row + q
+                        pixel = planes[at + ((r + i) >> 1) * wh + ((e + j) >> 1)]
+                        lanes[q % STEP] += dconv[(r * 2 + e) * row + lead + q] * pixel
+            width = STEP // 2
+            while width:
+                for lane in range(width):
+                    lanes[lane] += lanes[lane + width]
+                width //= 2
+            dw[i * 3 + j] += lanes[0]
+
+def _check_arrays(name, arrays, block=None):
+    if not all(isinstance(a, types.Array) and a.ndim == 1 for a in arrays):
+        raise TypingError(f"{name} takes 1-D arrays")
+    if len({a.dtype for a in arrays}) != 1 or not isinstance(arrays[0].dtype, types.Float):
+        raise TypingError(f"{name} needs float arrays of one dtype")
+    if block is not None and not isinstance(block, types.IntegerLiteral):
+        raise TypingError(f"{name}'s block must be a literal integer")
+
+
+class _Emitter:
+    """IR helpers over one intrinsic's arguments: integers as intp, elements and vectors of arrays."""
+
+    def __init__(self, context, builder, signature, args, dtype):
+        self.context, self.builder = context, builder
+        self.intp = context.get_value_type(types.intp)
+        elem = context.get_data_type(dtype)
+        self.align = context.get_abi_sizeof(elem)
+        self.vec = ir.VectorType(elem, STEP)
+        self.mask_type = ir.VectorType(ir.IntType(1), STEP)
+        name = f"llvm.fma.v{STEP}{'f32' if self.align == 4 else 'f64'}"
+        self.fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vec, [self.vec] * 3), name)
+        self.values = []
+        for value, kind in zip(args, signature.args):
+            if isinstance(kind, types.Array):
+                self.values.append(context.make_array(kind)(context, builder, value).data)
+            elif isinstance(kind, types.Integer):
+                self.values.append(context.cast(builder, value, kind, types.intp))
+            else:
+                self.values.append(None)
+
+    def const(self, n):
+        return ir.Constant(self.intp, n)
+
+    def add(self, *terms):
+        total = terms[0]
+        for term in terms[1:]:
+            total = self.builder.add(total, term if isinstance(term, ir.Value) else self.const(term))
+        return total
+
+    def mul(self, a, b):
+        return self.builder.mul(a, b if isinstance(b, ir.Value) else self.const(b))
+
+    def vector_ptr(self, data, index):
+        return self.builder.bitcast(self.builder.gep(data, [index], inbounds=True), self.vec.as_pointer())
+
+    def load(self, data, index):
+        return self.builder.load(self.vector_ptr(data, index), align=self.align)
+
+    def store(self, value, data, index, mask):
+        """data[index : index + STEP] = value where mask (a vector of i1) is true."""
+        store = cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), ir.IntType(32),
+                                                                 self.mask_type]),
+            f"llvm.masked.store.v{STEP}{'f32' if self.align == 4 else 'f64'}.p0")
+        self.builder.call(store, [value, self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask])
+
+    def lanes_below(self, q, stop):
+        """The mask of positions q + lane < stop."""
+        lanes = ir.VectorType(self.intp, STEP)
+        first = self.builder.insert_element(ir.Constant(lanes, ir.Undefined), q, ir.Constant(ir.IntType(32), 0))
+        spread = self.builder.shuffle_vector(first, ir.Constant(lanes, ir.Undefined),
+                                             ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP))
+        at = self.builder.add(spread, ir.Constant(lanes, list(range(STEP))))
+        end = self.builder.insert_element(ir.Constant(lanes, ir.Undefined), stop, ir.Constant(ir.IntType(32), 0))
+        end = self.builder.shuffle_vector(end, ir.Constant(lanes, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP))
+        return self.builder.icmp_signed("<", at, end)
+
+    def splat(self, data, index):
+        """data[index] in every lane."""
+        value = self.builder.load(self.builder.gep(data, [index], inbounds=True), align=self.align)
+        one = self.builder.insert_element(ir.Constant(self.vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP)
+        return self.builder.shuffle_vector(one, ir.Constant(self.vec, ir.Undefined), lanes)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self.fma_fn, [a, b, c])
+
+    def blocked_loop(self, stop, n_block, n_sources, first_sums, source_vectors, weight_at, terms, store_sums):
+        """For q in steps of STEP below stop: sums[k][quarter] = first_sums(k, q), then for each source s,
+        its 16 vectors source_vectors(s, q) (a dict) and for each k, tap and conv quarter (terms: (tap,
+        out quarter, source key)), sums[k][out quarter] = fma(w at weight_at(k, s, tap), the source
+        vector, sums[k][out quarter]); then store_sums(k, quarter, q, value, mask of q + lane < stop)."""
+        builder = self.builder
+        sums = [[cgutils.alloca_once(builder, self.vec) for _ in range(4)] for _ in range(n_block)]
+        with cgutils.for_range_slice(builder, self.const(0), stop, self.const(STEP), self.intp) as (q, _):
+            for k in range(n_block):
+                for quarter, ptr in enumerate(sums[k]):
+                    builder.store(first_sums(k, quarter, q), ptr)
+            with cgutils.for_range(builder, n_sources, intp=self.intp) as loop:
+                vectors = source_vectors(loop.index, q)
+                for k in range(n_block):
+                    acc = [builder.load(ptr) for ptr in sums[k]]
+                    weights = {}
+                    for tap, out, key in terms:
+                        if tap not in weights:
+                            weights[tap] = weight_at(k, loop.index, tap)
+                        acc[out] = self.fma(weights[tap], vectors[key], acc[out])
+                    for ptr, value in zip(sums[k], acc):
+                        builder.store(value, ptr)
+            mask = self.lanes_below(q, stop)
+            for k in range(n_block):
+                for quarter, ptr in enumerate(sums[k]):
+                    store_sums(k, quarter, q, builder.load(ptr), mask)
+
+
+# the 36 multiply-adds of a source, in the twins' order: (tap i*3 + j, conv or plane quarter, source key)
+_CONV_TERMS = [(i * 3 + j, r * 2 + e, (r + i, e + j)) for i in range(3) for j in range(3)
+               for r in range(2) for e in range(2)]
+_INPUT_GRAD_TERMS = [(i * 3 + j, ((r + i) & 1) * 2 + ((e + j) & 1), (r, e, (r + i) >> 1, (e + j) >> 1))
+                     for i in range(3) for j in range(3) for r in range(2) for e in range(2)]
+
+
+@intrinsic
+def _conv_block_vector(typingctx, planes, plane_row, c_in, w, b, f0, block, conv, span, wh):
+    """conv_block_loops as vector operations; block must be a literal integer. No bounds checks (the
+    caller's): the planes are read up to round_up(span, STEP) + WH entries into a channel's row."""
+    _check_arrays("conv_block", (planes, w, b, conv), block)
+
+    def codegen(context, builder, signature, args):
+        em = _Emitter(context, builder, signature, args, planes.dtype)
+        d_planes, row, c_in_, d_w, d_b, f0_, _, d_conv, span_, wh_ = em.values
+        quarter_len = em.mul(c_in_, row)
+
+        def pixels(c, q):  # (R, C) -> the padded pixels (2yy + R, 2u + C) of channel c, R, C < 4
+            at = em.add(em.mul(c, row), q)
+            return {(rr, cc): em.load(d_planes, em.add(em.mul(quarter_len, (rr & 1) * 2 + (cc & 1)), at,
+                                                       em.mul(wh_, rr >> 1), cc >> 1))
+                    for rr in range(4) for cc in range(4)}
+
+        em.blocked_loop(span_, block.literal_value, c_in_,
+                        lambda k, quarter, q: em.splat(d_b, em.add(f0_, k)), pixels,
+                        lambda k, c, tap: em.splat(d_w, em.add(em.mul(em.add(em.mul(em.add(f0_, k), c_in_), c), 9), tap)),
+                        _CONV_TERMS,
+                        lambda k, quarter, q, value, mask: em.store(value, d_conv, em.add(em.mul(span_, k * 4 + quarter), q), mask))
+        return context.get_dummy_value()
+
+    return types.void(planes, plane_row, c_in, w, b, f0, block, conv, span, wh), codegen
+
+
+@intrinsic
+def _input_grad_block_vector(typingctx, dconv, row, n_filt, w, c0, block, dplanes, plane_row, c_in, wh, lead,
+                             stop):
+    """input_grad_block_loops as vector operations; block must be a literal integer. No bounds checks
+    (the caller's): dconv is read up to lead + round_up(stop, STEP) entries into the last filter's maps."""
+    _check_arrays("input_grad_block", (dconv, w, dplanes), block)
+
+    def codegen(context, builder, signature, args):
+        em = _Emitter(context, builder, signature, args, dconv.dtype)
+        d_dconv, row_, _, d_w, c0_, _, d_dplanes, plane_row_, c_in_, wh_, lead_, stop_ = em.values
+        zeros = ir.Constant(em.vec, [0.0] * STEP)
+
+        def gradients(f, p):  # (r, e, dy, dx) -> conv quarter (r, e)'s gradient dy rows and dx columns back
+            return {(r, e, dy, dx): em.load(d_dconv, builder.sub(em.add(em.mul(em.add(em.mul(f, 4), r * 2 + e), row_), lead_, p),
+                                                                 em.add(em.mul(wh_, dy), dx)))
+                    for r in range(2) for e in range(2) for dy in range(2) for dx in range(2)}
+
+        def store(k, quarter, p, value, mask):
+            plane = em.add(em.mul(em.mul(c_in_, plane_row_), quarter), em.mul(em.add(c0_, k), plane_row_), p)
+            em.store(value, d_dplanes, plane, mask)
+
+        em.blocked_loop(stop_, block.literal_value, em.values[2],
+                        lambda k, quarter, p: zeros, gradients,
+                        lambda k, f, tap: em.splat(d_w, em.add(em.mul(em.add(em.mul(f, c_in_), c0_, k), 9), tap)),
+                        _INPUT_GRAD_TERMS, store)
+        return context.get_dummy_value()
+
+    return types.void(dconv, row, n_filt, w, c0, block, dplanes, plane_row, c_in, wh, lead, stop), codegen
+
+
+@intrinsic
+def _weight_grad_channel_vector(typingctx, planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw):
+    """weight_grad_channel_loops as vector operations, the 9 lane sums in registers and each of the 16
+    pixels of a step loaded once for its up to four products (weight_grad_quarters: 1.25x). No bounds
+    checks (the caller's): the planes are read up to round_up(stop, STEP) + WH entries into channel c's
+    row, dconv up to lead + round_up(stop, STEP) into a quarter's."""
+    _check_arrays("weight_grad_channel", (planes, dconv, dw))
+
+    def codegen(context, builder, signature, args):
+        em = _Emitter(context, builder, signature, args, planes.dtype)
+        d_planes, row_p, c_in_, c_, d_dconv, row_, lead_, stop_, wh_, d_dw = em.values
+        quarter_len = em.mul(c_in_, row_p)
+        sums = [cgutils.alloca_once_value(builder, ir.Constant(em.vec, [0.0] * STEP)) for _ in range(9)]
+
+        def step(q, mask):  # one STEP of positions; with a mask, the lanes outside it keep their sums
+            grads = [em.load(d_dconv, em.add(em.mul(row_, quarter), lead_, q)) for quarter in range(4)]
+            old = [builder.load(ptr) for ptr in sums]
+            new = list(old)
+            at = em.add(em.mul(c_, row_p), q)
+            for rr in range(4):
+                for cc in range(4):
+                    pixel = em.load(d_planes, em.add(em.mul(quarter_len, (rr & 1) * 2 + (cc & 1)), at,
+                                                     em.mul(wh_, rr >> 1), cc >> 1))
+                    for r in range(2):
+                        for e in range(2):
+                            i, j = rr - r, cc - e
+                            if 0 <= i < 3 and 0 <= j < 3:
+                                new[i * 3 + j] = em.fma(grads[r * 2 + e], pixel, new[i * 3 + j])
+            for tap in range(9):
+                builder.store(new[tap] if mask is None else builder.select(mask, new[tap], old[tap]), sums[tap])
+
+        whole = builder.mul(builder.sdiv(stop_, em.const(STEP)), em.const(STEP))
+        with cgutils.for_range_slice(builder, em.const(0), whole, em.const(STEP), em.intp) as (q, _):
+            step(q, None)
+        with builder.if_then(builder.icmp_signed("<", whole, stop_)):
+            step(whole, em.lanes_below(whole, stop_))
+        index_lanes = ir.VectorType(ir.IntType(32), STEP)
+        for tap in range(9):
+            total = builder.load(sums[tap])
+            width = STEP // 2
+            while width:  # lane l + lane l + width, as the twin
+                upper = builder.shuffle_vector(total, ir.Constant(em.vec, ir.Undefined), ir.Constant(
+                    index_lanes, [lane + width if lane < width else lane for lane in range(STEP)]))
+                total = builder.fadd(total, upper)
+                width //= 2
+            ptr = builder.gep(d_dw, [em.const(tap)], inbounds=True)
+            first = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+            builder.store(builder.fadd(builder.load(ptr, align=em.align), first), ptr, align=em.align)
+        return context.get_dummy_value()
+
+    return types.void(planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw), codegen
+
+conv_block = conv_block_loops if config.DISABLE_JIT else _conv_block_vector
+input_grad_block = input_grad_block_loops if config.DISABLE_JIT else _input_grad_block_vector
+weight_grad_channel = weight_grad_channel_loops if config.DISABLE_JIT else _weight_grad_channel_vector
