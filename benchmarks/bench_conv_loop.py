@@ -11,6 +11,7 @@ import argparse
 import statistics
 import time
 
+import minicnn  # noqa: F401  (before NumPy: it sets what NumPy's OpenBLAS reads as it loads)
 import numpy as np
 
 

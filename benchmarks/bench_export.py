@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import minicnn  # noqa: F401  (before NumPy: it sets what NumPy's OpenBLAS reads as it loads)
 import numpy as np
 
 from minicnn.ladder.machine import cpu_model

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import minicnn  # noqa: F401  (before NumPy: it sets what NumPy's OpenBLAS reads as it loads)
 import numpy as np
 
 from _torch_twin import torch_model

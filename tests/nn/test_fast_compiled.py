@@ -180,3 +180,16 @@ def test_whole_model_op_same_compiled_or_cached(tmp_path):
     for key, what in zip(runs[0].files, ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")):
         np.testing.assert_array_equal(runs[0][key], runs[1][key], err_msg=what)
 
+
+
+def test_freed_memory_kept_on_glibc_unless_the_user_chose(monkeypatch):
+    """The fast backend asks glibc's malloc to keep freed memory (minicnn/nn/fast/heap.py): it does on
+    glibc, and leaves a user's MALLOC_TOP_PAD_ alone."""
+    import platform
+
+    from minicnn.nn.fast.heap import keep_freed_memory
+
+    if platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory() is True
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1024")
+    assert keep_freed_memory() is False

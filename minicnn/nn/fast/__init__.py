@@ -4,3 +4,7 @@ Each kernel says in a comment what it does differently from the reference and wh
 run as plain Python under NUMBA_DISABLE_JIT=1 (prange is then range), which the tests use to check
 the kernel logic itself.
 """
+
+from minicnn.nn.fast.heap import keep_freed_memory
+
+keep_freed_memory()  # freed batch buffers stay in the process for the next batch (see heap.py)
