@@ -16,7 +16,8 @@ OPS = {
     "loss": ("softmax_cross_entropy",),
     "sgd": ("sgd_step",),
     "im2col": ("im2col", "col2im"),
-    "block": ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_forward", "conv_relu_backward"),
+    "block": ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_forward", "conv_relu_backward",
+              "conv_pair_forward"),
     "convnet": ("conv_relu_pool_linear_loss", "conv_relu_pool_linear_forward"),
 }
 _loaded: dict[str, SimpleNamespace] = {}

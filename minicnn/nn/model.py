@@ -115,14 +115,36 @@ class Sequential:
             conv, fc = net
             return self.ops.conv_relu_pool_linear_forward(x, conv.params["weight"], conv.params["bias"], conv.padding,
                                                           fc.params["weight"], fc.params["bias"])
-        for first, last in self._steps():
+        steps, i = self._steps(), 0
+        while i < len(steps):
+            first, last = steps[i]
             layer = self.layers[first]
+            if not for_backward and self._conv_pair(steps, i):  # two fused steps as one op
+                second = self.layers[steps[i + 1][0]]
+                x = self.ops.conv_pair_forward(x, layer.params["weight"], layer.params["bias"], layer.padding,
+                                               second.params["weight"], second.params["bias"], second.padding)
+                layer._cache = second._cache = None
+                i += 2
+                continue
             if first == last:
                 x = layer.forward(x, self.ops)
             else:  # a fused conv -> relu [-> pool] step
                 pool = self.layers[last] if isinstance(self.layers[last], MaxPool2d) else None
                 x = layer.forward_block(x, self.ops, pool, for_backward)
+            i += 1
         return x
+
+    def _conv_pair(self, steps: list[tuple[int, int]], i: int) -> bool:
+        """Whether steps i and i + 1 are conv -> relu then conv -> relu -> 2x2 max-pool (stride 2), both
+        convs of stride 1: ops.conv_pair_forward runs them at inference."""
+        if i + 1 >= len(steps):
+            return False
+        (a, a_last), (b, b_last) = steps[i], steps[i + 1]
+        if a_last - a != 1 or b_last - b != 2 or not isinstance(self.layers[b_last], MaxPool2d):
+            return False
+        pool = self.layers[b_last]
+        return (self.layers[a].stride == 1 and self.layers[b].stride == 1 and pool.kernel_size == 2
+                and pool.stride == 2)
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Fill every layer's ``grads`` from dL/dlogits (N, classes). The first layer's input

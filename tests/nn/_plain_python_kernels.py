@@ -96,6 +96,15 @@ def check_conv_relu():
         err_all("conv-relu", ("dx", "dw", "db"), fast.conv_relu_backward(g, cf), ref.conv_relu_backward(g, crr))
 
 
+def check_conv_pair():
+    """conv -> ReLU -> conv -> ReLU -> pool at inference: the fused pair kernel (4 and 8 filters, even
+    sizes) and the layers one after the other (6 filters)."""
+    for (n, c, h, w, f1, f2) in [(2, 3, 6, 8, 4, 8), (1, 2, 6, 6, 6, 4)]:
+        x, b1, b2 = coarse((n, c, h, w), 4), coarse(f1, 4), coarse(f2, 4)
+        w1, w2 = coarse((f1, c, 3, 3), 4) + 0.125, coarse((f2, f1, 3, 3), 4) + 0.125  # no channel all 0
+        err("conv pair", fast.conv_pair_forward(x, w1, b1, 1, w2, b2, 1), ref.conv_pair_forward(x, w1, b1, 1, w2, b2, 1))
+
+
 def check_convnet():
     for (n, c, h, w, f, k, p, classes) in [(3, 2, 6, 7, 3, 3, 1, 4), (2, 1, 7, 6, 2, 3, 0, 3)]:
         x, wt, b = coarse((n, c, h, w), 4), coarse((f, c, k, k), 4), coarse(f, 4)
@@ -142,6 +151,7 @@ def check_small_ops():
 if __name__ == "__main__":
     assert config.DISABLE_JIT, "NUMBA_DISABLE_JIT did not take effect"
     assert not hasattr(fast_conv._conv_forward, "py_func"), "kernels are still compiled"
-    for check in (check_conv, check_pool, check_block, check_conv_relu, check_convnet, check_small_ops):
+    for check in (check_conv, check_pool, check_block, check_conv_relu, check_conv_pair, check_convnet,
+                  check_small_ops):
         check()
     print("RESULT " + json.dumps(errors))

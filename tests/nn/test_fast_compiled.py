@@ -109,7 +109,7 @@ def test_fast_kernels_as_plain_python():
                 "linear db", "softmax loss", "softmax dlogits", "sgd m=0.0", "sgd m=0.9", "block forward",
                 "block dx", "block dw", "block db", "conv-relu forward", "conv-relu dx", "conv-relu dw",
                 "conv-relu db", "convnet loss", "convnet logits", "convnet dw", "convnet db", "convnet dfc_w",
-                "convnet dfc_b", "convnet inference"}
+                "convnet dfc_b", "convnet inference", "conv pair"}
     assert set(errors) == expected
     # each value is max |fast - ref| / (ATOL + RTOL |ref|): below 1 means within tolerance
     bad = {k: v for k, v in errors.items() if not v <= 1.0}

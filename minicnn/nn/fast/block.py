@@ -20,6 +20,7 @@ import numpy as np
 from minicnn.nn.fast._jit import num_threads
 from minicnn.nn.fast.act import relu_backward, relu_forward
 from minicnn.nn.fast.conv import conv2d_backward, conv2d_forward, uses_gemm
+from minicnn.nn.fast.pair import can_pair, forward_pair
 from minicnn.nn.fast.parity import split_sizes
 from minicnn.nn.fast.plane import plane_backward, plane_forward
 from minicnn.nn.fast.pool import maxpool2d_backward, maxpool2d_forward
@@ -135,6 +136,22 @@ def conv_relu_backward(dout: np.ndarray, cache, need_dx: bool = True, weight_mas
     if isinstance(cache, LayersCache):
         return _layers_backward(dout, cache, need_dx, weight_mask)
     return _split_backward(dout, cache, need_dx, weight_mask)
+
+
+def conv_pair_forward(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, pad1: int, w2: np.ndarray, b2: np.ndarray,
+                      pad2: int) -> np.ndarray:
+    """Inference through conv -> ReLU -> conv -> ReLU -> 2x2 max-pool (stride-1 convs): x (N, C, H, W)
+    -> (N, F2, PH, PW). Dense 3x3 'same' convs of whole filter blocks run as one kernel that never writes
+    the first conv's output (pair.py: Conv-2's two convs 1.05-1.19x); other layers one after the other."""
+    x = np.ascontiguousarray(x)
+    w1, w2 = np.ascontiguousarray(w1, dtype=x.dtype), np.ascontiguousarray(w2, dtype=x.dtype)
+    if not can_pair(x, w1, pad1, w2, pad2):
+        mid, _ = conv_relu_forward(x, w1, b1, 1, pad1)
+        return conv_relu_pool_forward(mid, w2, b2, 1, pad2, 2, 2, for_backward=False)[0]
+    n, _, h, width = x.shape
+    out = np.empty((n, w2.shape[0], h // 2, width // 2), dtype=x.dtype)
+    forward_pair(x, w1, b1.astype(x.dtype), w2, b2.astype(x.dtype), out, max(1, min(num_threads(), n)))
+    return out
 
 
 def _layers_backward(dout: np.ndarray, cache: LayersCache, need_dx: bool, weight_mask):

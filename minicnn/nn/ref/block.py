@@ -52,3 +52,12 @@ def conv_relu_backward(dout: np.ndarray, cache, need_dx: bool = True, weight_mas
     conv_cache, relu_cache = cache
     dx, dw, db = conv2d_backward(relu_backward(dout, relu_cache), conv_cache, need_dx)
     return dx, (dw if weight_mask is None else dw * weight_mask), db
+
+
+def conv_pair_forward(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, pad1: int, w2: np.ndarray, b2: np.ndarray,
+                      pad2: int) -> np.ndarray:
+    """Inference through conv -> ReLU -> conv -> ReLU -> 2x2 max-pool (stride-1 convs): x (N, C, H, W),
+    w1 (F1, C, KH, KW), w2 (F2, F1, KH, KW)  ->  (N, F2, PH, PW). No cache: no backward follows."""
+    mid, _ = conv_relu_forward(x, w1, b1, 1, pad1)
+    out, _ = conv_relu_pool_forward(mid, w2, b2, 1, pad2, 2, 2, for_backward=False)
+    return out
