@@ -33,7 +33,7 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, out.shape[2], pool)
     plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
     per_part = (n_img + n_parts - 1) // n_parts
-    # the 9-tap pass over BLOCK filters at once (their sums in registers, see _simd_conv.py): 1.7x the
+    # the 9-tap pass over BLOCK filters at once (their sums in registers, see _simd_conv.py): 1.6-1.7x the
     # filter-by-filter pass on Conv-2's 64x64 layer; the filters past the last whole block one by one
     first_single = n_filt // BLOCK * BLOCK if blocked_passes(w) else 0
     for t in prange(n_parts):
@@ -120,11 +120,11 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     lead = wh + 1  # zeros on both sides of the map's gradient: the input gradient reads it shifted back
     plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
     per_part = (n_img + n_parts - 1) // n_parts
-    # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.65x
+    # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.45-1.7x
     # the filter-by-filter pass on Conv-2's 64x64 layer), from all the filters' conv-map gradients of the
     # image side by side; else filter by filter from the one map in hand
     blocked_dx = need_dx and c_in % BLOCK == 0 and blocked_passes(w)
-    blocked_dw = nine_taps and kh == 3 and kw == 3  # 1.25x the 9-tap weight_grad_quarters
+    blocked_dw = nine_taps and kh == 3 and kw == 3  # the backward 1.03-1.06x (the 9-tap weight_grad_quarters)
     row = lead + span + lead
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
