@@ -229,8 +229,8 @@ def test_conv_relu_non_finite(bad, rng):
 @pytest.mark.parametrize("need_dx", [True, False])
 def test_conv_relu_pool_backward_non_finite_gradient(bad, need_dx, rng):
     """A NaN or inf upstream gradient reaches only its window's argmax cell, as in the reference (the
-    fast kernel's multiply-by-mask shortcuts must fall back to exact selects; without dx, the weight
-    gradient taken straight from the pooling codes too)."""
+    fast kernel's multiply-by-mask shortcuts must fall back to exact selects, and so must the weight
+    gradient taken straight from the pooling codes)."""
     x, wt, b = grid(rng, (2, 2, 8, 8), 4, 2), grid(rng, (3, 2, 3, 3), 4, 2), grid(rng, 3, 4, 2)
     wt[wt == 0] = 0.25  # (dx skips zero weights, where the reference spreads NaN * 0)
     out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
@@ -243,11 +243,12 @@ def test_conv_relu_pool_backward_non_finite_gradient(bad, need_dx, rng):
 
 
 @pytest.mark.parametrize("bad", [-np.inf, np.inf, np.nan])
-def test_conv_relu_pool_backward_non_finite_input(bad, rng):
+@pytest.mark.parametrize("need_dx", [False, True])
+def test_conv_relu_pool_backward_non_finite_input(bad, need_dx, rng):
     """An inf or NaN pixel with a finite upstream gradient: the reference's weight gradient multiplies
     every pixel by its conv cell's gradient, so 0 * inf makes NaN even where that gradient is 0. The fast
     kernel's codes path multiplies only each window's argmax pixel, so it must notice the pixel and take
-    the exact path (without dx: the path that reads the weight gradient straight from the codes)."""
+    the exact path (with or without dx: the weight gradient is read straight from the codes either way)."""
     x, wt, b = grid(rng, (2, 2, 8, 8), 4, 2), np.abs(grid(rng, (3, 2, 3, 3), 4, 2)) + 0.25, grid(rng, 3, 4, 2)
     x[1, 0, 3, 4] = bad  # positive weights: the conv cells that read it are inf or -inf (or NaN), no mix
     with np.errstate(invalid="ignore"):
@@ -255,10 +256,10 @@ def test_conv_relu_pool_backward_non_finite_input(bad, rng):
     _, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
     g = grid(rng, out_r.shape, 8)
     with np.errstate(invalid="ignore"):
-        want = ref.conv_relu_pool_backward(g, cache_r, False)
-    got = fast.conv_relu_pool_backward(g, cache_f, False)
+        want = ref.conv_relu_pool_backward(g, cache_r, need_dx)
+    got = fast.conv_relu_pool_backward(g, cache_f, need_dx)
     assert np.isnan(want[1]).any()
-    for name, a, b_ in zip(("dw", "db"), got[1:], want[1:]):
+    for name, a, b_ in zip(("dx", "dw", "db"), got, want):
         np.testing.assert_array_equal(a, b_, err_msg=name)
 
 

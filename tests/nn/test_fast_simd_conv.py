@@ -11,7 +11,7 @@ from numba import njit
 
 from _fast_compare import assert_close, f32, fast, grid, ref
 from minicnn.nn.fast import _simd_conv as simd_conv
-from minicnn.nn.fast.conv_passes import conv_quarters, input_grad_quarters, weight_grad_quarters
+from minicnn.nn.fast.conv_passes import conv_quarters, input_grad_quarters
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.skip import skip_plan
 from minicnn.nn.fast.split import blocked_passes
@@ -34,11 +34,6 @@ def _conv_block_compiled(planes, plane_row, c_in, w, b, f0, conv, span, wh):
 @njit
 def _input_grad_block_compiled(dconv, row, n_filt, w, c0, dplanes, plane_row, c_in, wh, lead, stop):
     simd_conv._input_grad_block_vector(dconv, row, n_filt, w, c0, 4, dplanes, plane_row, c_in, wh, lead, stop)
-
-
-@njit
-def _weight_grad_channel_compiled(planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw):
-    simd_conv._weight_grad_channel_vector(planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw)
 
 
 # (C, H, W, pad, pooled): CIFAR's 32x32 (whole vector steps) and odd sizes (a masked last step)
@@ -111,37 +106,6 @@ def test_input_grad_block_equals_its_twin_and_the_filter_pass(shape, dtype, rng)
         input_grad_quarters(dconv[f], lead, w, f, True, wh, by_filter)
     np.testing.assert_allclose(got[:, :, 4:, :stop], by_filter[:, :, 4:, :stop],
                                rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(map(str, s)))
-def test_weight_grad_channel_equals_its_twin_and_the_filter_pass(shape, dtype, rng):
-    """A filter's weight gradient, channel by channel, added to what dw holds: the intrinsic and its twin
-    bit for bit, both equal to weight_grad_quarters up to rounding; an inf pixel makes NaN alike where a
-    zero gradient multiplies it."""
-    x, planes, wh, span = _case(shape, dtype, rng)
-    c_in, plane_row = shape[0], planes.shape[3]
-    lead = wh + 1
-    row = lead + span + lead
-    maps = np.zeros(4 * row + 16, dtype)
-    dconv = maps[: 4 * row].reshape(2, 2, row)
-    dconv[..., lead:lead + span] = rng.standard_normal((2, 2, span))
-    start = rng.standard_normal((c_in, 3, 3)).astype(dtype)
-    for poison in (False, True):
-        if poison:
-            planes[0, 1, 0, 1] = np.inf
-        got, want = start.copy(), start.copy()
-        for c in range(c_in):
-            _weight_grad_channel_compiled(planes.reshape(-1), plane_row, c_in, c, maps, row, lead, span, wh,
-                                          got[c].reshape(-1))
-            simd_conv.weight_grad_channel_loops(planes.reshape(-1), plane_row, c_in, c, maps, row, lead, span, wh,
-                                                want[c].reshape(-1))
-        np.testing.assert_array_equal(got, want)
-        if not poison:
-            by_pass = start.copy()
-            plan = skip_plan(np.ones((1, c_in, 3, 3), bool))
-            weight_grad_quarters(planes, dconv, lead, 0, *plan, wh, by_pass)
-            np.testing.assert_allclose(got, by_pass, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
 
 
 def test_blocked_passes_decision(rng):

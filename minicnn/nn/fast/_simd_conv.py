@@ -12,18 +12,20 @@ this loop order cannot be written as Numba loops; it is written here as vector o
 - conv_block: the conv (conv_passes.conv_quarters) of BLOCK filters over every input channel.
 - input_grad_block: the input gradient (conv_passes.input_grad_quarters) of BLOCK input channels over
   every filter: the same pass transposed, the filters' split conv-map gradients as the sources.
-- weight_grad_channel: one filter's weight gradient at one channel (conv_passes.weight_grad_quarters),
-  its 9 sums in registers, each pixel loaded once for its up to four products.
 
-They run STEP positions at a time; the last step's stores are masked (or its sums selected) to the
-positions asked for, and its loads read up to STEP - 1 entries past the last position's (the caller's
-buffers must allow it). Their plain twins (the *_loops functions) are the definitions, and each sum is
-taken in the twins' order as multiply-adds: the same bits in the intrinsics and the twins. Under
-NUMBA_DISABLE_JIT=1 the twins stand in for them.
+The weight gradient stays conv_passes.weight_grad_codes / weight_grad_quarters: the same pass with its 9
+sums in registers (each pixel loaded once for its four products; two sums per tap; two filters sharing
+the pixels) ran no faster than LLVM's loop of it.
+
+They run STEP positions at a time; the last step's stores are masked to the positions asked for, and
+its loads read up to STEP - 1 entries past the last position's (the caller's buffers must allow it).
+Their plain twins (the *_loops functions) are the definitions, and each sum is taken in the twins' order
+as multiply-adds: the same bits in the intrinsics and the twins. Under NUMBA_DISABLE_JIT=1 the twins
+stand in for them.
 """
+
 from __future__ import annotations
 
-import numpy as np
 from llvmlite import ir
 from numba import config
 from numba.core import cgutils, types
@@ -86,37 +88,12 @@ def input_grad_block_loops(dconv, row, n_filt, w, c0, block, dplanes, plane_row,
                     dplanes[(big_r * 2 + big_c) * c_in * plane_row + c * plane_row + p] = acc
 
 
-@serial  # not reassociated: each sum in the order of the intrinsic's
-def weight_grad_channel_loops(planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw):
-    """dw[i*3 + j] += sum over q < stop and conv quarters (r, e) of dconv[(r*2 + e)*row + lead + q] * padded
-    pixel (2yy + r + i, 2u + e + j) of channel c: one filter's weight gradient at one channel. All 1-D:
-    planes (2, 2, C, plane_row) flattened, dconv the filter's (2, 2, row) flattened, dw its (3, 3) at c.
-    Summed as the intrinsic does: entry q into lane q % STEP, the four quarters in order (r, e), then the
-    lanes pairwise (lane l + lane l + STEP/2, ... down to one)."""
-    quarter = c_in * plane_row
-    lanes = np.zeros(STEP, dtype=dw.dtype)
-    for i in range(3):
-        for j in range(3):
-            lanes[:] = 0.0
-            for q in range(stop):
-                for r in range(2):
-                    for e in range(2):
-                        at = (((r + i) & 1) * 2 + ((e + j) & 1)) * quarter + c * plane_row + q
-                        pixel = planes[at + ((r + i) >> 1) * wh + ((e + j) >> 1)]
-                        lanes[q % STEP] += dconv[(r * 2 + e) * row + lead + q] * pixel
-            width = STEP // 2
-            while width:
-                for lane in range(width):
-                    lanes[lane] += lanes[lane + width]
-                width //= 2
-            dw[i * 3 + j] += lanes[0]
-
-def _check_arrays(name, arrays, block=None):
+def _check_arrays(name, arrays, block):
     if not all(isinstance(a, types.Array) and a.ndim == 1 for a in arrays):
         raise TypingError(f"{name} takes 1-D arrays")
     if len({a.dtype for a in arrays}) != 1 or not isinstance(arrays[0].dtype, types.Float):
         raise TypingError(f"{name} needs float arrays of one dtype")
-    if block is not None and not isinstance(block, types.IntegerLiteral):
+    if not isinstance(block, types.IntegerLiteral):
         raise TypingError(f"{name}'s block must be a literal integer")
 
 
@@ -281,60 +258,5 @@ def _input_grad_block_vector(typingctx, dconv, row, n_filt, w, c0, block, dplane
     return types.void(dconv, row, n_filt, w, c0, block, dplanes, plane_row, c_in, wh, lead, stop), codegen
 
 
-@intrinsic
-def _weight_grad_channel_vector(typingctx, planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw):
-    """weight_grad_channel_loops as vector operations, the 9 lane sums in registers and each of the 16
-    pixels of a step loaded once for its up to four products (Conv-2's 64x64 layer's backward 1.03-1.06x
-    against weight_grad_quarters; two sums per tap, halving the chains of dependent multiply-adds, and
-    two filters per pass sharing the pixels gained nothing more). No bounds
-    checks (the caller's): the planes are read up to round_up(stop, STEP) + WH entries into channel c's
-    row, dconv up to lead + round_up(stop, STEP) into a quarter's."""
-    _check_arrays("weight_grad_channel", (planes, dconv, dw))
-
-    def codegen(context, builder, signature, args):
-        em = _Emitter(context, builder, signature, args, planes.dtype)
-        d_planes, row_p, c_in_, c_, d_dconv, row_, lead_, stop_, wh_, d_dw = em.values
-        quarter_len = em.mul(c_in_, row_p)
-        sums = [cgutils.alloca_once_value(builder, ir.Constant(em.vec, [0.0] * STEP)) for _ in range(9)]
-
-        def step(q, mask):  # one STEP of positions; with a mask, the lanes outside it keep their sums
-            grads = [em.load(d_dconv, em.add(em.mul(row_, quarter), lead_, q)) for quarter in range(4)]
-            old = [builder.load(ptr) for ptr in sums]
-            new = list(old)
-            at = em.add(em.mul(c_, row_p), q)
-            for rr in range(4):
-                for cc in range(4):
-                    pixel = em.load(d_planes, em.add(em.mul(quarter_len, (rr & 1) * 2 + (cc & 1)), at,
-                                                     em.mul(wh_, rr >> 1), cc >> 1))
-                    for r in range(2):
-                        for e in range(2):
-                            i, j = rr - r, cc - e
-                            if 0 <= i < 3 and 0 <= j < 3:
-                                new[i * 3 + j] = em.fma(grads[r * 2 + e], pixel, new[i * 3 + j])
-            for tap in range(9):
-                builder.store(new[tap] if mask is None else builder.select(mask, new[tap], old[tap]), sums[tap])
-
-        whole = builder.mul(builder.sdiv(stop_, em.const(STEP)), em.const(STEP))
-        with cgutils.for_range_slice(builder, em.const(0), whole, em.const(STEP), em.intp) as (q, _):
-            step(q, None)
-        with builder.if_then(builder.icmp_signed("<", whole, stop_)):
-            step(whole, em.lanes_below(whole, stop_))
-        index_lanes = ir.VectorType(ir.IntType(32), STEP)
-        for tap in range(9):
-            total = builder.load(sums[tap])
-            width = STEP // 2
-            while width:  # lane l + lane l + width, as the twin
-                upper = builder.shuffle_vector(total, ir.Constant(em.vec, ir.Undefined), ir.Constant(
-                    index_lanes, [lane + width if lane < width else lane for lane in range(STEP)]))
-                total = builder.fadd(total, upper)
-                width //= 2
-            ptr = builder.gep(d_dw, [em.const(tap)], inbounds=True)
-            first = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-            builder.store(builder.fadd(builder.load(ptr, align=em.align), first), ptr, align=em.align)
-        return context.get_dummy_value()
-
-    return types.void(planes, plane_row, c_in, c, dconv, row, lead, stop, wh, dw), codegen
-
 conv_block = conv_block_loops if config.DISABLE_JIT else _conv_block_vector
 input_grad_block = input_grad_block_loops if config.DISABLE_JIT else _input_grad_block_vector
-weight_grad_channel = weight_grad_channel_loops if config.DISABLE_JIT else _weight_grad_channel_vector

@@ -13,7 +13,7 @@ from numba import prange
 
 from minicnn.nn.fast._jit import reduction_kernel, serial, stage
 from minicnn.nn.fast._simd import STEP
-from minicnn.nn.fast._simd_conv import BLOCK, conv_block, input_grad_block, weight_grad_channel
+from minicnn.nn.fast._simd_conv import BLOCK, conv_block, input_grad_block
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, input_grad_quarters, weight_grad_codes,
                                          weight_grad_quarters)
 from minicnn.nn.fast.parity import (aligned_zeros, fill_quarters, line_entries, round_up, split_rows, split_sizes,
@@ -81,20 +81,6 @@ def _conv_block(planes, w, b, f0, wh, conv):
 
 
 @stage
-def _weight_grad_channels(planes, dconv, lead, f, live, wh, dw_f):
-    """dw_f (C, 3, 3) += filter f's weight gradient, channel by channel (_simd_conv.weight_grad_channel),
-    from its split conv-map gradient dconv (2, 2, row) (lead entries before each quarter's map); the
-    channels where live[f] is False are skipped."""
-    c_in, plane_row = planes.shape[2], planes.shape[3]
-    row = dconv.shape[2]
-    planes_flat, dconv_flat = planes.reshape(planes.size), dconv.reshape(dconv.size)
-    for c in range(c_in):
-        if live[f, c]:
-            weight_grad_channel(planes_flat, plane_row, c_in, c, dconv_flat, row, lead, row - 2 * lead, wh,
-                                dw_f[c].reshape(9))
-
-
-@stage
 def _pool_or_relu(conv, wh, pooled, pool, keep_codes, code, out, n, f):
     """out[n, f] from filter f's split conv map conv (2, 2, span): pooled (with its codes when
     keep_codes), or through ReLU."""
@@ -124,7 +110,6 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     # the filter-by-filter pass on Conv-2's 64x64 layer), from all the filters' conv-map gradients of the
     # image side by side; else filter by filter from the one map in hand
     blocked_dx = need_dx and c_in % BLOCK == 0 and blocked_passes(w)
-    blocked_dw = nine_taps and kh == 3 and kw == 3  # the backward 1.03-1.06x (the 9-tap weight_grad_quarters)
     row = lead + span + lead
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
@@ -141,12 +126,12 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                 dconv = maps[at : at + 4 * row].reshape((2, 2, row))
                 if pool:
                     split_rows(dout, n, f, wh, grad)
-                    if nine_taps:
+                    if nine_taps:  # the weight gradient straight from the codes (see weight_grad_codes)
                         total, finite = zero_blocked_and_sum(code[n, f], grad)
                         if finite and image_finite:
                             db_part[t, f] += total
                             weight_grad_codes(planes, code[n, f], grad, f, live, wh, dw_part[t, f])
-                            if need_dx:
+                            if need_dx:  # the map's gradient, stored for the input gradient only
                                 unpool2_codes(code[n, f], grad, dconv, lead)
                                 if not blocked_dx:
                                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
@@ -154,11 +139,8 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                     db_part[t, f] += unpool2_codes(code[n, f], grad, dconv, lead)
                 else:
                     db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
-                if blocked_dw:
-                    _weight_grad_channels(planes, dconv, lead, f, live, wh, dw_part[t, f])
-                else:
-                    weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
-                                         dw_part[t, f])
+                weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
+                                     dw_part[t, f])
                 if need_dx and not blocked_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
