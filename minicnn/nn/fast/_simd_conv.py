@@ -218,11 +218,16 @@ def _conv_block_vector(typingctx, planes, plane_row, c_in, w, b, f0, block, conv
                                                        em.mul(wh_, rr >> 1), cc >> 1))
                     for rr in range(4) for cc in range(4)}
 
-        em.blocked_loop(span_, block.literal_value, c_in_,
-                        lambda k, quarter, q: em.splat(d_b, em.add(f0_, k)), pixels,
-                        lambda k, c, tap: em.splat(d_w, em.add(em.mul(em.add(em.mul(em.add(f0_, k), c_in_), c), 9), tap)),
-                        _CONV_TERMS,
-                        lambda k, quarter, q, value, mask: em.store(value, d_conv, em.add(em.mul(span_, k * 4 + quarter), q), mask))
+        def bias(k, quarter, q):  # the sums start at filter f0 + k's bias
+            return em.splat(d_b, em.add(f0_, k))
+
+        def weight(k, c, tap):  # w[f0 + k, c, tap] in every lane
+            return em.splat(d_w, em.add(em.mul(em.add(em.mul(em.add(f0_, k), c_in_), c), 9), tap))
+
+        def store(k, quarter, q, value, mask):  # conv[k, quarter, q : q + STEP]
+            em.store(value, d_conv, em.add(em.mul(span_, k * 4 + quarter), q), mask)
+
+        em.blocked_loop(span_, block.literal_value, c_in_, bias, pixels, weight, _CONV_TERMS, store)
         return context.get_dummy_value()
 
     return types.void(planes, plane_row, c_in, w, b, f0, block, conv, span, wh), codegen
@@ -241,18 +246,26 @@ def _input_grad_block_vector(typingctx, dconv, row, n_filt, w, c0, block, dplane
         zeros = ir.Constant(em.vec, [0.0] * STEP)
 
         def gradients(f, p):  # (r, e, dy, dx) -> conv quarter (r, e)'s gradient dy rows and dx columns back
-            return {(r, e, dy, dx): em.load(d_dconv, builder.sub(em.add(em.mul(em.add(em.mul(f, 4), r * 2 + e), row_), lead_, p),
-                                                                 em.add(em.mul(wh_, dy), dx)))
-                    for r in range(2) for e in range(2) for dy in range(2) for dx in range(2)}
+            out = {}
+            for r in range(2):
+                for e in range(2):
+                    at = em.add(em.mul(em.add(em.mul(f, 4), r * 2 + e), row_), lead_, p)
+                    for dy in range(2):
+                        for dx in range(2):
+                            out[r, e, dy, dx] = em.load(d_dconv, builder.sub(at, em.add(em.mul(wh_, dy), dx)))
+            return out
 
-        def store(k, quarter, p, value, mask):
+        def zero(k, quarter, p):  # the sums start at 0
+            return zeros
+
+        def weight(k, f, tap):  # w[f, c0 + k, tap] in every lane
+            return em.splat(d_w, em.add(em.mul(em.add(em.mul(f, c_in_), c0_, k), 9), tap))
+
+        def store(k, quarter, p, value, mask):  # dplanes[quarter, c0 + k, p : p + STEP]
             plane = em.add(em.mul(em.mul(c_in_, plane_row_), quarter), em.mul(em.add(c0_, k), plane_row_), p)
             em.store(value, d_dplanes, plane, mask)
 
-        em.blocked_loop(stop_, block.literal_value, em.values[2],
-                        lambda k, quarter, p: zeros, gradients,
-                        lambda k, f, tap: em.splat(d_w, em.add(em.mul(em.add(em.mul(f, c_in_), c0_, k), 9), tap)),
-                        _INPUT_GRAD_TERMS, store)
+        em.blocked_loop(stop_, block.literal_value, em.values[2], zero, gradients, weight, _INPUT_GRAD_TERMS, store)
         return context.get_dummy_value()
 
     return types.void(dconv, row, n_filt, w, c0, block, dplanes, plane_row, c_in, wh, lead, stop), codegen
