@@ -193,3 +193,44 @@ def test_freed_memory_kept_on_glibc_unless_the_user_chose(monkeypatch):
         assert keep_freed_memory() is True
     monkeypatch.setenv("MALLOC_TOP_PAD_", "1024")
     assert keep_freed_memory() is False
+
+
+def test_openblas_threads_told_not_to_spin_unless_the_user_chose():
+    """Importing minicnn sets OPENBLAS_THREAD_TIMEOUT (read when NumPy's OpenBLAS loads: minicnn/__init__.py)
+    before NumPy is imported, and leaves a user's own value alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    script = "import sys, minicnn, os; print('numpy' in sys.modules, os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    for user, want in ((None, "False 4"), ("9", "False 9")):
+        run_env = env if user is None else dict(env, OPENBLAS_THREAD_TIMEOUT=user)
+        proc = subprocess.run([sys.executable, "-c", script], env=run_env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split("\n")[0] == want
+
+
+def test_import_torch_gives_the_thread_its_cores_back():
+    """With OMP_PROC_BIND=true, Numba's OpenMP runtime binds the main thread to one core when its threads
+    start; PyTorch's runtime, loaded after it, would then see that core only. import_torch restores the
+    cores the process had when minicnn was imported, around the import."""
+    import os
+
+    pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to pin apart")
+    # the child starts on every core, as a fresh process would (this one's thread may be bound already)
+    script = ("import os; os.environ['OMP_PROC_BIND'] = 'true'; os.sched_setaffinity(0, range(os.cpu_count()))\n"
+              "import numpy as np\n"
+              "from minicnn.nn.fast._jit import PROCESS_CORES\n"
+              "from minicnn.nn.fast.act import relu_forward\n"
+              "from minicnn.ladder.machine import import_torch\n"
+              "relu_forward(np.ones((64, 64), np.float32))\n"  # Numba's threads start here
+              "import_torch()\n"
+              "print(sorted(os.sched_getaffinity(0)) == sorted(PROCESS_CORES))\n")
+    proc = run_python(["-c", script], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"
