@@ -134,7 +134,6 @@ def main():
     torch = import_torch()  # before any kernel: both libraries' threads on every core (see there)
 
     threads = numba.get_num_threads()
-    peak = matmul_gflops(size=4096, repeats=3)  # before any kernel runs (see matmul_gflops)
     rng = np.random.default_rng(0)
     n = args.batch_size * args.batches
     x = (rng.integers(0, 256, (n, 3, 32, 32)).astype(np.float32) / 255 - 0.5).astype(np.float32)
@@ -142,18 +141,20 @@ def main():
     np_batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
     t_batches = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in np_batches]
 
+    def timed_pair(torch_side):
+        """{"train" | "inference": ([minicnn, torch_side] images/s, ratio)}, the two timed alternately."""
+        pair = [minicnn_runner(args.arch, x, y, args.lr), torch_side]
+        return {name: interleaved([(pair[0][kind], np_batches), (pair[1][kind], t_batches)], args.repeats)
+                for name, kind in (("train", 0), ("inference", 1))}
+
     if args.only_compile:  # the child process of the torch.compile pair: its figures as one JSON line
-        pair = [minicnn_runner(args.arch, x, y, args.lr), torch_runner(args.arch, x, y, args.lr, threads, True)]
-        timed = {name: interleaved([(r[kind], np_batches if i == 0 else t_batches) for i, r in enumerate(pair)],
-                                   args.repeats) for name, kind in (("train", 0), ("inference", 1))}
-        print("JSON " + json.dumps(timed))
+        print("JSON " + json.dumps(timed_pair(torch_runner(args.arch, x, y, args.lr, threads, compiled=True))))
         return
-    runners = [minicnn_runner(args.arch, x, y, args.lr), torch_runner(args.arch, x, y, args.lr, threads)]
+    peak = matmul_gflops(size=4096, repeats=3)  # before any kernel runs (see matmul_gflops)
+    eager = timed_pair(torch_runner(args.arch, x, y, args.lr, threads))
     names = ["minicnn", "torch eager"] + ([] if compiled is None else ["torch.compile"])
     rows = []
-    for name, kind in (("train", 0), ("inference", 1)):
-        speeds, ratio = interleaved([(r[kind], np_batches if i == 0 else t_batches) for i, r in enumerate(runners)],
-                                    args.repeats)
+    for name, (speeds, ratio) in eager.items():
         if compiled is not None:  # the compiled side's speed, and the lower of the two pairs' ratios
             speeds, ratio = speeds + [compiled[name][0][1]], min(ratio, compiled[name][1])
         rows.append((name, speeds, ratio))

@@ -107,8 +107,9 @@ class _Emitter:
         self.align = context.get_abi_sizeof(elem)
         self.vec = ir.VectorType(elem, STEP)
         self.mask_type = ir.VectorType(ir.IntType(1), STEP)
-        name = f"llvm.fma.v{STEP}{'f32' if self.align == 4 else 'f64'}"
-        self.fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vec, [self.vec] * 3), name)
+        self.suffix = f"v{STEP}{'f32' if self.align == 4 else 'f64'}"  # of LLVM's vector intrinsics' names
+        self.fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vec, [self.vec] * 3),
+                                                     f"llvm.fma.{self.suffix}")
         self.values = []
         for value, kind in zip(args, signature.args):
             if isinstance(kind, types.Array):
@@ -141,27 +142,25 @@ class _Emitter:
         store = cgutils.get_or_insert_function(
             self.builder.module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), ir.IntType(32),
                                                                  self.mask_type]),
-            f"llvm.masked.store.v{STEP}{'f32' if self.align == 4 else 'f64'}.p0")
+            f"llvm.masked.store.{self.suffix}.p0")
         self.builder.call(store, [value, self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask])
+
+    def spread(self, value, vector_type):
+        """value (a scalar) in every lane of vector_type."""
+        one = self.builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP)
+        return self.builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), lanes)
 
     def lanes_below(self, q, stop):
         """The mask of positions q + lane < stop."""
         lanes = ir.VectorType(self.intp, STEP)
-        first = self.builder.insert_element(ir.Constant(lanes, ir.Undefined), q, ir.Constant(ir.IntType(32), 0))
-        spread = self.builder.shuffle_vector(first, ir.Constant(lanes, ir.Undefined),
-                                             ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP))
-        at = self.builder.add(spread, ir.Constant(lanes, list(range(STEP))))
-        end = self.builder.insert_element(ir.Constant(lanes, ir.Undefined), stop, ir.Constant(ir.IntType(32), 0))
-        end = self.builder.shuffle_vector(end, ir.Constant(lanes, ir.Undefined),
-                                          ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP))
-        return self.builder.icmp_signed("<", at, end)
+        at = self.builder.add(self.spread(q, lanes), ir.Constant(lanes, list(range(STEP))))
+        return self.builder.icmp_signed("<", at, self.spread(stop, lanes))
 
     def splat(self, data, index):
         """data[index] in every lane."""
         value = self.builder.load(self.builder.gep(data, [index], inbounds=True), align=self.align)
-        one = self.builder.insert_element(ir.Constant(self.vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP)
-        return self.builder.shuffle_vector(one, ir.Constant(self.vec, ir.Undefined), lanes)
+        return self.spread(value, self.vec)
 
     def fma(self, a, b, c):
         return self.builder.call(self.fma_fn, [a, b, c])

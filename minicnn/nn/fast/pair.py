@@ -18,7 +18,8 @@ from numba import prange
 from minicnn.nn.fast._jit import kernel, serial
 from minicnn.nn.fast._simd_conv import BLOCK
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
-from minicnn.nn.fast.split import _conv_block, _pool_or_relu, blocked_passes
+from minicnn.nn.fast.pool2 import pool2_values
+from minicnn.nn.fast.split import blocked_passes, conv_filter_block
 
 
 def can_pair(x: np.ndarray, w1: np.ndarray, pad1: int, w2: np.ndarray, pad2: int) -> bool:
@@ -48,17 +49,16 @@ def forward_pair(x, w1, b1, w2, b2, out, n_parts):
         conv1 = aligned_zeros((BLOCK, 2, 2, span1), x)
         conv2 = aligned_zeros((BLOCK, 2, 2, span2), x)
         pooled = np.empty(span2, dtype=x.dtype)
-        no_codes = np.empty((1, 1, 1), dtype=np.int8)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, 1, wh, planes, 0)
             for f0 in range(0, n_mid, BLOCK):
-                _conv_block(planes, w1, b1, f0, wh, conv1)
+                conv_filter_block(planes, w1, b1, f0, wh, conv1)
                 for k in range(BLOCK):
                     relu_into_planes(conv1[k], keep, wh, mid, f0 + k)
             for f0 in range(0, n_out, BLOCK):
-                _conv_block(mid, w2, b2, f0, wh, conv2)
+                conv_filter_block(mid, w2, b2, f0, wh, conv2)
                 for k in range(BLOCK):
-                    _pool_or_relu(conv2[k], wh, pooled, True, False, no_codes, out, n, f0 + k)
+                    pool2_values(conv2[k], wh, pooled, out, n, f0 + k)
 
 
 @serial

@@ -43,12 +43,12 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
             for f0 in range(0, first_single, BLOCK):
-                _conv_block(planes, w, b, f0, wh, conv)
+                conv_filter_block(planes, w, b, f0, wh, conv)
                 for k in range(BLOCK):
-                    _pool_or_relu(conv[k], wh, pooled, pool, keep_codes, code, out, n, f0 + k)
+                    pool_or_relu(conv[k], wh, pooled, pool, keep_codes, code, out, n, f0 + k)
             for f in range(first_single, n_filt):
                 conv_quarters(planes, w, b, f, nine_taps, tap_count, taps, live, wh, conv[0])
-                _pool_or_relu(conv[0], wh, pooled, pool, keep_codes, code, out, n, f)
+                pool_or_relu(conv[0], wh, pooled, pool, keep_codes, code, out, n, f)
 
 
 @serial
@@ -74,14 +74,14 @@ def blocked_passes(w):
 
 
 @stage
-def _conv_block(planes, w, b, f0, wh, conv):
+def conv_filter_block(planes, w, b, f0, wh, conv):
     """conv (BLOCK, 2, 2, span)[k] = conv_quarters' map of filter f0 + k (3x3 w (F, C, 3, 3), every channel)."""
     conv_block(planes.reshape(planes.size), planes.shape[3], planes.shape[2], w.reshape(w.size), b, f0, BLOCK,
                conv.reshape(conv.size), conv.shape[3], wh)
 
 
 @stage
-def _pool_or_relu(conv, wh, pooled, pool, keep_codes, code, out, n, f):
+def pool_or_relu(conv, wh, pooled, pool, keep_codes, code, out, n, f):
     """out[n, f] from filter f's split conv map conv (2, 2, span): pooled (with its codes when
     keep_codes), or through ReLU."""
     if pool and keep_codes:
@@ -124,23 +124,24 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
             for f in range(n_filt):
                 at = f * 4 * row if blocked_dx else 0
                 dconv = maps[at : at + 4 * row].reshape((2, 2, row))
+                from_codes = False  # the weight gradient straight from the codes (see weight_grad_codes)
                 if pool:
                     split_rows(dout, n, f, wh, grad)
-                    if nine_taps:  # the weight gradient straight from the codes (see weight_grad_codes)
+                    if nine_taps:
                         total, finite = zero_blocked_and_sum(code[n, f], grad)
-                        if finite and image_finite:
+                        from_codes = finite and image_finite
+                        if from_codes:
                             db_part[t, f] += total
                             weight_grad_codes(planes, code[n, f], grad, f, live, wh, dw_part[t, f])
-                            if need_dx:  # the map's gradient, stored for the input gradient only
-                                unpool2_codes(code[n, f], grad, dconv, lead)
-                                if not blocked_dx:
-                                    input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
-                            continue
-                    db_part[t, f] += unpool2_codes(code[n, f], grad, dconv, lead)
+                    if need_dx or not from_codes:  # the map's gradient: for dx, or for the weight gradient
+                        map_total = unpool2_codes(code[n, f], grad, dconv, lead)
+                        if not from_codes:
+                            db_part[t, f] += map_total
                 else:
                     db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
-                weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
-                                     dw_part[t, f])
+                if not from_codes:
+                    weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
+                                         dw_part[t, f])
                 if need_dx and not blocked_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
