@@ -106,7 +106,8 @@ def check_conv_pair():
 
 
 def check_convnet():
-    for (n, c, h, w, f, k, p, classes) in [(3, 2, 6, 7, 3, 3, 1, 4), (2, 1, 7, 6, 2, 3, 0, 3)]:
+    # the second: a block of four filters in one pass (_simd_conv.conv_block), a fifth alone
+    for (n, c, h, w, f, k, p, classes) in [(3, 2, 6, 7, 3, 3, 1, 4), (2, 2, 6, 7, 5, 3, 1, 3), (2, 1, 7, 6, 2, 3, 0, 3)]:
         x, wt, b = coarse((n, c, h, w), 4), coarse((f, c, k, k), 4), coarse(f, 4)
         ph, pw = (h + 2 * p - k + 1) // 2, (w + 2 * p - k + 1) // 2
         fw, fb = coarse((classes, f * ph * pw), 8), coarse(classes, 4)

@@ -20,6 +20,7 @@ CONVNET_GRID = [
     (2, 2, 7, 10, 3, 5, 2, 5),  # 5x5 filters: one pass per tap
     (3, 1, 6, 6, 1, 3, 1, 2),  # one channel, one filter
     (13, 2, 9, 11, 3, 3, 1, 3),  # several groups of images per thread (the kernel's buffers reused), short ones
+    (7, 3, 9, 11, 6, 3, 1, 3),  # a block of four filters in one conv pass, two more one by one; a short group
 ]
 
 
