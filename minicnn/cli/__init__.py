@@ -11,7 +11,10 @@ imported inside the commands so that `minicnn --help` starts fast.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -19,6 +22,29 @@ from minicnn.errors import MiniCNNError, one_line
 
 #: Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+
+
+#: How long a Ctrl-C that Python could not raise waits before it is sent again (see keep_interrupts).
+REDELIVERY_DELAY_S = 0.05
+
+
+def keep_interrupts(previous):
+    """A sys.unraisablehook that keeps Ctrl-C from being lost. Python raises KeyboardInterrupt in whatever
+    code runs when SIGINT arrives; in a weakref callback or a __del__ it can only print the exception and
+    go on (h5py's registry of open objects runs such a callback each time an HDF5 object is freed, many
+    per checkpoint written), and the run would carry on. Such an interrupt is sent again a moment later,
+    from a thread, until it lands in code that can stop; every other exception goes to ``previous``."""
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        # not from here: this hook's own code would catch it again, and print it
+        timer = threading.Timer(REDELIVERY_DELAY_S, os.kill, (os.getpid(), signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+
+    return hook
 
 
 class _CleanErrors(click.Group):
@@ -36,6 +62,8 @@ class _CleanErrors(click.Group):
         prog_name = prog_name or "minicnn"  # also under `python -c` or -m, whose argv[0] says nothing
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = keep_interrupts(previous_hook)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -49,6 +77,8 @@ class _CleanErrors(click.Group):
             click.echo("Error: interrupted; files already written are intact, and rerunning the same command "
                        "resumes", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        finally:
+            sys.unraisablehook = previous_hook
         sys.exit(code if isinstance(code, int) else 0)
 
 
