@@ -104,6 +104,7 @@ def test_conv_relu_pool_continuous(case, need_dx, rng):
 POOL2_GRID = [
     # (N, C, H, W, F, K, pad): 2x2 pooling, stride 1 conv, the parity-split kernels
     (3, 3, 32, 32, 8, 3, 1),  # the paper's block
+    (2, 8, 16, 16, 8, 3, 1),  # Conv-4's 16x16 maps: the weight gradient's whole vector steps past the map (span 72)
     (2, 2, 9, 11, 3, 3, 1),  # odd sizes: the last conv row/column is not pooled
     (2, 3, 10, 8, 4, 3, 0),  # no padding
     (2, 4, 11, 12, 3, 3, 2),  # 3x3 filters, wide padding: the input gradient reads the border
@@ -152,6 +153,7 @@ def test_conv_relu_pool_2x2_paths_exact(case, density, path, need_dx, rng, monke
 CONV_RELU_GRID = [
     # (N, C, H, W, F, K, stride, pad): conv -> ReLU without a pool (Conv-2's first layer)
     (2, 3, 32, 32, 8, 3, 1, 1),  # Conv-2's first layer, fewer filters
+    (2, 8, 16, 16, 8, 3, 1, 1),  # Conv-4's 16x16 maps: the weight gradient's whole vector steps past the map
     (2, 2, 9, 11, 3, 3, 1, 1),  # odd sizes: the split map's last row and column are half used
     (2, 3, 10, 7, 4, 3, 1, 0),  # no padding
     (2, 4, 11, 12, 3, 3, 1, 2),  # wide padding: the input gradient reads the border
@@ -223,6 +225,23 @@ def test_conv_relu_non_finite(bad, rng):
     out_f, _ = fast.conv_relu_forward(x, wt, b, 1, 1)
     assert np.isnan(out_r[:, 1]).all()
     np.testing.assert_array_equal(out_f, out_r)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_conv_relu_inf_pixel_in_the_last_row(bad, rng):
+    """The weight gradient's whole vector steps run past the map over real pixels of the last rows (with
+    a gradient of 0): with an inf or NaN pixel there, 0 * inf would make NaN in taps whose gradient the
+    reference keeps finite, so a non-finite image takes the exact steps (16x16: span 72, not whole)."""
+    x, wt, b = grid(rng, (2, 2, 16, 16), 4, 2), np.abs(grid(rng, (3, 2, 3, 3), 4, 2)) + 0.25, grid(rng, 3, 4, 2)
+    x[1, 0, 15, 7] = bad
+    with np.errstate(invalid="ignore"):
+        out_r, cache_r = ref.conv_relu_forward(x, wt, b, 1, 1)
+        _, cache_f = fast.conv_relu_forward(x, wt, b, 1, 1)
+        g = grid(rng, out_r.shape, 8)
+        want = ref.conv_relu_backward(g, cache_r, True)
+    assert np.isfinite(want[1][:, 0, 0]).all()  # the taps that never read the last row
+    for name, got, want_ in zip(("dx", "dw", "db"), fast.conv_relu_backward(g, cache_f, True), want):
+        np.testing.assert_array_equal(got, want_, err_msg=name)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, serial_reduction
-from minicnn.nn.fast.parity import tap_run, unsigned_offsets
+from minicnn.nn.fast._simd import STEP
+from minicnn.nn.fast.parity import round_up, tap_run, unsigned_offsets
 
 
 @serial  # not reassociated: the sums' order is written out below
@@ -137,16 +138,22 @@ def _add_3x3(dw, g):
 
 
 @serial_reduction  # the 9 sums over q may be reordered (vector lanes)
-def weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh, dw_f):
+def weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh, dw_f, whole_steps):
     """dw_f (C, KH, KW) += the weight gradient of filter f from one image: its quarter planes and the
     gradient of its split conv map, dconv[r, e, lead : lead + span]; grad_count, grad_taps, live: a
-    SkipPlan of the weights whose gradient is wanted."""
+    SkipPlan of the weights whose gradient is wanted.
+
+    whole_steps: the 9-tap pass runs on over the positions up to round_up(span, STEP), whose gradient is
+    0 (dconv's margin), so that LLVM's vector loop takes them all: on small maps (Conv-4's 16x16, span
+    72) its scalar remainder loop took as long as the vector loop. For the caller to allow: a margin
+    (lead) of at least round_up(span, STEP) - span, planes' rows reaching WH + 1 past that, and every
+    pixel finite (0 * inf would be NaN)."""
     kh, kw = dw_f.shape[1], dw_f.shape[2]
     span = dconv.shape[2] - 2 * lead
     c_in = planes.shape[2]
     d00, d01, d10, d11 = dconv[0, 0, lead:], dconv[0, 1, lead:], dconv[1, 0, lead:], dconv[1, 1, lead:]
     if nine_taps:
-        one, row, row1, n = unsigned_offsets(wh, span)
+        one, row, row1, n = unsigned_offsets(wh, round_up(span, STEP) if whole_steps else span)
         for c in range(c_in):
             if not live[f, c]:  # no weight of this channel wants a gradient
                 continue
@@ -195,7 +202,11 @@ def weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
 
     grad must be 0 in the windows of code 4 (pool2.zero_blocked_and_sum sets it so), and grad and the
     image finite (all_finite): else 0 * inf would be NaN where the reference has NaN and this has 0; the
-    callers then take unpool2_codes + weight_grad_quarters."""
+    callers then take unpool2_codes + weight_grad_quarters.
+
+    It runs over all of grad and code: a caller may pass them longer than the map, grad 0 there, so
+    that the vector loop takes every window (see weight_grad_quarters' whole_steps); planes' rows must
+    then reach WH + 1 past them."""
     one, row, row1, n = unsigned_offsets(wh, grad.size)
     for c in range(planes.shape[2]):
         if not live[f, c]:  # no weight of this channel wants a gradient

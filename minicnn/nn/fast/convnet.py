@@ -295,7 +295,7 @@ def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, 
             continue
         db[f] += unpool2_codes(code_f, grad_f, dconv, lead)
         weight_grad_quarters(planes, dconv, lead, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, wh,
-                             dw[f])
+                             dw[f], False)  # (group_len: whole lines already)
 
 
 @stage

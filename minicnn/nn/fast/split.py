@@ -103,8 +103,12 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     n_parts, n_filt = db_part.shape
     kh, kw = w.shape[2], w.shape[3]
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, dout.shape[2], pool)
+    # the weight-gradient passes run whole vector steps, to whole_span (see weight_grad_quarters' whole_steps:
+    # Conv-4's training 1.19-1.21x), over zeros past the map in grad and dconv and inside the planes' rows
+    whole_span = round_up(span, STEP)
     lead = wh + 1  # zeros on both sides of the map's gradient: the input gradient reads it shifted back
-    plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
+    whole_maps = whole_span - span <= lead  # the map's margin covers the whole steps
+    plane_row = round_up(max(plane_len, whole_span + wh + 1), line_entries(x))  # rows start on cache lines
     per_part = (n_img + n_parts - 1) // n_parts
     # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.45-1.7x
     # the filter-by-filter pass on Conv-2's 64x64 layer), from all the filters' conv-map gradients of the
@@ -115,10 +119,12 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
         dplanes = aligned_zeros((2, 2, c_in, plane_row), x)
         maps = aligned_zeros(((n_filt if blocked_dx else 1) * 4 * row + STEP,), x)  # STEP: what the block reads past
-        grad = np.zeros(span, dtype=x.dtype)
+        whole_grad = np.zeros(whole_span, dtype=x.dtype)  # the pooled map's gradient in split rows, 0 past it
+        grad = whole_grad[:span]
+        codes = np.full(whole_span, 4, dtype=np.int8)  # its pooling codes, 4 (no gradient) past it
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
-            image_finite = pool and nine_taps and all_finite(x, n)  # see weight_grad_codes
+            image_finite = nine_taps and all_finite(x, n)  # see weight_grad_codes and whole_steps
             if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
@@ -132,7 +138,10 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                         from_codes = finite and image_finite
                         if from_codes:
                             db_part[t, f] += total
-                            weight_grad_codes(planes, code[n, f], grad, f, live, wh, dw_part[t, f])
+                            code_f = code[n, f]
+                            for q in range(span):  # a loop: a slice assignment compiles Numba's shape check
+                                codes[q] = code_f[q]
+                            weight_grad_codes(planes, codes, whole_grad, f, live, wh, dw_part[t, f])
                     if need_dx or not from_codes:  # the map's gradient: for dx, or for the weight gradient
                         map_total = unpool2_codes(code[n, f], grad, dconv, lead)
                         if not from_codes:
@@ -141,7 +150,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                     db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
                 if not from_codes:
                     weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
-                                         dw_part[t, f])
+                                         dw_part[t, f], image_finite and whole_maps)
                 if need_dx and not blocked_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
