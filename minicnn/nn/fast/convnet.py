@@ -199,7 +199,7 @@ def _prefetch_images(x_flat, first, stop, image_len, line):
 def _forward_group(w, b, plan, first_single, size, train, geo, planes, conv, pooled, code):
     """conv -> ReLU -> pool over the group, into pooled (junk columns 0) and, with train, the pooling
     codes: filters below first_single BLOCK at a time (_simd_conv.conv_block: their sums in registers over
-    the channels, 1.15-1.2x the paper model's inference), the others one by one. conv: (BLOCK, 2, 2,
+    the channels, 1.18-1.2x the paper model's inference), the others one by one. conv: (BLOCK, 2, 2,
     group_len)."""
     for f0 in range(0, first_single, BLOCK):
         conv_filter_block(planes, w, b, f0, geo.wh, conv)
@@ -295,7 +295,7 @@ def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, 
             continue
         db[f] += unpool2_codes(code_f, grad_f, dconv, lead)
         weight_grad_quarters(planes, dconv, lead, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, wh,
-                             dw[f], False)  # (group_len: whole lines already)
+                             dw[f], False)  # (the group's span: whole cache lines already)
 
 
 @stage

@@ -104,7 +104,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     kh, kw = w.shape[2], w.shape[3]
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, dout.shape[2], pool)
     # the weight-gradient passes run whole vector steps, to whole_span (see weight_grad_quarters' whole_steps:
-    # Conv-4's training 1.19-1.21x), over zeros past the map in grad and dconv and inside the planes' rows
+    # Conv-4's training 1.16-1.21x), over zeros past the map in grad and dconv and inside the planes' rows
     whole_span = round_up(span, STEP)
     lead = wh + 1  # zeros on both sides of the map's gradient: the input gradient reads it shifted back
     whole_maps = whole_span - span <= lead  # the map's margin covers the whole steps
@@ -124,7 +124,8 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
         codes = np.full(whole_span, 4, dtype=np.int8)  # its pooling codes, 4 (no gradient) past it
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
-            image_finite = nine_taps and all_finite(x, n)  # see weight_grad_codes and whole_steps
+            # no inf or NaN pixel: for weight_grad_codes, and for whole steps past a map not whole already
+            image_finite = nine_taps and (pool or whole_span > span) and all_finite(x, n)
             if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
