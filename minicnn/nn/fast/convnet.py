@@ -25,7 +25,7 @@ from numba import prange
 from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction, stage
 from minicnn.nn.fast._simd import STEP, prefetch
 from minicnn.nn.fast._simd_conv import BLOCK
-from minicnn.nn.fast.split import blocked_passes, conv_filter_block
+from minicnn.nn.fast.split import blocked_filters, conv_filter_block
 from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
 from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits, dense_pooled_grads, grad_places,
@@ -108,7 +108,7 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     grad_nine_taps, grad_count, grad_taps, grad_live = grad_plan
     sparse, indptr, indices, columns = fc_sparse
     logits = out.logits
-    first_single = n_filt // BLOCK * BLOCK if blocked_passes(w) else 0  # see _forward_group
+    first_single = blocked_filters(w)  # see _forward_group
     for t in prange(n_parts):
         geo = Geometry(pad, wh, span, ph, pw, pitch, lead, group_len, plane_row)
         conv_plan = SkipPlan(nine_taps, tap_count, taps, live)  # read only

@@ -35,7 +35,7 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     per_part = (n_img + n_parts - 1) // n_parts
     # the 9-tap pass over BLOCK filters at once (their sums in registers, see _simd_conv.py): 1.6-1.7x the
     # filter-by-filter pass on Conv-2's 64x64 layer; the filters past the last whole block one by one
-    first_single = n_filt // BLOCK * BLOCK if blocked_passes(w) else 0
+    first_single = blocked_filters(w)
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
         conv = aligned_zeros((BLOCK, 2, 2, span), x)
@@ -73,6 +73,13 @@ def blocked_passes(w):
     return nonzero >= NINE_TAP_MIN_DENSITY * w.size
 
 
+@serial
+def blocked_filters(w):
+    """How many of w's (F, C, KH, KW) filters the conv takes BLOCK at a time (conv_filter_block): the whole
+    blocks where blocked_passes(w), else none; the filters past them go one by one."""
+    return w.shape[0] // BLOCK * BLOCK if blocked_passes(w) else 0
+
+
 @stage
 def conv_filter_block(planes, w, b, f0, wh, conv):
     """conv (BLOCK, 2, 2, span)[k] = conv_quarters' map of filter f0 + k (3x3 w (F, C, 3, 3), every channel)."""
@@ -107,7 +114,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     # Conv-4's training 1.16-1.21x), over zeros past the map in grad and dconv and inside the planes' rows
     whole_span = round_up(span, STEP)
     lead = wh + 1  # zeros on both sides of the map's gradient: the input gradient reads it shifted back
-    whole_maps = whole_span - span <= lead  # the map's margin covers the whole steps
+    extra_steps = span < whole_span <= span + lead  # positions to add, within the map's zero margin
     plane_row = round_up(max(plane_len, whole_span + wh + 1), line_entries(x))  # rows start on cache lines
     per_part = (n_img + n_parts - 1) // n_parts
     # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.45-1.7x
@@ -124,8 +131,8 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
         codes = np.full(whole_span, 4, dtype=np.int8)  # its pooling codes, 4 (no gradient) past it
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
-            # no inf or NaN pixel: for weight_grad_codes, and for whole steps past a map not whole already
-            image_finite = nine_taps and (pool or whole_span > span) and all_finite(x, n)
+            # no inf or NaN pixel: for weight_grad_codes, and for the extra steps past the map
+            image_finite = nine_taps and (pool or extra_steps) and all_finite(x, n)
             if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
@@ -151,7 +158,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                     db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
                 if not from_codes:
                     weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
-                                         dw_part[t, f], image_finite and whole_maps)
+                                         dw_part[t, f], image_finite and extra_steps)
                 if need_dx and not blocked_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
