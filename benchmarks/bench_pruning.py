@@ -11,6 +11,10 @@
 3. The conv crossover behind NINE_TAP_MIN_DENSITY: the fused conv-ReLU-pool forward + backward at
    each density of kept conv weights, with all 9 taps of a channel per pass vs one pass per kept tap.
 
+minicnn trains as `minicnn train` does: each batch a PixelBatch of uint8 images (minicnn/nn/pixels.py),
+normalised inside the paper model's op as it reads them; PyTorch gets the same batches as floats, made
+ahead of its timing.
+
 Ends with:
     95% unstructured sparsity: an epoch N.NNx faster than the unpruned model's
 
@@ -33,6 +37,8 @@ import time
 import minicnn  # noqa: F401  (before NumPy: it sets what NumPy's OpenBLAS reads as it loads)
 import numpy as np
 
+from minicnn.io.data import Normalizer
+from minicnn.nn.pixels import as_floats
 from _torch_twin import torch_model
 
 EPOCH = 50_000
@@ -106,7 +112,7 @@ def torch_step(model):
     def run(batches):
         nonlocal tb
         if tb is None or len(tb) != len(batches):
-            tb = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+            tb = [(torch.from_numpy(as_floats(x)), torch.from_numpy(y)) for x, y in batches]
         for x, y in tb:
             opt.zero_grad(set_to_none=True)
             loss_fn(net(x), y).backward()
@@ -122,6 +128,7 @@ def block_ms(x, w, b, mask, repeats, thresholds=(None,)):
     import minicnn.nn.fast.block as block
     import minicnn.nn.fast.skip as skip
 
+    x = as_floats(x)
     out, _ = block.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2)
     g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
     saved = skip.NINE_TAP_MIN_DENSITY
@@ -168,8 +175,12 @@ def main():
 
     torch.set_num_threads(numba.get_num_threads())
     rng = np.random.default_rng(0)
-    batches = [((rng.integers(0, 256, (512, 3, 32, 32)) / 255 - 0.5).astype(np.float32), rng.integers(0, 10, 512))
-               for _ in range(args.batches)]
+    # minicnn's batches as `minicnn train` gives them (nn/train.py): uint8 images by rows, which the paper
+    # model's op normalises as it reads them (a Normalizer's PixelBatch); PyTorch gets the same floats
+    images = rng.integers(0, 256, (512 * args.batches, 3, 32, 32), dtype=np.uint8)
+    normalizer = Normalizer("center", None, None)
+    batches = [(normalizer.batch(images, np.arange(512 * i, 512 * (i + 1))), rng.integers(0, 10, 512))
+               for i in range(args.batches)]
     print(f"paper model, batch 512, {numba.get_num_threads()} threads, seconds per epoch of {EPOCH:,} images "
           f"(median of {args.repeats})\n")
 

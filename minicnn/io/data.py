@@ -15,6 +15,7 @@ import numpy as np
 from minicnn.errors import DataError
 from minicnn.io.cache import load_cache, prepare, resolve_source
 from minicnn.io.dataset import Dataset
+from minicnn.nn.pixels import PixelBatch
 
 
 def _check_limit(value: int | None, name: str) -> int | None:
@@ -78,7 +79,29 @@ def normalize(x_uint8: np.ndarray, mode: str, mean: np.ndarray | None = None,
     return out
 
 
-def make_normalizer(mode: str, dataset):
-    """A function uint8 batch (N, 3, H, W) -> float32 batch, with the dataset's channel statistics."""
-    normalize(np.zeros((1, 3, 1, 1), np.uint8), mode, dataset.channel_mean, dataset.channel_std)  # validates mode
-    return lambda x: normalize(x, mode, dataset.channel_mean, dataset.channel_std)
+class Normalizer:
+    """``normalize`` with one mode and one dataset's channel statistics: called on a uint8 batch (N, C, H,
+    W) it returns the float32 batch; ``batch(images, rows)`` gives the training loop images[rows] as a
+    PixelBatch instead (minicnn.nn.pixels), which the paper model's op normalises as it reads it."""
+
+    def __init__(self, mode: str, mean: np.ndarray | None, std: np.ndarray | None, channels: int = 3):
+        self.mode, self.mean, self.std = mode, mean, std
+        # every pixel value of every channel, normalised: the table a PixelBatch looks pixels up in
+        values = np.broadcast_to(np.arange(256, dtype=np.uint8), (1, channels, 1, 256))
+        self.table = normalize(values, mode, mean, std).reshape(channels, 256)  # validates the mode too
+
+    def __call__(self, x_uint8: np.ndarray) -> np.ndarray:
+        return normalize(x_uint8, self.mode, self.mean, self.std)
+
+    def batch(self, images: np.ndarray, rows: np.ndarray):
+        """images[rows] for a training step: a PixelBatch where images are C-contiguous (M, C, H, W)
+        uint8 of the table's channels (a Dataset's split), else the float32 batch."""
+        if (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] == len(self.table)
+                and images.flags.c_contiguous):
+            return PixelBatch.of(images, rows, self.table)
+        return self(images[rows])
+
+
+def make_normalizer(mode: str, dataset) -> Normalizer:
+    """A Normalizer: uint8 batch (N, 3, H, W) -> float32 batch, with the dataset's channel statistics."""
+    return Normalizer(mode, dataset.channel_mean, dataset.channel_std)

@@ -25,6 +25,7 @@ from minicnn.errors import MiniCNNError
 from minicnn.nn.backend import get_backend
 from minicnn.nn.footprint import check_fits, check_parameters
 from minicnn.nn.layers import Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+from minicnn.nn.pixels import as_floats
 from minicnn.nn.ref.im2col import conv_output_size
 
 PRESETS = {
@@ -87,9 +88,10 @@ class Sequential:
         return conv, self.layers[4]
 
     def loss_and_gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-        """One training pass: x (N, C, H, W) float, labels (N,) -> (mean softmax cross-entropy, logits
-        (N, classes)), and every layer's ``grads`` filled. A one-conv network (see _one_conv_net) runs
-        as one op, forward and backward together; any other model layer by layer."""
+        """One training pass: x (N, C, H, W) float or a PixelBatch (minicnn.nn.pixels), labels (N,) ->
+        (mean softmax cross-entropy, logits (N, classes)), and every layer's ``grads`` filled. A one-conv
+        network (see _one_conv_net) runs as one op, forward and backward together, and reads a
+        PixelBatch's pixels itself; any other model layer by layer."""
         net = self._one_conv_net()
         if net is None:
             logits = self.forward(x)
@@ -106,15 +108,16 @@ class Sequential:
         return loss, logits
 
     def forward(self, x: np.ndarray, for_backward: bool = True) -> np.ndarray:
-        """x: (N, C, H, W) float  ->  logits (N, classes). for_backward=False: inference, no backward
-        follows (as torch.inference_mode: the fused kernels skip what only backward needs, and a
-        one-conv network runs as one op)."""
+        """x: (N, C, H, W) float or a PixelBatch  ->  logits (N, classes). for_backward=False: inference,
+        no backward follows (as torch.inference_mode: the fused kernels skip what only backward needs,
+        and a one-conv network runs as one op)."""
         self._backward_ready = for_backward
         net = None if for_backward else self._one_conv_net()
         if net is not None:
             conv, fc = net
             return self.ops.conv_relu_pool_linear_forward(x, conv.params["weight"], conv.params["bias"], conv.padding,
                                                           fc.params["weight"], fc.params["bias"])
+        x = as_floats(x)
         steps, i = self._steps(), 0
         while i < len(steps):
             first, last = steps[i]

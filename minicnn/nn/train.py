@@ -1,7 +1,8 @@
 """Training and evaluation: SGD over minibatches, metrics per epoch, divergence detection.
 
 Images stay uint8 in memory and are normalised one batch at a time (minicnn.io.data.normalize), so the
-full training set costs 150 MB rather than 600 MB as float32.
+full training set costs 150 MB rather than 600 MB as float32; the paper's model normalises them inside
+its op, as it reads each image's pixels (minicnn.nn.pixels).
 """
 
 from __future__ import annotations
@@ -50,13 +51,21 @@ def train_step(model: Sequential, optimizer: Optimizer, x: np.ndarray, y: np.nda
     return loss, int((logits.argmax(axis=1) == y).sum())
 
 
+def _batch(normalize, images: np.ndarray, rows: np.ndarray):
+    """images[rows] as the model takes them: ``normalize.batch(images, rows)`` where it has one (a
+    minicnn.io.data.Normalizer: a PixelBatch the paper model's op normalises as it reads it), else
+    normalize(images[rows]) (any uint8 -> float32 function)."""
+    batch = getattr(normalize, "batch", None)
+    return batch(images, rows) if batch is not None else normalize(images[rows])
+
+
 def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, normalize, batch_size: int = 1024) -> dict:
     """Accuracy and mean loss over a whole split. images: (N, 3, 32, 32) uint8; ``normalize`` maps a
     uint8 batch to float32. Returns {'acc': fraction, 'loss': mean loss}."""
     correct, loss_sum = 0, 0.0
     n = len(labels)
     for lo in range(0, n, batch_size):
-        x = normalize(images[lo : lo + batch_size])
+        x = _batch(normalize, images, np.arange(lo, min(lo + batch_size, n)))
         y = labels[lo : lo + batch_size]
         logits = model.forward(x, for_backward=False)
         loss, _ = model.ops.softmax_cross_entropy(logits, y)
@@ -80,7 +89,7 @@ def train_epoch(model: Sequential, optimizer: Optimizer, images: np.ndarray, lab
     diverged = False
     for lo in range(0, len(order), batch_size):
         idx = np.sort(order[lo : lo + batch_size])  # sorted gather is cache-friendlier; the batch is the same set
-        x, y = normalize(images[idx]), labels[idx]
+        x, y = _batch(normalize, images, idx), labels[idx]
         if before_batch is not None:
             before_batch(lo // batch_size, len(y))
         loss, batch_correct = train_step(model, optimizer, x, y)

@@ -13,6 +13,7 @@ from numba.core import config
 
 from minicnn.nn.backend import get_backend
 from minicnn.nn.fast import conv as fast_conv
+from minicnn.nn.pixels import PixelBatch
 
 ref, fast = get_backend("ref"), get_backend("fast")
 rng = np.random.default_rng(7)
@@ -116,6 +117,15 @@ def check_convnet():
         want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fw, fb, labels)
         err_all("convnet", ("loss", "logits", "dw", "db", "dfc_w", "dfc_b"), got, want)
         err("convnet inference", fast.conv_relu_pool_linear_forward(x, wt, b, p, fw, fb), want[1])
+    # uint8 pixels by rows through a table (fast/images.py): 32-pixel rows take the gathering steps
+    images = rng.integers(0, 256, size=(6, 2, 6, 32), dtype=np.uint8)
+    table = f32(rng.integers(-4, 5, size=(2, 256)) / 4)
+    batch = PixelBatch.of(images, [4, 1, 4], table)
+    wt, b, fw, fb = coarse((3, 2, 3, 3), 4), coarse(3, 4), coarse((3, 3 * 3 * 16), 8), coarse(3, 4)
+    labels = rng.integers(0, 3, size=3)
+    got = fast.conv_relu_pool_linear_loss(batch, wt, b, 1, fw, fb, labels)
+    want = ref.conv_relu_pool_linear_loss(batch.floats(), wt, b, 1, fw, fb, labels)
+    err_all("convnet pixels", ("loss", "logits", "dw", "db", "dfc_w", "dfc_b"), got, want)
 
 
 def check_small_ops():

@@ -23,16 +23,18 @@ import numpy as np
 from numba import prange
 
 from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction, stage
-from minicnn.nn.fast._simd import STEP, prefetch
+from minicnn.nn.fast._simd import STEP
 from minicnn.nn.fast._simd_conv import BLOCK
 from minicnn.nn.fast.split import blocked_filters, conv_filter_block
-from minicnn.nn.fast.conv_passes import (all_finite, conv_quarters, weight_grad_codes, weight_grad_codes_taps,
+from minicnn.nn.fast.conv_passes import (conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
 from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits, dense_pooled_grads, grad_places,
                                           kept_values, sparse_grads, sparse_linear, sparse_logits)
-from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
+from minicnn.nn.fast.images import fill_image, image_finite, prefetch_images
+from minicnn.nn.fast.parity import aligned_zeros, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted
+from minicnn.nn.pixels import PixelBatch
 from minicnn.nn.ref.im2col import conv_output_size
 
 
@@ -67,9 +69,12 @@ class Outputs(NamedTuple):
 
 
 @reduction_kernel
-def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, train, n_parts, out):
-    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,) (read
-    only with ``train``); plan, grad_plan: SkipPlans of w != 0 and of the wanted weights; fc_sparse: a
+def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels,
+                  train, n_parts, out):
+    """pixels, rows, table: the batch (N images), as images.py reads it (floats (N, C, H, W) by rows
+    0 .. N-1, or uint8 (M, C, H, W) by rows (N,) through table (C, 256), table_finite: all of it finite),
+    w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,) (read only with ``train``);
+    plan, grad_plan: SkipPlans of w != 0 and of the wanted weights; fc_sparse: a
     SparseLinear (the kept linear weights by class, in split rows) or one of no entries (dense). Writes the
     logits of every image into out.logits; with ``train`` also the gradients into out's others, and
     returns the batch's mean loss. The batch is cut into n_parts slices, one per thread, each taken in
@@ -79,12 +84,13 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
     side, image g at g*pitch (0 between them, or code 4: no gradient), so that one conv pass and one
     weight-gradient pass per filter and channel cover the group; the pooled maps and their gradients are
     kept per image, flat (F*span, junk columns 0), for the linear layer."""
-    n_img, c_in, h, width = x.shape
+    _, c_in, h, width = pixels.shape
+    n_img = rows.size
     n_filt, _, kh, kw = w.shape
     n_class = fc_b.shape[0]
     ph, pw = (h + 2 * pad - kh + 1) // 2, (width + 2 * pad - kw + 1) // 2
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, ph, True)
-    line = line_entries(x)  # entries per cache line
+    line = line_entries(w)  # entries per cache line (w: of the floats' dtype)
     lead = round_up(wh + 1, line)
     flat_len = n_filt * span
     # dense: the linear weight in split rows; sparse: its kept weights by class (the split rows unneeded)
@@ -114,30 +120,30 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
         conv_plan = SkipPlan(nine_taps, tap_count, taps, live)  # read only
         wanted_plan = SkipPlan(grad_nine_taps, grad_count, grad_taps, grad_live)
         # the group's buffers, on cache lines where a vector pass starts (see parity.aligned_zeros)
-        planes = aligned_zeros((2, 2, c_in, plane_row), x)  # quarter planes
-        conv = aligned_zeros((BLOCK, 2, 2, group_len), x)  # BLOCK filters' conv maps
-        pooled = aligned_zeros((GROUP, flat_len), x)  # pooled maps, flat
-        dpooled = np.empty((GROUP, flat_len), dtype=x.dtype)  # their gradients
+        planes = aligned_zeros((2, 2, c_in, plane_row), w)  # quarter planes
+        conv = aligned_zeros((BLOCK, 2, 2, group_len), w)  # BLOCK filters' conv maps
+        pooled = aligned_zeros((GROUP, flat_len), w)  # pooled maps, flat
+        dpooled = np.empty((GROUP, flat_len), dtype=w.dtype)  # their gradients
         code = np.full((n_filt, group_len), 4, dtype=np.int8)  # pooling codes
-        grad = aligned_zeros((n_filt, group_len), x)  # the pooled maps' gradients, side by side
-        dconv = aligned_zeros((2, 2, lead + group_len + lead), x)  # one filter's conv-map gradient
+        grad = aligned_zeros((n_filt, group_len), w)  # the pooled maps' gradients, side by side
+        dconv = aligned_zeros((2, 2, lead + group_len + lead), w)  # one filter's conv-map gradient
         z = np.empty((GROUP, n_class), dtype=np.float64)  # logits
-        dz = np.zeros((GROUP, n_class), dtype=x.dtype)  # their gradients
+        dz = np.zeros((GROUP, n_class), dtype=w.dtype)  # their gradients
         # this thread's sums, published once at the end: the threads' slices of the shared parts meet
         # in a cache line, which would bounce between the cores if both wrote it per image
         loss_sum = 0.0
-        dw_sum = np.zeros(w.shape, dtype=x.dtype) if train else np.zeros((0, 0, 0, 0), dtype=x.dtype)
-        db_sum = np.zeros(n_filt, dtype=x.dtype)
-        dfc_sum = aligned_zeros((fc_rows[0] if train else 0, fc_rows[1]), x)
-        dfcb_sum = np.zeros(n_class, dtype=x.dtype)
+        dw_sum = np.zeros(w.shape, dtype=w.dtype) if train else np.zeros((0, 0, 0, 0), dtype=w.dtype)
+        db_sum = np.zeros(n_filt, dtype=w.dtype)
+        dfc_sum = aligned_zeros((fc_rows[0] if train else 0, fc_rows[1]), w)
+        dfcb_sum = np.zeros(n_class, dtype=w.dtype)
         grad_at = grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
         grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
-        x_flat = x.reshape(x.size)
         for first in range(t * per_part, stop, GROUP):
             size = min(GROUP, stop - first)
-            finite = _load_group(x, first, size, train, geo, planes, pooled, code, grad)
-            _prefetch_images(x_flat, first + GROUP, min(stop, first + 2 * GROUP), c_in * h * width, line)
+            finite = _load_group(pixels, rows, table, table_finite, first, size, train, geo, planes, pooled, code,
+                                 grad)
+            prefetch_images(pixels, rows, first + GROUP, min(stop, first + 2 * GROUP), line_entries(pixels))
             _forward_group(w, b, conv_plan, first_single, size, train, geo, planes, conv, pooled, code)
             if sparse:
                 sparse_logits(values, indptr, indices, fc_b, pooled, z, logits, first, size)
@@ -169,30 +175,21 @@ def _convnet_pass(x, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels, 
 
 
 @stage
-def _load_group(x, first, size, train, geo, planes, pooled, code, grad):
-    """The quarter planes of images first .. first + size - 1, side by side; a short group's unused
+def _load_group(pixels, rows, table, table_finite, first, size, train, geo, planes, pooled, code, grad):
+    """The quarter planes of the batch's images first .. first + size - 1 (see images.py), side by side; a short group's unused
     places hold no image and no gradient. Returns whether (with train) no pixel is inf or NaN (see
     conv_passes.weight_grad_codes)."""
     finite = True
     for g in range(size):
-        fill_quarters(x, first + g, geo.pad, geo.wh, planes, g * geo.pitch)
+        fill_image(pixels, rows[first + g], table, geo.pad, geo.wh, planes, g * geo.pitch)
         if train:
-            finite = finite and all_finite(x, first + g)
+            finite = finite and image_finite(pixels, rows[first + g], table_finite)
     if size < GROUP:
         planes[:, :, :, size * geo.pitch :] = 0.0
         pooled[size:] = 0.0
         code[:, size * geo.pitch :] = 4
         grad[:, size * geo.pitch :] = 0.0
     return finite
-
-
-@stage
-def _prefetch_images(x_flat, first, stop, image_len, line):
-    """Asks for images first .. stop - 1 of the batch (x_flat: its pixels, image_len each) in L2, a cache
-    line at a time, while the group before them is computed (else the next group's unpacking waits on
-    memory: the batch streams from it)."""
-    for i in range(first * image_len, stop * image_len, line):
-        prefetch(x_flat, i)
 
 
 @stage
@@ -416,12 +413,22 @@ def _check_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b
         raise ValueError(f"fc_w has shape {fc_w.shape}; the pooled maps need ({fc_b.shape[0]}, {n_filt * ph * pw})")
 
 
-def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
-                               fc_b: np.ndarray, labels: np.ndarray, weight_mask=None, fc_mask=None):
-    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,)
-    -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.nn.ref.convnet for the contract."""
+def _batch(x):
+    """(x, pixels, rows, table, table_finite) of the op's batch x (see images.py): a float (N, C, H, W)
+    array (made C-contiguous) by rows 0 .. N-1, or a PixelBatch's uint8 images, rows and table."""
+    if isinstance(x, PixelBatch):
+        return x, x.images, x.rows, x.table, bool(np.isfinite(x.table).all())
     x = np.ascontiguousarray(x)
-    dtype, n, n_filt, n_class = x.dtype, x.shape[0], w.shape[0], fc_b.shape[0]
+    return x, x, np.arange(x.shape[0], dtype=np.int64), np.zeros((0, 0), dtype=x.dtype), True
+
+
+def conv_relu_pool_linear_loss(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
+                               fc_b: np.ndarray, labels: np.ndarray, weight_mask=None, fc_mask=None):
+    """x: (N, C, H, W) or a PixelBatch (minicnn.nn.pixels), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW),
+    fc_b: (K,), labels: (N,) -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.nn.ref.convnet for
+    the contract. A PixelBatch's pixels are read from its images and normalised as they are unpacked."""
+    x, pixels, rows, table, table_finite = _batch(x)
+    dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= n_class)):
@@ -432,8 +439,9 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
                   np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype))
     fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
     fc_sparse = sparse_linear(fc_mask, *_pooled_and_row(x, w, pad))
-    loss = _convnet_pass(x, w, b.astype(dtype), pad, skip_plan(w != 0), skip_plan(active), fc_w, fc_b.astype(dtype),
-                         fc_sparse, labels, True, max(1, min(num_threads(), n)), out)
+    loss = _convnet_pass(pixels, rows, table, table_finite, w, b.astype(dtype), pad, skip_plan(w != 0),
+                         skip_plan(active), fc_w, fc_b.astype(dtype), fc_sparse, labels, True,
+                         max(1, min(num_threads(), n)), out)
     if weight_mask is not None:
         out.dw[...] *= active  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
     if fc_mask is not None and not fc_sparse.sparse:  # sparse: computed at the kept weights only
@@ -441,11 +449,12 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     return (float(loss),) + tuple(out)
 
 
-def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
+def conv_relu_pool_linear_forward(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
                                   fc_b: np.ndarray) -> np.ndarray:
-    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,) -> logits (N, K)."""
-    x = np.ascontiguousarray(x)
-    dtype, n, n_filt, n_class = x.dtype, x.shape[0], w.shape[0], fc_b.shape[0]
+    """x: (N, C, H, W) or a PixelBatch, w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,) ->
+    logits (N, K)."""
+    x, pixels, rows, table, table_finite = _batch(x)
+    dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     w = np.ascontiguousarray(w, dtype=dtype)
     plan = skip_plan(w != 0)
@@ -454,6 +463,6 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
                   np.empty((1, 1), dtype=dtype), np.empty(1, dtype=dtype))
     fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
     fc_sparse = sparse_linear(fc_w, *_pooled_and_row(x, w, pad))  # pruned weights are exactly 0
-    _convnet_pass(x, w, b.astype(dtype), pad, plan, plan, fc_w, fc_b.astype(dtype), fc_sparse, np.zeros(1, np.int64),
-                  False, max(1, min(num_threads(), n)), out)
+    _convnet_pass(pixels, rows, table, table_finite, w, b.astype(dtype), pad, plan, plan, fc_w, fc_b.astype(dtype),
+                  fc_sparse, np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), out)
     return out.logits

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minicnn.nn.pixels import as_floats
 from minicnn.nn.ref.act import flatten_backward, flatten_forward
 from minicnn.nn.ref.block import conv_relu_pool_backward, conv_relu_pool_forward
 from minicnn.nn.ref.dense import linear_backward, linear_forward, masked_linear_backward, masked_linear_forward
@@ -27,7 +28,9 @@ def conv_relu_pool_linear_loss(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad:
     gradient of pruned weights is not wanted, as in conv_relu_pool_backward and masked_linear_backward).
 
     -> loss (float), logits (N, K), dw (F, C, KH, KW), db (F,), dfc_w (K, F*PH*PW), dfc_b (K,).
+    x may also be a PixelBatch (minicnn.nn.pixels): its floats() are the batch.
     """
+    x = as_floats(x)
     pooled, block_cache = conv_relu_pool_forward(x, w, b, 1, pad, 2, 2)
     flat, flat_cache = flatten_forward(pooled)
     if fc_mask is None:
@@ -46,6 +49,7 @@ def conv_relu_pool_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, p
                                   fc_b: np.ndarray) -> np.ndarray:
     """Inference through the same network: x, w, b, pad, fc_w, fc_b as in conv_relu_pool_linear_loss
     -> logits (N, K). (Pruned weights are already 0 in w and fc_w, so no mask is needed.)"""
+    x = as_floats(x)
     pooled, _ = conv_relu_pool_forward(x, w, b, 1, pad, 2, 2, for_backward=False)
     logits, _ = linear_forward(flatten_forward(pooled)[0], fc_w, fc_b)
     return logits
