@@ -176,8 +176,8 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
 
 @stage
 def _load_group(pixels, rows, table, table_finite, first, size, train, geo, planes, pooled, code, grad):
-    """The quarter planes of the batch's images first .. first + size - 1 (see images.py), side by side; a short group's unused
-    places hold no image and no gradient. Returns whether (with train) no pixel is inf or NaN (see
+    """The quarter planes of the batch's images first .. first + size - 1 (see images.py), side by side;
+    a short group's unused places hold no image and no gradient. Returns whether (with train) no pixel is inf or NaN (see
     conv_passes.weight_grad_codes)."""
     finite = True
     for g in range(size):
