@@ -117,6 +117,15 @@ def check_convnet():
         want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fw, fb, labels)
         err_all("convnet", ("loss", "logits", "dw", "db", "dfc_w", "dfc_b"), got, want)
         err("convnet inference", fast.conv_relu_pool_linear_forward(x, wt, b, p, fw, fb), want[1])
+    # a sparse linear layer (below group_linear.SPARSE_BELOW_DENSITY kept: the 4-lane kept-weight steps)
+    x, wt, b = coarse((5, 2, 6, 7), 4), coarse((3, 2, 3, 3), 4), coarse(3, 4)
+    fc_mask = f32(rng.random((4, 3 * 3 * 3)) < 0.05)
+    fc_mask[:2, 5] = 1.0  # one place kept by two classes
+    fw, fb = coarse((4, 3 * 3 * 3), 8) * fc_mask, coarse(4, 4)
+    labels = rng.integers(0, 4, size=5)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, 1, fw, fb, labels, None, fc_mask)
+    want = ref.conv_relu_pool_linear_loss(x, wt, b, 1, fw, fb, labels, None, fc_mask)
+    err_all("convnet sparse", ("loss", "logits", "dw", "db", "dfc_w", "dfc_b"), got, want)
     # uint8 pixels by rows through a table (fast/images.py): 32-pixel rows take the gathering steps
     images = rng.integers(0, 256, size=(6, 2, 6, 32), dtype=np.uint8)
     table = f32(rng.integers(-4, 5, size=(2, 256)) / 4)

@@ -36,6 +36,37 @@ def test_split_step_equals_its_python_twin(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_four_lane_sparse_steps_equal_their_python_twins(dtype, rng):
+    """The sparse linear layer's 4-lane steps (minicnn/nn/fast/_simd_linear.py) against the plain loops
+    they stand for, bit for bit: runs of kept weights of odd and even length, empty, and repeated slots."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd_linear import _dot4_python, _dot4_vector, _grads4_python, _grads4_vector
+
+    @njit
+    def compiled(values, slots, start, stop, table, out, o, grad_out, k, dvalues, dtable):
+        _dot4_vector(values, slots, start, stop, table, out, o)
+        _grads4_vector(values, slots, start, stop, grad_out, k, table, dvalues, dtable)
+
+    values, table = rng.standard_normal(9).astype(dtype), rng.standard_normal(4 * 6).astype(dtype)
+    slots = np.array([5, 0, 3, 3, 1, 4, 2, 0, 5], dtype=np.int64)
+    grad_out = rng.standard_normal(12).astype(dtype)
+    for start, stop, o, k in [(0, 9, 0, 0), (2, 6, 3, 8), (4, 4, 1, 4), (3, 4, 0, 2)]:
+        got = [rng.standard_normal(8).astype(dtype), rng.standard_normal(4 * 9).astype(dtype),
+               rng.standard_normal(4 * 6).astype(dtype)]
+        want = [a.copy() for a in got]
+        compiled(values, slots, start, stop, table, got[0], o, grad_out, k, got[1], got[2])
+        _dot4_python(values, slots, start, stop, table, want[0], o)
+        _grads4_python(values, slots, start, stop, grad_out, k, table, want[1], want[2])
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    # the twin does what it says: the logits' four lanes are the dot products (to rounding)
+    out = np.zeros(4, dtype)
+    _dot4_python(values, slots, 0, 9, table, out, 0)
+    np.testing.assert_allclose(out, (values[:, None] * table.reshape(6, 4)[slots]).sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("zero_blocked", [False, True])
 def test_unblocked_sums_equal_their_python_twin(dtype, zero_blocked, rng):
     """The vector lane sums of pool2's gradient sums (minicnn/nn/fast/_simd.py) against the plain loop they
@@ -110,7 +141,8 @@ def test_fast_kernels_as_plain_python():
                 "block dx", "block dw", "block db", "conv-relu forward", "conv-relu dx", "conv-relu dw",
                 "conv-relu db", "convnet loss", "convnet logits", "convnet dw", "convnet db", "convnet dfc_w",
                 "convnet dfc_b", "convnet inference", "conv pair"}
-    expected |= {f"convnet pixels {name}" for name in ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")}
+    expected |= {f"convnet {kind} {name}" for kind in ("pixels", "sparse")
+                 for name in ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")}
     assert set(errors) == expected
     # each value is max |fast - ref| / (ATOL + RTOL |ref|): below 1 means within tolerance
     bad = {k: v for k, v in errors.items() if not v <= 1.0}

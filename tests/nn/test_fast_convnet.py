@@ -183,6 +183,8 @@ def test_sparse_linear_plan(rng):
     np.testing.assert_array_equal(plan.indices, f * ph * wh + (cell // pw) * wh + cell % pw)
     np.testing.assert_array_equal(plan.columns, cols)
     np.testing.assert_array_equal(np.diff(plan.indptr), np.bincount(rows, minlength=n_class))
+    np.testing.assert_array_equal(plan.places, np.unique(plan.indices))  # every kept place once, in order
+    np.testing.assert_array_equal(plan.places[plan.slots], plan.indices)
     dense = group_linear.sparse_linear(np.ones_like(kept), (ph, pw), wh)
     assert not dense.sparse and dense.indices.size == dense.columns.size == 0
 

@@ -29,7 +29,8 @@ from minicnn.nn.fast.split import blocked_filters, conv_filter_block
 from minicnn.nn.fast.conv_passes import (conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
 from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits, dense_pooled_grads, grad_places,
-                                          kept_values, sparse_grads, sparse_linear, sparse_logits)
+                                          gather_pooled, kept_values, lane_sums, scatter_grads, sparse_grads,
+                                          sparse_linear, sparse_logits)
 from minicnn.nn.fast.images import fill_image, image_finite, prefetch_images
 from minicnn.nn.fast.parity import aligned_zeros, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
@@ -112,7 +113,7 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
     # are packed again inside).
     nine_taps, tap_count, taps, live = plan
     grad_nine_taps, grad_count, grad_taps, grad_live = grad_plan
-    sparse, indptr, indices, columns = fc_sparse
+    sparse, indptr, indices, columns, places, slots = fc_sparse
     logits = out.logits
     first_single = blocked_filters(w)  # see _forward_group
     for t in prange(n_parts):
@@ -136,7 +137,12 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
         db_sum = np.zeros(n_filt, dtype=w.dtype)
         dfc_sum = aligned_zeros((fc_rows[0] if train else 0, fc_rows[1]), w)
         dfcb_sum = np.zeros(n_class, dtype=w.dtype)
-        grad_at = grad_places(indices, span, group_len)  # sparse: where a kept weight's gradient goes in grad
+        # sparse: the group's pooled values at the kept places, four images side by side, their gradients,
+        # where those go in grad, and the kept weights' gradients by image lane
+        pooled_t, grad_t = np.empty(4 * places.size, dtype=w.dtype), np.empty(4 * places.size, dtype=w.dtype)
+        grad_at = grad_places(places, span, group_len)
+        dvalues_t = np.zeros(4 * indices.size if train else 0, dtype=w.dtype)
+        z_t, dz_t = np.empty(4 * n_class, dtype=w.dtype), np.empty(4 * n_class, dtype=w.dtype)
         grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
@@ -146,20 +152,23 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
             prefetch_images(pixels, rows, first + GROUP, min(stop, first + 2 * GROUP), line_entries(pixels))
             _forward_group(w, b, conv_plan, first_single, size, train, geo, planes, conv, pooled, code)
             if sparse:
-                sparse_logits(values, indptr, indices, fc_b, pooled, z, logits, first, size)
+                gather_pooled(pooled, places, pooled_t)
+                sparse_logits(values, indptr, slots, fc_b, pooled_t, z_t, z, logits, first, size)
             else:
                 dense_logits(fc_split, fc_b, pooled, z, logits, first, size)
             if train:
                 loss_sum = _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum)
                 if sparse:
-                    # (dfc_sum: the kept weights' gradient sums)
-                    sparse_grads(dz, pooled, values, indptr, indices, grad_at, pitch, dfc_sum[0], dfcb_sum, grad_flat)
+                    sparse_grads(dz, pooled_t, values, indptr, slots, dz_t, dvalues_t, dfcb_sum, grad_t)
+                    scatter_grads(grad_t, grad_at, pitch, grad_flat)
                 else:
                     dense_linear_grads(dz, pooled, dfc_sum, dfcb_sum)
                     dense_pooled_grads(dz, fc_split, size, dpooled)
                 _backward_group(wanted_plan, size, not sparse, finite, geo, planes, dpooled, code, grad, dconv, dw_sum,
                                 db_sum)
         if train:
+            if sparse:  # (dfc_sum: the kept weights' gradient sums)
+                lane_sums(dvalues_t, dfc_sum[0])
             loss_part[t] = loss_sum
             _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum)
     if not train:

@@ -5,10 +5,13 @@ Two twins of each: dense, over the whole linear weight in the pooled maps' split
 F*span); and sparse, over the kept weights only, row-compressed by class (a SparseLinear), which the op
 takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense, the three products read or
 write all K x F*span entries per group: at the paper's 95 % unstructured pruning they were a fifth of a
-training step, for 5 % of the weights. Sparse, each kept weight is one index and value loaded for the
-group's four images (a gather per image: no vector loop, so it pays only well below the dense loop's
-cost); pruned weights then contribute nothing, where the dense products multiply them (0 * inf = NaN in
-a diverged run), as fast.dense's sparse kernels.
+training step, for 5 % of the weights. Sparse, the group's four pooled values at each place that any
+class keeps a weight at are gathered side by side first (gather_pooled), so that each kept weight is one
+slot and value loaded and a 4-lane vector step for the four images (_simd_linear.py; as one gather per
+image and no vector, the linear layer took 1.4x as long at 95 % pruning), and the map gradients are
+scattered back into the backward's layout at the end (scatter_grads); pruned weights contribute
+nothing, where the dense products multiply them (0 * inf = NaN in a diverged run), as fast.dense's
+sparse kernels.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from typing import NamedTuple
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, stage
+from minicnn.nn.fast._simd_linear import dot4, grads4
 
 #: The op's linear layer goes sparse below this fraction of kept weights. Measured on the paper model's
-#: whole step (conv and linear pruned alike), sparse against dense stages, interleaved: 1.16-1.19x
-#: faster at 1 % kept, 1.01-1.05x at 5 %, 0.91x at 10 %.
-SPARSE_BELOW_DENSITY = 0.06
+#: whole training step (conv and linear pruned alike), sparse against dense stages, interleaved: 1.20x
+#: faster at 5 % kept, 1.04x at 10 %, 0.96x at 15 %, 0.93x at 20 % (with the 4-lane steps; before them
+#: 1.01-1.05x at 5 % and 0.91x at 10 %, and the threshold was 6 %).
+SPARSE_BELOW_DENSITY = 0.12
 
 
 @stage
@@ -80,60 +85,64 @@ def dense_pooled_grads(dz, fc_split, size, dpooled):
 
 
 @stage
-def sparse_logits(values, indptr, indices, fc_b, pooled, z, logits, first, size):
-    """dense_logits over the kept weights: z[g, k] = fc_b[k] + sum over j in indptr[k] .. indptr[k+1] - 1
-    of values[j] * pooled[g, indices[j]]."""
+def gather_pooled(pooled, places, pooled_t):
+    """pooled_t[4s + g] = pooled[g, places[s]]: the group's four images' pooled values at the kept
+    weights' places, side by side, for the 4-lane steps of sparse_logits and sparse_grads."""
     p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    zero = fc_b[0] * 0
+    for s in range(places.size):
+        i = places[s]
+        pooled_t[4 * s], pooled_t[4 * s + 1], pooled_t[4 * s + 2], pooled_t[4 * s + 3] = p0[i], p1[i], p2[i], p3[i]
+
+
+@stage
+def sparse_logits(values, indptr, slots, fc_b, pooled_t, z_t, z, logits, first, size):
+    """dense_logits over the kept weights: z[g, k] = fc_b[k] + the sum over j in indptr[k] .. indptr[k+1]
+    - 1 of values[j] * pooled_t[4 * slots[j] + g] (see gather_pooled), the four images in one vector
+    (_simd_linear.dot4; z_t (K*4): its lanes)."""
     for k in range(fc_b.shape[0]):
-        # two sums per image, the even and the odd entries: one chain of dependent multiply-adds per image
-        # waits on each add's latency
-        a0 = a1 = a2 = a3 = fc_b[k]
-        b0 = b1 = b2 = b3 = zero
-        j, stop = indptr[k], indptr[k + 1]
-        while j + 1 < stop:
-            i, wv, i_, wv_ = indices[j], values[j], indices[j + 1], values[j + 1]
-            a0 += wv * p0[i]
-            a1 += wv * p1[i]
-            a2 += wv * p2[i]
-            a3 += wv * p3[i]
-            b0 += wv_ * p0[i_]
-            b1 += wv_ * p1[i_]
-            b2 += wv_ * p2[i_]
-            b3 += wv_ * p3[i_]
-            j += 2
-        if j < stop:
-            i, wv = indices[j], values[j]
-            a0 += wv * p0[i]
-            a1 += wv * p1[i]
-            a2 += wv * p2[i]
-            a3 += wv * p3[i]
-        z[0, k], z[1, k], z[2, k], z[3, k] = a0 + b0, a1 + b1, a2 + b2, a3 + b3
+        for g in range(4):
+            z_t[4 * k + g] = fc_b[k]
+        dot4(values, slots, indptr[k], indptr[k + 1], pooled_t, z_t, 4 * k)
+        for g in range(4):
+            z[g, k] = z_t[4 * k + g]
     for g in range(size):
         for k in range(fc_b.shape[0]):
             logits[first + g, k] = z[g, k]
 
 
 @stage
-def sparse_grads(dz, pooled, values, indptr, indices, at, pitch, dvalues, dfcb, grad):
-    """dense_linear_grads and dense_pooled_grads over the kept weights, in one pass over them: dvalues (nnz,)
-    += the gradient of values, dfcb (K,) += the bias's, and the pooled maps' gradients of the group's four
-    images straight into the backward's layout, grad (flat; image g's entry of kept weight j at at[j] +
-    g*pitch), zeroed first: the sum over classes k of dz[g, k] * values[j] (a short group's unused images
-    have dz = 0). In that layout the backward needs no copy (dense_pooled_grads writes rows per image)."""
-    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    for i in range(grad.size):
-        grad[i] = 0.0
+def sparse_grads(dz, pooled_t, values, indptr, slots, dz_t, dvalues_t, dfcb, grad_t):
+    """dense_linear_grads and dense_pooled_grads over the kept weights, in one pass over them, the group's
+    four images in one vector (_simd_linear.grads4): dvalues_t[4j + g] += dz[g, k] * pooled_t[4 *
+    slots[j] + g] (kept weight j's gradient by image lane, summed once per call: lane_sums), dfcb (K,)
+    += the bias's, and grad_t[4s + g] = the pooled maps' gradient at place s, zeroed first: the sum over
+    classes k of dz[g, k] * values[j] over the kept weights j there (a short group's unused images have
+    dz = 0). dz_t (K*4): dz's lanes."""
+    for i in range(grad_t.size):
+        grad_t[i] = 0.0
     for k in range(dfcb.shape[0]):
         g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
+        dz_t[4 * k], dz_t[4 * k + 1], dz_t[4 * k + 2], dz_t[4 * k + 3] = g0, g1, g2, g3
         dfcb[k] += (g0 + g1) + (g2 + g3)
-        for j in range(indptr[k], indptr[k + 1]):
-            i, o, wv = indices[j], at[j], values[j]
-            dvalues[j] += g0 * p0[i] + g1 * p1[i] + g2 * p2[i] + g3 * p3[i]
-            grad[o] += g0 * wv
-            grad[o + pitch] += g1 * wv
-            grad[o + 2 * pitch] += g2 * wv
-            grad[o + 3 * pitch] += g3 * wv
+        grads4(values, slots, indptr[k], indptr[k + 1], dz_t, 4 * k, pooled_t, dvalues_t, grad_t)
+
+
+@stage
+def scatter_grads(grad_t, at, pitch, grad):
+    """grad[at[s] + g*pitch] = grad_t[4s + g]: the pooled maps' gradients at the kept places into the
+    backward's layout (flat (F, group_len), image g at g*pitch; see grad_places). The places no class
+    keeps are never written: 0 from the start, they stay 0 (the backward writes only zeros into grad)."""
+    for s in range(at.size):
+        o = at[s]
+        grad[o], grad[o + pitch], grad[o + 2 * pitch], grad[o + 3 * pitch] = (
+            grad_t[4 * s], grad_t[4 * s + 1], grad_t[4 * s + 2], grad_t[4 * s + 3])
+
+
+@stage
+def lane_sums(dvalues_t, dvalues):
+    """dvalues[j] += kept weight j's four image lanes of dvalues_t (nnz*4), pairwise."""
+    for j in range(dvalues.size):
+        dvalues[j] += (dvalues_t[4 * j] + dvalues_t[4 * j + 1]) + (dvalues_t[4 * j + 2] + dvalues_t[4 * j + 3])
 
 
 class SparseLinear(NamedTuple):
@@ -144,6 +153,8 @@ class SparseLinear(NamedTuple):
     indptr: np.ndarray  # (K + 1,) int64: class k's entries are indptr[k] .. indptr[k + 1] - 1
     indices: np.ndarray  # (nnz,) int64: their places in a split row (F*span), in order
     columns: np.ndarray  # (nnz,) int64: their columns in the linear weight (F*PH*PW)
+    places: np.ndarray  # (P,) int64: the split-row places that any class keeps a weight at, in order
+    slots: np.ndarray  # (nnz,) int64: each kept weight's place among them: indices[j] = places[slots[j]]
 
 
 def sparse_linear(kept: np.ndarray | None, pooled_hw: tuple, wh: int) -> SparseLinear:
@@ -151,7 +162,8 @@ def sparse_linear(kept: np.ndarray | None, pooled_hw: tuple, wh: int) -> SparseL
     runs: sparse below SPARSE_BELOW_DENSITY kept, else dense (no entries). pooled_hw: (PH, PW); wh: a
     split row's length."""
     if kept is None:
-        return SparseLinear(False, np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        none = np.zeros(0, np.int64)
+        return SparseLinear(False, np.zeros(1, np.int64), none, none, none, none)
     return SparseLinear(*_kept_places(np.ascontiguousarray(kept), pooled_hw[0], pooled_hw[1], wh,
                                       SPARSE_BELOW_DENSITY))
 
@@ -167,7 +179,7 @@ def _kept_places(kept, ph, pw, wh, below_density):
             n_kept += kept[k, col] != 0
     if n_kept >= below_density * kept.size:
         none = np.zeros(0, dtype=np.int64)
-        return False, np.zeros(n_class + 1, dtype=np.int64), none, none
+        return False, np.zeros(n_class + 1, dtype=np.int64), none, none, none, none
     indptr = np.zeros(n_class + 1, dtype=np.int64)
     # + 1: every entry is written, the kept ones advance
     indices, columns = np.empty(n_kept + 1, dtype=np.int64), np.empty(n_kept + 1, dtype=np.int64)
@@ -181,7 +193,18 @@ def _kept_places(kept, ph, pw, wh, below_density):
                     indices[at], columns[at] = place + px, col + px
                     at += row[col + px] != 0
         indptr[k + 1] = at
-    return True, indptr, indices[:n_kept], columns[:n_kept]
+    indices = indices[:n_kept]
+    used = np.zeros(flat // (ph * pw) * ph * wh, dtype=np.bool_)  # the places kept by any class
+    for j in range(n_kept):
+        used[indices[j]] = True
+    places = np.flatnonzero(used)
+    slot_of = np.zeros(used.size, dtype=np.int64)
+    for s in range(places.size):
+        slot_of[places[s]] = s
+    slots = np.empty(n_kept, dtype=np.int64)
+    for j in range(n_kept):
+        slots[j] = slot_of[indices[j]]
+    return True, indptr, indices, columns[:n_kept], places, slots
 
 
 @serial

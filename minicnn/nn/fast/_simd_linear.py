@@ -1,0 +1,152 @@
+"""The sparse linear layer's steps over four images at once (group_linear.py), as explicit 4-lane vectors.
+
+There, each kept weight j (a value, and the slot of its place among the places any class keeps) meets
+the group's four images' pooled values at its place, stored side by side (4 * slot .. 4 * slot + 3):
+- the logits: sum over a class's kept weights of value * those four (``dot4``);
+- the gradients: the weight's four image lanes += the class's four logit gradients * those four, and the
+  place's four map gradients += value * the four logit gradients (``grads4``).
+Written as loops over four scalars, LLVM left them scalar (a previous attempt: no faster than one
+image's row after another); here each kept weight is a 128-bit load or two and one or two vector
+multiply-adds (as fmul then fadd, IEEE: the same bits as the plain twins that stand for them under
+NUMBA_DISABLE_JIT). No bounds checks: the caller's, as for any Numba indexing.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import config
+from numba.core import cgutils, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+#: Images per vector: the op's GROUP.
+LANES = 4
+
+
+def _dot4_python(values, slots, start, stop, table, out, o):
+    """out[o + g] += a + b for g < LANES, where a sums values[j] * table[LANES * slots[j] + g] over the
+    j = start, start + 2, ... below stop and b over j = start + 1, start + 3, ... (two chains: each
+    multiply-add waits on the one before in its chain), each product rounded, then each sum."""
+    for g in range(LANES):
+        a = b = out.dtype.type(0.0)
+        j = start
+        while j + 1 < stop:
+            a = a + values[j] * table[LANES * slots[j] + g]
+            b = b + values[j + 1] * table[LANES * slots[j + 1] + g]
+            j += 2
+        if j < stop:
+            a = a + values[j] * table[LANES * slots[j] + g]
+        out[o + g] = out[o + g] + (a + b)
+
+
+def _grads4_python(values, slots, start, stop, grad_out, k, table, dvalues, dtable):
+    """For each j in start .. stop - 1 and g < LANES, s = LANES * slots[j]: dvalues[LANES * j + g] +=
+    grad_out[k + g] * table[s + g] and dtable[s + g] += values[j] * grad_out[k + g]."""
+    for j in range(start, stop):
+        s = LANES * slots[j]
+        for g in range(LANES):
+            dvalues[LANES * j + g] = dvalues[LANES * j + g] + grad_out[k + g] * table[s + g]
+            dtable[s + g] = dtable[s + g] + values[j] * grad_out[k + g]
+
+
+def _check(name, floats, ints):
+    if not all(isinstance(a, types.Array) and a.ndim == 1 for a in floats + ints):
+        raise TypingError(f"{name} takes 1-D arrays")
+    if not (all(a.dtype == floats[0].dtype for a in floats) and isinstance(floats[0].dtype, types.Float)
+            and all(a.dtype == types.int64 for a in ints)):
+        raise TypingError(f"{name} needs float arrays of one dtype and int64 slots")
+
+
+class _Emitter:
+    """What both intrinsics' code needs: 4-lane loads and stores at an array's index, splats."""
+
+    def __init__(self, context, builder, dtype):
+        self.context, self.builder = context, builder
+        self.elem = context.get_data_type(dtype)
+        self.align = context.get_abi_sizeof(self.elem)
+        self.vector = ir.VectorType(self.elem, LANES)
+        self.intp = context.get_value_type(types.intp)
+
+    def pointer(self, array_type, array, index, vector=True):
+        data = self.context.make_array(array_type)(self.context, self.builder, array).data
+        entry = self.builder.gep(data, [index], inbounds=True)
+        return self.builder.bitcast(entry, self.vector.as_pointer()) if vector else entry
+
+    def load(self, array_type, array, index):
+        return self.builder.load(self.pointer(array_type, array, index), align=self.align, typ=self.vector)
+
+    def scalar(self, array_type, array, index):
+        return self.builder.load(self.pointer(array_type, array, index, vector=False))
+
+    def splat(self, value):
+        lanes = ir.VectorType(ir.IntType(32), LANES)
+        unused = ir.Constant(self.vector, ir.Undefined)
+        one = self.builder.insert_element(unused, value, ir.Constant(ir.IntType(32), 0))
+        return self.builder.shuffle_vector(one, unused, ir.Constant(lanes, [0] * LANES))
+
+    def times(self, n, factor=LANES):
+        return self.builder.mul(n, ir.Constant(self.intp, factor))
+
+    def index(self, value, value_type):
+        return self.context.cast(self.builder, value, value_type, types.intp)
+
+
+@intrinsic
+def _dot4_vector(typingctx, values, slots, start, stop, table, out, o):
+    """_dot4_python with the two chains as vectors in registers: per kept weight a slot and a value
+    loaded, one 4-lane load and a multiply and an add."""
+    _check("dot4", (values, table, out), (slots,))
+
+    def codegen(context, builder, signature, args):
+        e = _Emitter(context, builder, values.dtype)
+        values_v, slots_v, start_v, stop_v, table_v, out_v, o_v = args
+        start_n, stop_n = e.index(start_v, signature.args[2]), e.index(stop_v, signature.args[3])
+        chains = [cgutils.alloca_once_value(builder, ir.Constant(e.vector, [0.0] * LANES)) for _ in range(2)]
+
+        def add_product(chain, j):
+            place = e.times(e.scalar(signature.args[1], slots_v, j))
+            product = builder.fmul(e.splat(e.scalar(signature.args[0], values_v, j)),
+                                   e.load(signature.args[4], table_v, place))
+            builder.store(builder.fadd(builder.load(chain), product), chain)
+
+        pairs_stop = builder.sub(stop_n, builder.and_(builder.sub(stop_n, start_n), ir.Constant(e.intp, 1)))
+        with cgutils.for_range_slice(builder, start_n, pairs_stop, ir.Constant(e.intp, 2), e.intp) as (j, _):
+            add_product(chains[0], j)
+            add_product(chains[1], builder.add(j, ir.Constant(e.intp, 1)))
+        with builder.if_then(builder.icmp_signed("<", pairs_stop, stop_n)):
+            add_product(chains[0], pairs_stop)
+        at = e.index(o_v, signature.args[6])
+        total = builder.fadd(builder.load(chains[0]), builder.load(chains[1]))
+        out_t = signature.args[5]
+        builder.store(builder.fadd(e.load(out_t, out_v, at), total), e.pointer(out_t, out_v, at), align=e.align)
+        return context.get_dummy_value()
+
+    return types.void(values, slots, start, stop, table, out, o), codegen
+
+
+@intrinsic
+def _grads4_vector(typingctx, values, slots, start, stop, grad_out, k, table, dvalues, dtable):
+    """_grads4_python with the four logit gradients in one vector: per kept weight a slot and a value
+    loaded, and two 4-lane load-multiply-add-stores."""
+    _check("grads4", (values, grad_out, table, dvalues, dtable), (slots,))
+
+    def codegen(context, builder, signature, args):
+        e = _Emitter(context, builder, values.dtype)
+        values_v, slots_v, start_v, stop_v, grad_out_v, k_v, table_v, dvalues_v, dtable_v = args
+        t = signature.args
+        gk = e.load(t[4], grad_out_v, e.index(k_v, t[5]))
+        start_n, stop_n = e.index(start_v, t[2]), e.index(stop_v, t[3])
+        with cgutils.for_range_slice(builder, start_n, stop_n, ir.Constant(e.intp, 1), e.intp) as (j, _):
+            place = e.times(e.scalar(t[1], slots_v, j))
+            lanes = e.times(j)
+            dv = builder.fadd(e.load(t[7], dvalues_v, lanes), builder.fmul(gk, e.load(t[6], table_v, place)))
+            builder.store(dv, e.pointer(t[7], dvalues_v, lanes), align=e.align)
+            dg = builder.fadd(e.load(t[8], dtable_v, place), builder.fmul(e.splat(e.scalar(t[0], values_v, j)), gk))
+            builder.store(dg, e.pointer(t[8], dtable_v, place), align=e.align)
+        return context.get_dummy_value()
+
+    return types.void(values, slots, start, stop, grad_out, k, table, dvalues, dtable), codegen
+
+
+dot4 = _dot4_python if config.DISABLE_JIT else _dot4_vector
+grads4 = _grads4_python if config.DISABLE_JIT else _grads4_vector
