@@ -139,10 +139,11 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
         dfcb_sum = np.zeros(n_class, dtype=w.dtype)
         # sparse: the group's pooled values at the kept places, four images side by side, their gradients,
         # where those go in grad, and the kept weights' gradients by image lane
-        pooled_t, grad_t = np.empty(4 * places.size, dtype=w.dtype), np.empty(4 * places.size, dtype=w.dtype)
+        pooled_t = np.empty(GROUP * places.size, dtype=w.dtype)
+        grad_t = np.empty(GROUP * places.size, dtype=w.dtype)
         grad_at = grad_places(places, span, group_len)
-        dvalues_t = np.zeros(4 * indices.size if train else 0, dtype=w.dtype)
-        z_t, dz_t = np.empty(4 * n_class, dtype=w.dtype), np.empty(4 * n_class, dtype=w.dtype)
+        dvalues_t = np.zeros(GROUP * indices.size if train else 0, dtype=w.dtype)
+        z_t, dz_t = np.empty(GROUP * n_class, dtype=w.dtype), np.empty(GROUP * n_class, dtype=w.dtype)
         grad_flat = grad.reshape(grad.size)
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
@@ -186,8 +187,8 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
 @stage
 def _load_group(pixels, rows, table, table_finite, first, size, train, geo, planes, pooled, code, grad):
     """The quarter planes of the batch's images first .. first + size - 1 (see images.py), side by side;
-    a short group's unused places hold no image and no gradient. Returns whether (with train) no pixel is inf or NaN (see
-    conv_passes.weight_grad_codes)."""
+    a short group's unused places hold no image and no gradient. Returns whether (with train) no pixel
+    is inf or NaN (see conv_passes.weight_grad_codes)."""
     finite = True
     for g in range(size):
         fill_image(pixels, rows[first + g], table, geo.pad, geo.wh, planes, g * geo.pitch)
