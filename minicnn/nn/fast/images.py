@@ -4,7 +4,7 @@ The op takes ``pixels, rows, table``: either a float batch (N, C, H, W) with row
 unused), or a PixelBatch (minicnn.nn.pixels): a dataset split (M, C, H, W) uint8, the batch's rows
 of it, and the table (C, 256) of every pixel value's normalised float. The functions below read an
 image either way; Numba compiles the op once per kind of pixels, each with only its own branch (the
-dispatch is on the pixels' type, at compile time: see _typed). A uint8 image is 3 KB where its floats
+dispatch is on the pixels' type, at compile time: see the overloads at the end). A uint8 image is 3 KB where its floats
 are 12 KB, and it is normalised as it is unpacked: no gathered copy, no float batch.
 """
 
@@ -17,7 +17,7 @@ from numba.extending import overload
 from minicnn.nn.fast._jit import serial, stage
 from minicnn.nn.fast._simd import STEP, lookup_split_step, prefetch
 from minicnn.nn.fast.conv_passes import all_finite
-from minicnn.nn.fast.parity import _run_places, fill_quarters
+from minicnn.nn.fast.parity import fill_quarters, run_places
 
 
 @serial
@@ -34,7 +34,7 @@ def fill_quarters_table(images, row, table, pad, wh, planes, at):
     for c in range(c_in):
         lut = table[c]
         for y in range(h):
-            r, even_col, even_start, odd_col, odd_start = _run_places(y + pad, pad, wh, at)
+            r, even_col, even_start, odd_col, odd_start = run_places(y + pad, pad, wh, at)
             even = ((r * 2 + even_col) * c_in + c) * plane_row + even_start
             odd = ((r * 2 + odd_col) * c_in + c) * plane_row + odd_start
             first = ((row * c_in + c) * h + y) * width
@@ -58,7 +58,7 @@ def _fill_table_steps(images, row, table, pad, wh, planes, at):
         for c in range(c_in):
             lut = table[c]
             for y in range(h):
-                r, even_col, even_start, odd_col, odd_start = _run_places(y + pad, pad, wh, at)
+                r, even_col, even_start, odd_col, odd_start = run_places(y + pad, pad, wh, at)
                 even = ((r * 2 + even_col) * c_in + c) * plane_row + even_start + STEP * k
                 odd = ((r * 2 + odd_col) * c_in + c) * plane_row + odd_start + STEP * k
                 first = ((row * c_in + c) * h + y) * width + 2 * STEP * k

@@ -76,7 +76,7 @@ def tap_run(planes, c, i, j, r, e, wh):
 
 
 @serial
-def _run_places(row, pad, wh, at):
+def run_places(row, pad, wh, at):
     """Where padded row ``row`` of an image is split to, the image's planes starting at index ``at``:
     (quarter row parity, then column parity and start index of the run of pixels x_ of even index, then
     of those of odd index). Pixel x_ lands in padded column x_ + pad, i.e. quarter column parity
@@ -88,8 +88,8 @@ def _run_places(row, pad, wh, at):
 @serial
 def _row_runs(planes, c, row, pad, wh, at):
     """The two quarter-plane runs that padded row ``row`` of channel c is split into: (pixels x_ of
-    even index, pixels x_ of odd index); see _run_places."""
-    r, even_col, even_start, odd_col, odd_start = _run_places(row, pad, wh, at)
+    even index, pixels x_ of odd index); see run_places."""
+    r, even_col, even_start, odd_col, odd_start = run_places(row, pad, wh, at)
     return planes[r, even_col, c, even_start:], planes[r, odd_col, c, odd_start:]
 
 
@@ -127,7 +127,7 @@ def _fill_quarters_flat(x, n, pad, wh, planes, at):
     src, dst = x.reshape(x.size), planes.reshape(planes.size)
     for c in range(c_in):
         for y in range(h):
-            r, even_col, even_start, odd_col, odd_start = _run_places(y + pad, pad, wh, at)
+            r, even_col, even_start, odd_col, odd_start = run_places(y + pad, pad, wh, at)
             even = ((r * 2 + even_col) * c_in + c) * plane_row + even_start
             odd = ((r * 2 + odd_col) * c_in + c) * plane_row + odd_start
             first = ((n * c_in + c) * h + y) * width
