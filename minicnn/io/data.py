@@ -98,7 +98,7 @@ class Normalizer:
         uint8 of the table's channels (a Dataset's split), else the float32 batch."""
         if (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] == len(self.table)
                 and images.flags.c_contiguous):
-            return PixelBatch.of(images, rows, self.table)
+            return PixelBatch.of(images, rows, self.table, self)
         return self(images[rows])
 
 

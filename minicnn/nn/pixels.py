@@ -10,7 +10,7 @@ no float batch. Any other op gets ``floats()``, the very values normalize gives.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -19,15 +19,18 @@ class PixelBatch(NamedTuple):
     """Images ``images[rows]``, pixel value v of channel c standing for ``table[c, v]``.
 
     images: (M, C, H, W) uint8, C-contiguous (a dataset split); rows: (N,) int64 in [0, M);
-    table: (C, 256) float32 or float64.
+    table: (C, 256) float32 or float64; convert: None, or the function of a uint8 batch that the table
+    was made from (io.data.Normalizer): floats() then computes the values with it (NumPy's lookups
+    in the table took 5x as long as its arithmetic, 6 against 0.8 ms for 512 images).
     """
 
     images: np.ndarray
     rows: np.ndarray
     table: np.ndarray
+    convert: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
-    def of(cls, images: np.ndarray, rows, table: np.ndarray) -> PixelBatch:
+    def of(cls, images: np.ndarray, rows, table: np.ndarray, convert=None) -> PixelBatch:
         """The batch images[rows] through ``table``, checked: ValueError for any other layout."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         if images.dtype != np.uint8 or images.ndim != 4 or not images.flags.c_contiguous:
@@ -38,7 +41,7 @@ class PixelBatch(NamedTuple):
                              f"{table.shape}")
         if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= len(images))):
             raise ValueError(f"a PixelBatch's rows must be indices in [0, {len(images)})")
-        return cls(images, rows, np.ascontiguousarray(table))
+        return cls(images, rows, np.ascontiguousarray(table), convert)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -52,6 +55,8 @@ class PixelBatch(NamedTuple):
     def floats(self) -> np.ndarray:
         """(N, C, H, W) of table's dtype: out[n, c, y, x] = table[c, images[rows[n], c, y, x]]."""
         gathered = self.images[self.rows]
+        if self.convert is not None:
+            return self.convert(gathered)
         out = np.empty(gathered.shape, dtype=self.table.dtype)
         for c in range(gathered.shape[1]):
             np.take(self.table[c], gathered[:, c], out=out[:, c])

@@ -35,6 +35,9 @@ def test_table_and_floats_are_normalize_bit_for_bit(mode, rng):
     want = normalize(images[rows], mode, MEAN, STD)
     np.testing.assert_array_equal(batch.floats(), want)
     np.testing.assert_array_equal(as_floats(batch), want)
+    looked_up = PixelBatch.of(images, rows, normalizer.table)  # no function: floats() from the table
+    assert looked_up.convert is None
+    np.testing.assert_array_equal(looked_up.floats(), want)
     np.testing.assert_array_equal(normalizer(images[rows]), want)
     assert as_floats(want) is want
 

@@ -423,7 +423,7 @@ def _check_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b
         raise ValueError(f"fc_w has shape {fc_w.shape}; the pooled maps need ({fc_b.shape[0]}, {n_filt * ph * pw})")
 
 
-def _batch(x):
+def _pixel_source(x):
     """(x, pixels, rows, table, table_finite) of the op's batch x (see images.py): a float (N, C, H, W)
     array (made C-contiguous) by rows 0 .. N-1, or a PixelBatch's uint8 images, rows and table."""
     if isinstance(x, PixelBatch):
@@ -437,7 +437,7 @@ def conv_relu_pool_linear_loss(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: 
     """x: (N, C, H, W) or a PixelBatch (minicnn.nn.pixels), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW),
     fc_b: (K,), labels: (N,) -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.nn.ref.convnet for
     the contract. A PixelBatch's pixels are read from its images and normalised as they are unpacked."""
-    x, pixels, rows, table, table_finite = _batch(x)
+    x, pixels, rows, table, table_finite = _pixel_source(x)
     dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
@@ -463,7 +463,7 @@ def conv_relu_pool_linear_forward(x, w: np.ndarray, b: np.ndarray, pad: int, fc_
                                   fc_b: np.ndarray) -> np.ndarray:
     """x: (N, C, H, W) or a PixelBatch, w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,) ->
     logits (N, K)."""
-    x, pixels, rows, table, table_finite = _batch(x)
+    x, pixels, rows, table, table_finite = _pixel_source(x)
     dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     w = np.ascontiguousarray(w, dtype=dtype)
