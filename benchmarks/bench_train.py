@@ -1,8 +1,10 @@
 """Training and inference throughput of minicnn (fast backend) vs PyTorch CPU, eager and compiled
 (torch.compile, inductor), side by side; then how close minicnn's training comes to the machine's peak.
 
-Same model, same batch size, same number of threads, float32 batches already normalised (every side gets
-the same arrays). Each PyTorch variant is timed beside minicnn, alternately, repeat after repeat (a noisy
+Same model, same batch size, same number of threads, the same images: minicnn reads them as ``minicnn train``
+does, uint8 pixels by rows with the normaliser's table (``io.data.Normalizer.batch``: a PixelBatch, which the
+paper model's op normalises as it unpacks it, other models as floats), PyTorch gets the very same values
+as float32 tensors made ahead (its normalisation is not timed). Each PyTorch variant is timed beside minicnn, alternately, repeat after repeat (a noisy
 machine slows both alike): eager PyTorch in this process, torch.compile in a second one (a process that
 has run torch.compile runs eager PyTorch slower). Medians reported; a pair's ratio is the median over
 repeats of minicnn's images/s over the variant's, and the ratio printed is the lower of the two pairs'.
@@ -38,26 +40,32 @@ import numpy as np
 
 from _torch_twin import torch_model
 
+NORMALIZE = "center"  # x / 255 - 0.5, the default of minicnn train
 
-def minicnn_runner(arch, x, y, lr):
+
+def minicnn_runner(arch, pixels, lr):
+    """(train, infer) over batches of (rows, labels): each step takes pixels[rows] as minicnn's training
+    loop (nn/train.py) does, through the normaliser."""
+    from minicnn.io.data import Normalizer
     from minicnn.nn.model import build_model
     from minicnn.nn.train import Optimizer, SGDConfig, train_step
 
     model = build_model(arch, np.random.default_rng(0), backend="fast")
     opt = Optimizer(SGDConfig(lr=lr))
+    normalizer = Normalizer(NORMALIZE, None, None)
 
     def train(batches):
-        for xb, yb in batches:
-            train_step(model, opt, xb, yb)
+        for rows, yb in batches:
+            train_step(model, opt, normalizer.batch(pixels, rows), yb)
 
     def infer(batches):
-        for xb, _ in batches:
-            model.forward(xb, for_backward=False)  # as torch.inference_mode below
+        for rows, _ in batches:
+            model.forward(normalizer.batch(pixels, rows), for_backward=False)  # as torch.inference_mode below
 
     return train, infer
 
 
-def torch_runner(arch, x, y, lr, threads, compiled=False):
+def torch_runner(arch, lr, threads, compiled=False):
     """(train, infer) of the PyTorch twin; ``compiled``: through torch.compile (inductor, default mode)."""
     import torch
     from torch import nn
@@ -136,22 +144,27 @@ def main():
     threads = numba.get_num_threads()
     rng = np.random.default_rng(0)
     n = args.batch_size * args.batches
-    x = (rng.integers(0, 256, (n, 3, 32, 32)).astype(np.float32) / 255 - 0.5).astype(np.float32)
+    from minicnn.io.data import normalize
+
+    pixels = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 10, n)
-    np_batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
-    t_batches = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in np_batches]
+    order = rng.permutation(n)  # shuffled, as an epoch's batches
+    row_batches = [(order[i:i + args.batch_size], y[order[i:i + args.batch_size]])
+                   for i in range(0, n, args.batch_size)]
+    t_batches = [(torch.from_numpy(normalize(pixels[rows], NORMALIZE)), torch.from_numpy(labels))
+                 for rows, labels in row_batches]
 
     def timed_pair(torch_side):
         """{"train" | "inference": ([minicnn, torch_side] images/s, ratio)}, the two timed alternately."""
-        pair = [minicnn_runner(args.arch, x, y, args.lr), torch_side]
-        return {name: interleaved([(pair[0][kind], np_batches), (pair[1][kind], t_batches)], args.repeats)
+        pair = [minicnn_runner(args.arch, pixels, args.lr), torch_side]
+        return {name: interleaved([(pair[0][kind], row_batches), (pair[1][kind], t_batches)], args.repeats)
                 for name, kind in (("train", 0), ("inference", 1))}
 
     if args.only_compile:  # the child process of the torch.compile pair: its figures as one JSON line
-        print("JSON " + json.dumps(timed_pair(torch_runner(args.arch, x, y, args.lr, threads, compiled=True))))
+        print("JSON " + json.dumps(timed_pair(torch_runner(args.arch, args.lr, threads, compiled=True))))
         return
     peak = matmul_gflops(size=4096, repeats=3)  # before any kernel runs (see matmul_gflops)
-    eager = timed_pair(torch_runner(args.arch, x, y, args.lr, threads))
+    eager = timed_pair(torch_runner(args.arch, args.lr, threads))
     names = ["minicnn", "torch eager"] + ([] if compiled is None else ["torch.compile"])
     rows = []
     for name, (speeds, ratio) in eager.items():

@@ -67,6 +67,50 @@ def test_four_lane_sparse_steps_equal_their_python_twins(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_class, flat_len", [(10, 2176), (10, 37), (3, 16), (1, 5)])
+def test_dense_linear_backward_equals_its_twin_and_the_products(dtype, n_class, flat_len, rng):
+    """The dense linear layer's backward over a group (minicnn/nn/fast/_simd_linear.py) against its plain
+    twin bit for bit, whole vector steps and a masked last one (pooled's and dpooled's entries past the
+    group's untouched); the twin against the matrix products it stands for; class_steps against a
+    reshape."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd import STEP
+    from minicnn.nn.fast._simd_linear import _dense_grads4_vector, class_steps, dense_grads4_loops
+
+    @njit
+    def compiled(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled, n_class, flat_len):
+        _dense_grads4_vector(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled, n_class, flat_len)
+
+    dz = rng.standard_normal((4, n_class)).astype(dtype)
+    pooled = rng.standard_normal(4 * flat_len + 3).astype(dtype)  # 3 entries past the group's: never read
+    fc = rng.standard_normal((n_class, flat_len)).astype(dtype)
+    fc_steps = class_steps(fc)
+    n_steps = -(-flat_len // STEP)
+    padded = np.zeros((n_class, n_steps * STEP), dtype)
+    padded[:, :flat_len] = fc
+    np.testing.assert_array_equal(fc_steps, padded.reshape(n_class, n_steps, STEP).transpose(1, 0, 2))
+    dfc0 = class_steps(rng.standard_normal((n_class, flat_len)).astype(dtype))
+    dfcb0 = rng.standard_normal(n_class).astype(dtype)
+    got = [dfc0.copy(), dfcb0.copy(), np.full(4 * flat_len + 3, -7.0, dtype)]
+    want = [a.copy() for a in got]
+    pooled[-3:] = np.nan
+    compiled(dz.ravel(), pooled, fc_steps.ravel(), got[0].ravel(), got[1], got[2], n_class, flat_len)
+    dense_grads4_loops(dz.ravel(), pooled, fc_steps.ravel(), want[0].ravel(), want[1], want[2], n_class, flat_len)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(got[2][4 * flat_len:] == -7.0)
+    # the twin does what it says, to rounding
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    images = pooled[:4 * flat_len].reshape(4, flat_len)
+    dfc = want[0].transpose(1, 0, 2).reshape(n_class, n_steps * STEP)[:, :flat_len]
+    base = dfc0.transpose(1, 0, 2).reshape(n_class, n_steps * STEP)[:, :flat_len]
+    np.testing.assert_allclose(dfc, base + dz.T @ images, **tol)
+    np.testing.assert_allclose(want[1], dfcb0 + dz.sum(axis=0), **tol)
+    np.testing.assert_allclose(want[2][:4 * flat_len].reshape(4, flat_len), dz @ fc, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("zero_blocked", [False, True])
 def test_unblocked_sums_equal_their_python_twin(dtype, zero_blocked, rng):
     """The vector lane sums of pool2's gradient sums (minicnn/nn/fast/_simd.py) against the plain loop they

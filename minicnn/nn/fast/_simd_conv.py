@@ -98,8 +98,9 @@ def _check_arrays(name, arrays, block):
         raise TypingError(f"{name}'s block must be a literal integer")
 
 
-class _Emitter:
-    """IR helpers over one intrinsic's arguments: integers as intp, elements and vectors of arrays."""
+class StepEmitter:
+    """IR helpers over one intrinsic's arguments: integers as intp, elements and STEP-lane vectors of 1-D
+    arrays (_simd_linear.py's dense steps use them too)."""
 
     def __init__(self, context, builder, signature, args, dtype):
         self.context, self.builder = context, builder
@@ -137,6 +138,15 @@ class _Emitter:
 
     def load(self, data, index):
         return self.builder.load(self.vector_ptr(data, index), align=self.align)
+
+    def load_masked(self, data, index, mask):
+        """data[index : index + STEP] where mask (a vector of i1) is true, 0 elsewhere (those not read)."""
+        load = cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(self.vec, [self.vec.as_pointer(), ir.IntType(32), self.mask_type,
+                                                            self.vec]),
+            f"llvm.masked.load.{self.suffix}.p0")
+        return self.builder.call(load, [self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask,
+                                        ir.Constant(self.vec, [0.0] * STEP)])
 
     def store(self, value, data, index, mask):
         """data[index : index + STEP] = value where mask (a vector of i1) is true."""
@@ -208,7 +218,7 @@ def _conv_block_vector(typingctx, planes, plane_row, c_in, w, b, f0, block, conv
     _check_arrays("conv_block", (planes, w, b, conv), block)
 
     def codegen(context, builder, signature, args):
-        em = _Emitter(context, builder, signature, args, planes.dtype)
+        em = StepEmitter(context, builder, signature, args, planes.dtype)
         d_planes, row, c_in_, d_w, d_b, f0_, _, d_conv, span_, wh_ = em.values
         quarter_len = em.mul(c_in_, row)
 
@@ -241,7 +251,7 @@ def _input_grad_block_vector(typingctx, dconv, row, n_filt, w, c0, block, dplane
     _check_arrays("input_grad_block", (dconv, w, dplanes), block)
 
     def codegen(context, builder, signature, args):
-        em = _Emitter(context, builder, signature, args, dconv.dtype)
+        em = StepEmitter(context, builder, signature, args, dconv.dtype)
         d_dconv, row_, _, d_w, c0_, _, d_dplanes, plane_row_, c_in_, wh_, lead_, stop_ = em.values
         zeros = ir.Constant(em.vec, [0.0] * STEP)
 

@@ -25,12 +25,12 @@ from numba import prange
 from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction, stage
 from minicnn.nn.fast._simd import STEP
 from minicnn.nn.fast._simd_conv import BLOCK
+from minicnn.nn.fast._simd_linear import class_steps
 from minicnn.nn.fast.split import blocked_filters, conv_filter_block
 from minicnn.nn.fast.conv_passes import (conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
-from minicnn.nn.fast.group_linear import (dense_linear_grads, dense_logits, dense_pooled_grads, grad_places,
-                                          gather_pooled, kept_values, lane_sums, scatter_grads, sparse_grads,
-                                          sparse_linear, sparse_logits)
+from minicnn.nn.fast.group_linear import (dense_grads, dense_logits, gather_pooled, grad_places, kept_values,
+                                          lane_sums, scatter_grads, sparse_grads, sparse_linear, sparse_logits)
 from minicnn.nn.fast.images import fill_image, image_finite, prefetch_images
 from minicnn.nn.fast.parity import aligned_zeros, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
@@ -99,6 +99,9 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
     values = kept_values(fc_w, fc_sparse.indptr, fc_sparse.columns)
     fc_rows = (1, fc_sparse.indices.size) if fc_sparse.sparse else (n_class, flat_len)  # sparse: the kept weights'
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, fc_rows, train)
+    # dense training: the weight and the threads' weight-gradient sums class-interleaved (group_linear.dense_grads)
+    fc_steps = class_steps(fc_split if train else fc_split[:0])
+    sum_rows = fc_rows if fc_sparse.sparse else (fc_steps.shape[0], fc_steps.shape[1] * STEP)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
     # image fills ceil((H + 2*pad) / 2) rows of WH
     pitch = max(span + (kh // 2) * wh + kw // 2, ((h + 2 * pad + 1) // 2) * wh)
@@ -135,7 +138,7 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
         loss_sum = 0.0
         dw_sum = np.zeros(w.shape, dtype=w.dtype) if train else np.zeros((0, 0, 0, 0), dtype=w.dtype)
         db_sum = np.zeros(n_filt, dtype=w.dtype)
-        dfc_sum = aligned_zeros((fc_rows[0] if train else 0, fc_rows[1]), w)
+        dfc_sum = aligned_zeros((sum_rows[0] if train else 0, sum_rows[1]), w)
         dfcb_sum = np.zeros(n_class, dtype=w.dtype)
         # sparse: the group's pooled values at the kept places, four images side by side, their gradients,
         # where those go in grad, and the kept weights' gradients by image lane
@@ -163,15 +166,14 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
                     sparse_grads(dz, pooled_t, values, indptr, slots, dz_t, dvalues_t, dfcb_sum, grad_t)
                     scatter_grads(grad_t, grad_at, pitch, grad_flat)
                 else:
-                    dense_linear_grads(dz, pooled, dfc_sum, dfcb_sum)
-                    dense_pooled_grads(dz, fc_split, size, dpooled)
+                    dense_grads(dz, pooled, fc_steps, dfc_sum, dfcb_sum, dpooled)
                 _backward_group(wanted_plan, size, not sparse, finite, geo, planes, dpooled, code, grad, dconv, dw_sum,
                                 db_sum)
         if train:
             if sparse:  # (dfc_sum: the kept weights' gradient sums)
                 lane_sums(dvalues_t, dfc_sum[0])
             loss_part[t] = loss_sum
-            _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum)
+            _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum, sparse)
     if not train:
         return 0.0
     loss = _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out)
@@ -306,10 +308,11 @@ def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, 
 
 
 @stage
-def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum):
-    """Thread t's sums into its places of the parts, entry by entry. Slice assignments (dw_part[t] =
-    dw_sum) would do the same, but each compiles Numba's shape-mismatch error, whose message formatting
-    took 7 of the op's 45 s of compilation on a cold start."""
+def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum, sparse):
+    """Thread t's sums into its places of the parts, entry by entry; a dense layer's weight gradient from
+    class-interleaved (dfc_sum (n_steps, K*STEP), see dense_grads) back to split rows. Slice assignments
+    (dw_part[t] = dw_sum) would do the same, but each compiles Numba's shape-mismatch error, whose message
+    formatting took 7 of the op's 45 s of compilation on a cold start."""
     n_filt, c_in, kh, kw = dw_sum.shape
     for f in range(n_filt):
         for c in range(c_in):
@@ -317,9 +320,9 @@ def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_su
                 for j in range(kw):
                     dw_part[t, f, c, i, j] = dw_sum[f, c, i, j]
         db_part[t, f] = db_sum[f]
-    for k in range(dfc_sum.shape[0]):
-        for e in range(dfc_sum.shape[1]):
-            dfc_part[t, k, e] = dfc_sum[k, e]
+    for k in range(dfc_part.shape[1]):
+        for e in range(dfc_part.shape[2]):
+            dfc_part[t, k, e] = dfc_sum[0, e] if sparse else dfc_sum[e // STEP, k * STEP + e % STEP]
     for k in range(dfcb_sum.shape[0]):
         dfcb_part[t, k] = dfcb_sum[k]
 

@@ -2,7 +2,7 @@
 linear weight's and bias's gradients, and the pooled maps' gradients. Stages, inlined into the op's loop.
 
 Two twins of each: dense, over the whole linear weight in the pooled maps' split rows (fc_split, K x
-F*span); and sparse, over the kept weights only, row-compressed by class (a SparseLinear), which the op
+F*span; the backward over a class-interleaved copy, fc_steps, in one pass: dense_grads); and sparse, over the kept weights only, row-compressed by class (a SparseLinear), which the op
 takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense, the three products read or
 write all K x F*span entries per group: at the paper's 95 % unstructured pruning they were a fifth of a
 training step, for 5 % of the weights. Sparse, the group's four pooled values at each place that any
@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, stage
-from minicnn.nn.fast._simd_linear import dot4, grads4
+from minicnn.nn.fast._simd_linear import dense_grads4, dot4, grads4
 
 #: The op's linear layer goes sparse below this fraction of kept weights. Measured on the paper model's
 #: whole training step (conv and linear pruned alike), sparse against dense stages, interleaved: 1.20x
@@ -53,35 +53,14 @@ def dense_logits(fc_split, fc_b, pooled, z, logits, first, size):
 
 
 @stage
-def dense_linear_grads(dz, pooled, dfc, dfcb):
-    """dfc (K, F*span) += the linear weight's gradient, dfcb (K,) += the bias's, the group's four images
-    in one pass (one array written per loop: LLVM vectorises a loop writing two at half width)."""
-    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    for k in range(dfc.shape[0]):
-        dwk = dfc[k]
-        g0, g1, g2, g3 = dz[0, k], dz[1, k], dz[2, k], dz[3, k]
-        dfcb[k] += (g0 + g1) + (g2 + g3)
-        for i in range(dwk.size):
-            dwk[i] += g0 * p0[i] + g1 * p1[i] + g2 * p2[i] + g3 * p3[i]
-
-
-@stage
-def dense_pooled_grads(dz, fc_split, size, dpooled):
-    """dpooled[g] = sum over classes k of dz[g, k] * fc_split[k] (junk columns stay 0), two classes per
-    pass over dpooled[g] (a pass per class took 1.3-1.7x longer)."""
-    n_class, flat_len = fc_split.shape
-    for g in range(size):
-        dp = dpooled[g]
-        for i in range(flat_len):
-            dp[i] = 0.0
-        for k in range(0, n_class - 1, 2):
-            ga, gb, wa, wb = dz[g, k], dz[g, k + 1], fc_split[k], fc_split[k + 1]
-            for i in range(flat_len):
-                dp[i] += ga * wa[i] + gb * wb[i]
-        if n_class % 2:
-            ga, wa = dz[g, n_class - 1], fc_split[n_class - 1]
-            for i in range(flat_len):
-                dp[i] += ga * wa[i]
+def dense_grads(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled):
+    """The linear layer's backward for the group's four images: dfc_steps += the weight's gradient and dfcb
+    (K,) += the bias's, dpooled (GROUP, F*span) = the pooled maps' gradients (the sum over classes k of
+    dz[g, k] * the weight's row k; junk columns 0; a short group's unused images have dz = 0, so 0). The
+    weight fc_steps and its gradient class-interleaved, (n_steps, K, STEP) (see _simd_linear.dense_grads4:
+    one pass over the positions, 2x the two passes of loops it replaced)."""
+    dense_grads4(dz.reshape(dz.size), pooled.reshape(pooled.size), fc_steps.reshape(fc_steps.size),
+                 dfc_steps.reshape(dfc_steps.size), dfcb, dpooled.reshape(dpooled.size), dz.shape[1], pooled.shape[1])
 
 
 @stage
@@ -112,7 +91,7 @@ def sparse_logits(values, indptr, slots, fc_b, pooled_t, z_t, z, logits, first, 
 
 @stage
 def sparse_grads(dz, pooled_t, values, indptr, slots, dz_t, dvalues_t, dfcb, grad_t):
-    """dense_linear_grads and dense_pooled_grads over the kept weights, in one pass over them, the group's
+    """dense_grads over the kept weights, in one pass over them, the group's
     four images in one vector (_simd_linear.grads4): dvalues_t[4j + g] += dz[g, k] * pooled_t[4 *
     slots[j] + g] (kept weight j's gradient by image lane, summed once per call: lane_sums), dfcb (K,)
     += the bias's, and grad_t[4s + g] = the pooled maps' gradient at place s, zeroed first: the sum over
