@@ -67,6 +67,42 @@ def test_four_lane_sparse_steps_equal_their_python_twins(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [272, 37, 16, 5, 0])
+def test_window_codes_equal_their_python_twin(dtype, n, rng):
+    """The 2x2 max-pool with its codes as vectors (minicnn/nn/fast/_simd.py) against the plain loop it
+    stands for, bit for bit (signed zeros too), and the NaN flag alike: ties (the first maximum wins),
+    -0.0 and 0.0, windows blocked by ReLU, an inf, a NaN; whole vector steps and a masked last one, the
+    entries past n untouched; the twin against NumPy's max and argmax."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd import _window_codes_python, _window_codes_vector
+
+    @njit
+    def compiled(conv, at, pooled, code):
+        return _window_codes_vector(conv, at, pooled, code)
+
+    at = 3
+    conv = rng.integers(-3, 4, (2, 2, at + n + 20)).astype(dtype)  # small integers: many ties and zeros
+    conv[0, 1, at:at + n:7] = -0.0
+    for poison in (None, np.inf, np.nan):
+        if poison is not None and n:
+            conv[1, 0, at + n // 2] = poison
+        got = (np.full(n + 4, -7.0, dtype), np.full(n + 4, 9, np.int8))
+        want = (got[0].copy(), got[1].copy())
+        flag = compiled(conv, at, got[0][:n], got[1][:n])
+        assert flag == _window_codes_python(conv, at, want[0][:n], want[1][:n])
+        np.testing.assert_array_equal(got[0].view(f"u{got[0].itemsize}"), want[0].view(f"u{want[0].itemsize}"))
+        np.testing.assert_array_equal(got[1], want[1])
+        assert np.all(got[0][n:] == -7.0) and np.all(got[1][n:] == 9)
+        assert flag == (poison is not None and poison != poison and n > 0)  # NaN flags; inf alone does not
+        windows = conv[:, :, at:at + n].reshape(4, n)
+        finite = ~np.isnan(windows).any(axis=0)
+        best = windows.max(axis=0)
+        np.testing.assert_array_equal(want[0][:n][finite], np.maximum(best, 0)[finite])
+        np.testing.assert_array_equal(want[1][:n][finite], np.where(best > 0, windows.argmax(axis=0), 4)[finite])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_class, flat_len", [(10, 2176), (10, 37), (3, 16), (1, 5)])
 def test_dense_linear_backward_equals_its_twin_and_the_products(dtype, n_class, flat_len, rng):
     """The dense linear layer's backward over a group (minicnn/nn/fast/_simd_linear.py) against its plain

@@ -21,6 +21,7 @@ call: 3-7x slower). Under NUMBA_DISABLE_JIT=1 plain loops stand in for them.
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import config
 from numba.core import cgutils, types
@@ -31,6 +32,86 @@ from minicnn.nn.fast._jit import serial
 
 #: Pairs per vector step: 2*STEP values in, STEP out to each side (512 bits of float32).
 STEP = 16
+
+
+class StepEmitter:
+    """IR helpers over one intrinsic's arguments (each array's data pointer, each integer as intp):
+    STEP-lane vectors of 1-D float arrays, loaded, stored (masked or not), splat, multiply-added (the
+    intrinsics of _simd_conv.py, _simd_linear.py's dense steps and pool2_codes_step below)."""
+
+    def __init__(self, context, builder, signature, args, dtype):
+        self.context, self.builder = context, builder
+        self.intp = context.get_value_type(types.intp)
+        elem = context.get_data_type(dtype)
+        self.align = context.get_abi_sizeof(elem)
+        self.vec = ir.VectorType(elem, STEP)
+        self.mask_type = ir.VectorType(ir.IntType(1), STEP)
+        self.suffix = f"v{STEP}{'f32' if self.align == 4 else 'f64'}"  # of LLVM's vector intrinsics' names
+        self.fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vec, [self.vec] * 3),
+                                                     f"llvm.fma.{self.suffix}")
+        self.values = []
+        for value, kind in zip(args, signature.args):
+            if isinstance(kind, types.Array):
+                self.values.append(context.make_array(kind)(context, builder, value).data)
+            elif isinstance(kind, types.Integer):
+                self.values.append(context.cast(builder, value, kind, types.intp))
+            else:
+                self.values.append(None)
+
+    def const(self, n):
+        return ir.Constant(self.intp, n)
+
+    def add(self, *terms):
+        total = terms[0]
+        for term in terms[1:]:
+            total = self.builder.add(total, term if isinstance(term, ir.Value) else self.const(term))
+        return total
+
+    def mul(self, a, b):
+        return self.builder.mul(a, b if isinstance(b, ir.Value) else self.const(b))
+
+    def vector_ptr(self, data, index):
+        return self.builder.bitcast(self.builder.gep(data, [index], inbounds=True), self.vec.as_pointer())
+
+    def load(self, data, index):
+        return self.builder.load(self.vector_ptr(data, index), align=self.align)
+
+    def load_masked(self, data, index, mask):
+        """data[index : index + STEP] where mask (a vector of i1) is true, 0 elsewhere (those not read)."""
+        load = cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(self.vec, [self.vec.as_pointer(), ir.IntType(32), self.mask_type,
+                                                            self.vec]),
+            f"llvm.masked.load.{self.suffix}.p0")
+        return self.builder.call(load, [self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask,
+                                        ir.Constant(self.vec, [0.0] * STEP)])
+
+    def store(self, value, data, index, mask):
+        """data[index : index + STEP] = value where mask (a vector of i1) is true."""
+        store = cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), ir.IntType(32),
+                                                                 self.mask_type]),
+            f"llvm.masked.store.{self.suffix}.p0")
+        self.builder.call(store, [value, self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask])
+
+    def spread(self, value, vector_type):
+        """value (a scalar) in every lane of vector_type."""
+        one = self.builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP)
+        return self.builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), lanes)
+
+    def lanes_below(self, q, stop):
+        """The mask of positions q + lane < stop."""
+        lanes = ir.VectorType(self.intp, STEP)
+        at = self.builder.add(self.spread(q, lanes), ir.Constant(lanes, list(range(STEP))))
+        return self.builder.icmp_signed("<", at, self.spread(stop, lanes))
+
+    def splat(self, data, index):
+        """data[index] in every lane."""
+        value = self.builder.load(self.builder.gep(data, [index], inbounds=True), align=self.align)
+        return self.spread(value, self.vec)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self.fma_fn, [a, b, c])
 
 
 def _split_step_python(src, s, even, e, odd, o):
@@ -211,6 +292,94 @@ def _unblocked_sums_vector(typingctx, grad, code, whole, lanes, check, zero_bloc
 
 
 unblocked_sums = _unblocked_sums_python if config.DISABLE_JIT else _unblocked_sums_vector
+
+
+def _window_codes_python(conv, at, pooled, code):
+    """The 2x2 max-pool of a split conv map with its pooling codes (pool2.pool2_codes without its NaN
+    repair): conv (2, 2, L) is the map's four quarter rows, each read from at; for each
+    window q < pooled.size, pooled[q] = relu of its maximum, code[q] = the first maximum's cell (0-3) or
+    4 where ReLU blocks it. Returns whether any window's sum is NaN (then the caller repairs those)."""
+    nans = False
+    for q in range(pooled.size):
+        a0, a1, a2, a3 = conv[0, 0, at + q], conv[0, 1, at + q], conv[1, 0, at + q], conv[1, 1, at + q]
+        best, k = a0, np.int8(0)  # the first maximum wins (strict >)
+        if a1 > best:
+            best, k = a1, np.int8(1)
+        if a2 > best:
+            best, k = a2, np.int8(2)
+        if a3 > best:
+            best, k = a3, np.int8(3)
+        window_sum = (a0 + a1) + (a2 + a3)  # NaN if the window holds a NaN (or inf and -inf)
+        nans = nans or window_sum != window_sum
+        pooled[q] = best if not np.float32(0.0) > best else np.float32(0.0)  # as max(best, 0)
+        code[q] = k if best > 0.0 else np.int8(4)
+    return nans
+
+
+@intrinsic
+def _window_codes_vector(typingctx, conv, at, pooled, code):
+    """_window_codes_python as STEP-lane vectors: the four cells loaded, the running maximum and its cell
+    as selects on three compares, the NaN test as one more compare or-ed into a mask; the last step
+    masked to pooled.size. As Numba's loop LLVM ran it at half width, with the NaN flag widened to 64-bit
+    lanes (about 40 vector instructions per 16 windows, here about 20). The arrays must be C-contiguous
+    (their layouts are checked as the call compiles): the map is read by its data pointer, not reshaped
+    (a reshape is a call into Numba's runtime, per map)."""
+    arrays = (conv, pooled, code)
+    if not (all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) and conv.ndim == 3
+            and pooled.ndim == code.ndim == 1):
+        raise TypingError("window_codes takes a C-contiguous (2, 2, L) map and 1-D pooled values and codes")
+    if conv.dtype != pooled.dtype or not isinstance(conv.dtype, types.Float) or code.dtype != types.int8:
+        raise TypingError("window_codes needs conv and pooled of one float dtype and int8 codes")
+
+    def codegen(context, builder, signature, args):
+        em = StepEmitter(context, builder, signature, args, conv.dtype)
+        d_conv, at_, d_pooled, d_code = em.values
+        quarter_ = cgutils.unpack_tuple(builder, context.make_array(conv)(context, builder, args[0]).shape, 3)[2]
+        n = context.make_array(pooled)(context, builder, args[2]).nitems
+        i8 = ir.IntType(8)
+        codes = ir.VectorType(i8, STEP)
+        zero = ir.Constant(em.vec, [0.0] * STEP)
+        code_ptr_type = codes.as_pointer()
+        store_codes = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [codes, code_ptr_type, ir.IntType(32), em.mask_type]),
+            f"llvm.masked.store.v{STEP}i8.p0")
+        seen = cgutils.alloca_once_value(builder, ir.Constant(em.mask_type, [0] * STEP))  # lanes with a NaN sum
+
+        def step(q, mask):
+            def cell(i):
+                at = em.add(em.mul(quarter_, i), at_, q)
+                return em.load(d_conv, at) if mask is None else em.load_masked(d_conv, at, mask)
+
+            a = [cell(i) for i in range(4)]
+            best, k = a[0], ir.Constant(codes, [0] * STEP)
+            for i in (1, 2, 3):
+                better = builder.fcmp_ordered(">", a[i], best)
+                best = builder.select(better, a[i], best)
+                k = builder.select(better, ir.Constant(codes, [i] * STEP), k)
+            window_sum = builder.fadd(builder.fadd(a[0], a[1]), builder.fadd(a[2], a[3]))
+            builder.store(builder.or_(builder.load(seen), builder.fcmp_unordered("!=", window_sum, window_sum)), seen)
+            pooled_v = builder.select(builder.fcmp_ordered(">", zero, best), zero, best)
+            code_v = builder.select(builder.fcmp_ordered(">", best, zero), k, ir.Constant(codes, [4] * STEP))
+            code_ptr = builder.bitcast(builder.gep(d_code, [q], inbounds=True), code_ptr_type)
+            if mask is None:
+                builder.store(pooled_v, em.vector_ptr(d_pooled, q), align=em.align)
+                builder.store(code_v, code_ptr, align=1)
+            else:
+                em.store(pooled_v, d_pooled, q, mask)
+                builder.call(store_codes, [code_v, code_ptr, ir.Constant(ir.IntType(32), 1), mask])
+
+        whole = builder.sub(n, builder.srem(n, em.const(STEP)))
+        with cgutils.for_range_slice(builder, em.const(0), whole, em.const(STEP), em.intp) as (q, _):
+            step(q, None)
+        with builder.if_then(builder.icmp_signed("<", whole, n)):
+            step(whole, em.lanes_below(whole, n))
+        flags = builder.bitcast(builder.load(seen), ir.IntType(STEP))
+        return builder.icmp_unsigned("!=", flags, ir.Constant(ir.IntType(STEP), 0))
+
+    return types.boolean(conv, at, pooled, code), codegen
+
+
+window_codes = _window_codes_python if config.DISABLE_JIT else _window_codes_vector
 
 
 def _prefetch_python(array, index):

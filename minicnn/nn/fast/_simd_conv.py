@@ -34,7 +34,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from minicnn.nn.fast._jit import serial
-from minicnn.nn.fast._simd import STEP
+from minicnn.nn.fast._simd import STEP, StepEmitter
 
 #: Outputs per pass: their 4 * BLOCK sums and a source's 16 vectors fit the 32 vector registers (Conv-2's
 #: 64x64 layer's forward, one thread: 2 filters 181, 4 filters 216, 8 filters 174 GFLOP/s).
@@ -98,83 +98,8 @@ def _check_arrays(name, arrays, block):
         raise TypingError(f"{name}'s block must be a literal integer")
 
 
-class StepEmitter:
-    """IR helpers over one intrinsic's arguments: integers as intp, elements and STEP-lane vectors of 1-D
-    arrays (_simd_linear.py's dense steps use them too)."""
-
-    def __init__(self, context, builder, signature, args, dtype):
-        self.context, self.builder = context, builder
-        self.intp = context.get_value_type(types.intp)
-        elem = context.get_data_type(dtype)
-        self.align = context.get_abi_sizeof(elem)
-        self.vec = ir.VectorType(elem, STEP)
-        self.mask_type = ir.VectorType(ir.IntType(1), STEP)
-        self.suffix = f"v{STEP}{'f32' if self.align == 4 else 'f64'}"  # of LLVM's vector intrinsics' names
-        self.fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vec, [self.vec] * 3),
-                                                     f"llvm.fma.{self.suffix}")
-        self.values = []
-        for value, kind in zip(args, signature.args):
-            if isinstance(kind, types.Array):
-                self.values.append(context.make_array(kind)(context, builder, value).data)
-            elif isinstance(kind, types.Integer):
-                self.values.append(context.cast(builder, value, kind, types.intp))
-            else:
-                self.values.append(None)
-
-    def const(self, n):
-        return ir.Constant(self.intp, n)
-
-    def add(self, *terms):
-        total = terms[0]
-        for term in terms[1:]:
-            total = self.builder.add(total, term if isinstance(term, ir.Value) else self.const(term))
-        return total
-
-    def mul(self, a, b):
-        return self.builder.mul(a, b if isinstance(b, ir.Value) else self.const(b))
-
-    def vector_ptr(self, data, index):
-        return self.builder.bitcast(self.builder.gep(data, [index], inbounds=True), self.vec.as_pointer())
-
-    def load(self, data, index):
-        return self.builder.load(self.vector_ptr(data, index), align=self.align)
-
-    def load_masked(self, data, index, mask):
-        """data[index : index + STEP] where mask (a vector of i1) is true, 0 elsewhere (those not read)."""
-        load = cgutils.get_or_insert_function(
-            self.builder.module, ir.FunctionType(self.vec, [self.vec.as_pointer(), ir.IntType(32), self.mask_type,
-                                                            self.vec]),
-            f"llvm.masked.load.{self.suffix}.p0")
-        return self.builder.call(load, [self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask,
-                                        ir.Constant(self.vec, [0.0] * STEP)])
-
-    def store(self, value, data, index, mask):
-        """data[index : index + STEP] = value where mask (a vector of i1) is true."""
-        store = cgutils.get_or_insert_function(
-            self.builder.module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), ir.IntType(32),
-                                                                 self.mask_type]),
-            f"llvm.masked.store.{self.suffix}.p0")
-        self.builder.call(store, [value, self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask])
-
-    def spread(self, value, vector_type):
-        """value (a scalar) in every lane of vector_type."""
-        one = self.builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP)
-        return self.builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), lanes)
-
-    def lanes_below(self, q, stop):
-        """The mask of positions q + lane < stop."""
-        lanes = ir.VectorType(self.intp, STEP)
-        at = self.builder.add(self.spread(q, lanes), ir.Constant(lanes, list(range(STEP))))
-        return self.builder.icmp_signed("<", at, self.spread(stop, lanes))
-
-    def splat(self, data, index):
-        """data[index] in every lane."""
-        value = self.builder.load(self.builder.gep(data, [index], inbounds=True), align=self.align)
-        return self.spread(value, self.vec)
-
-    def fma(self, a, b, c):
-        return self.builder.call(self.fma_fn, [a, b, c])
+class _ConvEmitter(StepEmitter):
+    """StepEmitter with the blocked passes' loop."""
 
     def blocked_loop(self, stop, n_block, n_sources, first_sums, source_vectors, weight_at, terms, store_sums):
         """For q in steps of STEP below stop: sums[k][quarter] = first_sums(k, q), then for each source s,
@@ -218,7 +143,7 @@ def _conv_block_vector(typingctx, planes, plane_row, c_in, w, b, f0, block, conv
     _check_arrays("conv_block", (planes, w, b, conv), block)
 
     def codegen(context, builder, signature, args):
-        em = StepEmitter(context, builder, signature, args, planes.dtype)
+        em = _ConvEmitter(context, builder, signature, args, planes.dtype)
         d_planes, row, c_in_, d_w, d_b, f0_, _, d_conv, span_, wh_ = em.values
         quarter_len = em.mul(c_in_, row)
 
@@ -251,7 +176,7 @@ def _input_grad_block_vector(typingctx, dconv, row, n_filt, w, c0, block, dplane
     _check_arrays("input_grad_block", (dconv, w, dplanes), block)
 
     def codegen(context, builder, signature, args):
-        em = StepEmitter(context, builder, signature, args, dconv.dtype)
+        em = _ConvEmitter(context, builder, signature, args, dconv.dtype)
         d_dconv, row_, _, d_w, c0_, _, d_dplanes, plane_row_, c_in_, wh_, lead_, stop_ = em.values
         zeros = ir.Constant(em.vec, [0.0] * STEP)
 

@@ -32,8 +32,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from minicnn.nn.fast._jit import serial
-from minicnn.nn.fast._simd import STEP
-from minicnn.nn.fast._simd_conv import StepEmitter
+from minicnn.nn.fast._simd import STEP, StepEmitter
 
 #: Images per vector: the op's GROUP.
 LANES = 4

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, serial_reduction
-from minicnn.nn.fast._simd import STEP, unblocked_sums, unblocked_sums_loop
+from minicnn.nn.fast._simd import STEP, unblocked_sums, unblocked_sums_loop, window_codes
 from minicnn.nn.fast.parity import copy_rows
 
 
@@ -25,23 +25,10 @@ def pool2(conv, wh, pooled, code, out, n, f):
 @serial
 def pool2_codes(conv, at, pooled, code):
     """pooled[q] = relu(max of the 2x2 window at + q of the split conv map), code[q] = its pooling code."""
-    c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
-    nans = np.int32(0)
-    for q in range(pooled.size):  # one vector loop over all windows
-        a0, a1, a2, a3 = c00[q], c01[q], c10[q], c11[q]
-        best, k = a0, np.int8(0)  # argmax, the first maximum wins (strict >): selects in the vector loop
-        if a1 > best:  # (as arithmetic on the comparisons, 1.1x slower)
-            best, k = a1, np.int8(1)
-        if a2 > best:
-            best, k = a2, np.int8(2)
-        if a3 > best:
-            best, k = a3, np.int8(3)
-        # any NaN makes the window's sum NaN; an integer flag, as a float running sum kept the loop scalar (4x)
-        window_sum = (a0 + a1) + (a2 + a3)
-        nans |= np.int32(window_sum != window_sum)
-        pooled[q] = max(best, np.float32(0.0))
-        code[q] = k if best > 0.0 else np.int8(4)
-    if nans:  # rare (or inf + -inf): a NaN in a window wins (as np.argmax), so divergence stays visible
+    # the windows as vectors (_simd.window_codes: the first maximum wins, strict >; 2x the loop's speed)
+    if window_codes(conv, at, pooled, code):
+        # rare (or inf + -inf): a NaN in a window wins (as np.argmax), so divergence stays visible
+        c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
         for q in range(pooled.size):
             if c00[q] != c00[q] or c01[q] != c01[q] or c10[q] != c10[q] or c11[q] != c11[q]:
                 pooled[q] = np.nan
