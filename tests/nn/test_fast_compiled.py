@@ -67,6 +67,34 @@ def test_four_lane_sparse_steps_equal_their_python_twins(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_class, flat_len", [(10, 2176), (7, 37), (3, 16), (1, 5)])
+def test_dense_logits_equal_their_twin_and_the_products(dtype, n_class, flat_len, rng):
+    """The dense linear layer's logits over a group (minicnn/nn/fast/_simd_linear.py) against their
+    plain twin bit for bit: whole blocks of classes and classes left, whole vector steps and a masked last
+    one (the entries past the group's pooled values never read); the twin against the products."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd_linear import _dense_logits4_vector, class_steps, dense_logits4_loops
+
+    @njit
+    def compiled(fc_steps, fc_b, pooled, z_t, n_class, flat_len):
+        _dense_logits4_vector(fc_steps, fc_b, pooled, z_t, n_class, flat_len)
+
+    fc = rng.standard_normal((n_class, flat_len)).astype(dtype)
+    fc_b = rng.standard_normal(n_class).astype(dtype)
+    pooled = rng.standard_normal(4 * flat_len + 3).astype(dtype)
+    pooled[-3:] = np.nan  # past the group's: never read
+    got, want = np.full(4 * n_class + 2, -7.0, dtype), np.full(4 * n_class + 2, -7.0, dtype)
+    compiled(class_steps(fc).ravel(), fc_b, pooled, got[:-2], n_class, flat_len)
+    dense_logits4_loops(class_steps(fc).ravel(), fc_b, pooled, want[:-2], n_class, flat_len)
+    np.testing.assert_array_equal(got, want)
+    assert np.all(got[-2:] == -7.0)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    images = pooled[:4 * flat_len].reshape(4, flat_len)
+    np.testing.assert_allclose(want[:-2].reshape(n_class, 4), (images @ fc.T + fc_b).T, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [272, 37, 16, 5, 0])
 def test_window_codes_equal_their_python_twin(dtype, n, rng):
     """The 2x2 max-pool with its codes as vectors (minicnn/nn/fast/_simd.py) against the plain loop it

@@ -232,6 +232,96 @@ def _dense_grads4_vector(typingctx, dz, pooled, fc_steps, dfc_steps, dfcb, dpool
     return types.void(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled, n_class, flat_len), codegen
 
 
+#: Classes per pass of dense_logits4: their four images' sums, LANES * CLASS_BLOCK vectors, and the four
+#: images' pooled values fit the 32 vector registers.
+CLASS_BLOCK = 5
+
+
+@serial  # not reassociated: each sum in the order of the intrinsic's
+def dense_logits4_loops(fc_steps, fc_b, pooled, z_t, n_class, flat_len):
+    """z_t[LANES*k + g] = fc_b[k] + the sum over positions e of fc_steps[(k, e)] * pooled[g*flat_len + e]
+    for the group's LANES images g and the classes k < n_class: fc_steps (n_steps, K, STEP) flattened,
+    class-interleaved (see class_steps), pooled (LANES, flat_len) flattened, 0 past flat_len. Each sum in
+    STEP lanes, position e into lane e % STEP as a chain of multiply-adds over the steps, then the lanes
+    pairwise (lane l + lane l + STEP/2, ...), then the bias. The plain definition of dense_logits4."""
+    n_steps = (flat_len + STEP - 1) // STEP
+    lanes, zero = np.empty(STEP, dtype=z_t.dtype), pooled.dtype.type(0.0)
+    for k in range(n_class):
+        for g in range(LANES):
+            for lane in range(STEP):
+                lanes[lane] = 0.0
+            for e in range(n_steps * STEP):
+                value = pooled[g * flat_len + e] if e < flat_len else zero
+                lanes[e % STEP] += fc_steps[(e // STEP) * n_class * STEP + k * STEP + e % STEP] * value
+            width = STEP // 2
+            while width:
+                for lane in range(width):
+                    lanes[lane] += lanes[lane + width]
+                width //= 2
+            z_t[LANES * k + g] = fc_b[k] + lanes[0]
+
+
+@intrinsic
+def _dense_logits4_vector(typingctx, fc_steps, fc_b, pooled, z_t, n_class, flat_len):
+    """dense_logits4_loops as vector operations: CLASS_BLOCK classes a pass over the positions (their
+    LANES * CLASS_BLOCK sums in registers; the classes left one a pass), each step the four images'
+    pooled values loaded once (masked to flat_len) and each class's weights once for four multiply-adds.
+    As Numba loops (a class a pass, the four images' sums side by side) each step loaded the five vectors
+    for four multiply-adds."""
+    _check("dense_logits4", (fc_steps, fc_b, pooled, z_t), ())
+    if not all(isinstance(n, types.Integer) for n in (n_class, flat_len)):
+        raise TypingError("dense_logits4 takes integer sizes")
+
+    def codegen(context, builder, signature, args):
+        em = StepEmitter(context, builder, signature, args, fc_steps.dtype)
+        d_fc, d_b, d_pooled, d_z, k_n, n = em.values
+        zeros = ir.Constant(em.vec, [0.0] * STEP)
+        half = ir.VectorType(ir.IntType(32), STEP)
+
+        def lanes_sum(vector):  # the lanes pairwise, as the twin
+            width = STEP // 2
+            while width:
+                high = builder.shuffle_vector(vector, vector, ir.Constant(half, [i + width if i < width else i
+                                                                                  for i in range(STEP)]))
+                vector = builder.fadd(vector, high)
+                width //= 2
+            return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
+
+        whole = builder.sub(n, builder.srem(n, em.const(STEP)))
+
+        def classes(k0, width):  # a pass over the positions for classes k0 .. k0 + width - 1
+            sums = [[cgutils.alloca_once_value(builder, zeros) for _ in range(LANES)] for _ in range(width)]
+
+            def add_step(q, mask):  # the pooled values masked to flat_len in the last step only
+                at = [em.add(em.mul(n, g), q) for g in range(LANES)]
+                images = [em.load(d_pooled, i) if mask is None else em.load_masked(d_pooled, i, mask) for i in at]
+                step = em.mul(q, k_n)
+                for c in range(width):
+                    weight = em.load(d_fc, em.add(step, em.mul(em.add(k0, c), STEP)))
+                    for g in range(LANES):
+                        builder.store(em.fma(weight, images[g], builder.load(sums[c][g])), sums[c][g])
+
+            with cgutils.for_range_slice(builder, em.const(0), whole, em.const(STEP), em.intp) as (q, _):
+                add_step(q, None)
+            with builder.if_then(builder.icmp_signed("<", whole, n)):
+                add_step(whole, em.lanes_below(whole, n))
+            for c in range(width):
+                k = em.add(k0, c)
+                bias = builder.load(builder.gep(d_b, [k], inbounds=True))
+                for g in range(LANES):
+                    out = builder.gep(d_z, [em.add(em.mul(k, LANES), g)], inbounds=True)
+                    builder.store(builder.fadd(bias, lanes_sum(builder.load(sums[c][g]))), out)
+
+        blocks = builder.sdiv(k_n, em.const(CLASS_BLOCK))
+        with cgutils.for_range(builder, blocks, intp=em.intp) as loop:
+            classes(em.mul(loop.index, CLASS_BLOCK), CLASS_BLOCK)
+        with cgutils.for_range_slice(builder, em.mul(blocks, CLASS_BLOCK), k_n, em.const(1), em.intp) as (k, _):
+            classes(k, 1)
+        return context.get_dummy_value()
+
+    return types.void(fc_steps, fc_b, pooled, z_t, n_class, flat_len), codegen
+
+
 @serial
 def class_steps(matrix):
     """matrix (K, L) -> (ceil(L / STEP), K, STEP): each STEP columns' classes in one contiguous run (the
@@ -246,5 +336,6 @@ def class_steps(matrix):
 
 
 dense_grads4 = dense_grads4_loops if config.DISABLE_JIT else _dense_grads4_vector
+dense_logits4 = dense_logits4_loops if config.DISABLE_JIT else _dense_logits4_vector
 dot4 = _dot4_python if config.DISABLE_JIT else _dot4_vector
 grads4 = _grads4_python if config.DISABLE_JIT else _grads4_vector

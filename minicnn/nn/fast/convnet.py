@@ -10,8 +10,10 @@ gradient read straight from the pooling codes. Nothing of an image is written to
 (training 1.04-1.16x, inference 1.03-1.14x faster than the layer-by-layer kernels).
 
 Layout: the pooled maps stay in the split kernels' rows of WH entries (PW real, the rest junk, set to 0
-here), so the linear weight is re-laid out once per call to the same rows, fc_split (K, F*span) with
-zeros in the junk columns: one flat dot product per class, no unsplitting per image.
+here), so the linear weight is re-laid out once per call to the same rows, with zeros in the junk
+columns (one flat dot product per class, no unsplitting per image), and class-interleaved: fc_steps
+(n_steps, K, STEP), each STEP positions' classes side by side, which the dense linear layer's passes
+read as one stream (group_linear.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from numba import prange
 from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_reduction, stage
 from minicnn.nn.fast._simd import STEP
 from minicnn.nn.fast._simd_conv import BLOCK
-from minicnn.nn.fast._simd_linear import class_steps
 from minicnn.nn.fast.split import blocked_filters, conv_filter_block
 from minicnn.nn.fast.conv_passes import (conv_quarters, weight_grad_codes, weight_grad_codes_taps,
                                          weight_grad_quarters)
@@ -94,13 +95,12 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
     line = line_entries(w)  # entries per cache line (w: of the floats' dtype)
     lead = round_up(wh + 1, line)
     flat_len = n_filt * span
-    # dense: the linear weight in split rows; sparse: its kept weights by class (the split rows unneeded)
-    fc_split = _to_split_rows(fc_w, n_filt, ph, pw, wh, 0 if fc_sparse.sparse else n_class)
+    # dense: the weight in split rows, class-interleaved; sparse: its kept weights by class (none of those)
+    fc_steps = _to_class_steps(fc_w, n_filt, ph, pw, wh, 0 if fc_sparse.sparse else n_class)
     values = kept_values(fc_w, fc_sparse.indptr, fc_sparse.columns)
     fc_rows = (1, fc_sparse.indices.size) if fc_sparse.sparse else (n_class, flat_len)  # sparse: the kept weights'
     loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, fc_rows, train)
-    # dense training: the weight and the threads' weight-gradient sums class-interleaved (group_linear.dense_grads)
-    fc_steps = class_steps(fc_split if train else fc_split[:0])
+    # dense training: the threads' weight-gradient sums class-interleaved too (group_linear.dense_grads)
     sum_rows = fc_rows if fc_sparse.sparse else (fc_steps.shape[0], fc_steps.shape[1] * STEP)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
     # image fills ceil((H + 2*pad) / 2) rows of WH
@@ -159,7 +159,7 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
                 gather_pooled(pooled, places, pooled_t)
                 sparse_logits(values, indptr, slots, fc_b, pooled_t, z_t, z, logits, first, size)
             else:
-                dense_logits(fc_split, fc_b, pooled, z, logits, first, size)
+                dense_logits(fc_steps, fc_b, pooled, z_t, z, logits, first, size)
             if train:
                 loss_sum = _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum)
                 if sparse:
@@ -333,19 +333,19 @@ def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_su
 
 
 @serial
-def _to_split_rows(fc_w, n_filt, ph, pw, wh, n_class):
-    """fc_w (K, F*PH*PW) -> fc_split (n_class, F*span): the linear weight's first n_class rows (all, or none)
-    in the pooled maps' split rows (span = PH*WH), zeros in the junk columns; row by row, on slices (entry
-    by entry: 1.8x slower)."""
+def _to_class_steps(fc_w, n_filt, ph, pw, wh, n_class):
+    """fc_w (K, F*PH*PW) -> fc_steps (ceil(F*span / STEP), n_class, STEP): the linear weight's first n_class
+    rows (all, or none) in the pooled maps' split rows (span = PH*WH), zeros in the junk columns and past
+    F*span, class-interleaved (_simd_linear.class_steps' layout)."""
     span = ph * wh
-    fc_split = aligned_zeros((n_class, n_filt * span), fc_w)
+    fc_steps = aligned_zeros(((n_filt * span + STEP - 1) // STEP, n_class, STEP), fc_w)
     for k in range(n_class):
         for f in range(n_filt):
             for py in range(ph):
-                dst, src = fc_split[k, f * span + py * wh :], fc_w[k, (f * ph + py) * pw :]
+                src, at = fc_w[k, (f * ph + py) * pw :], f * span + py * wh
                 for u in range(pw):
-                    dst[u] = src[u]
-    return fc_split
+                    fc_steps[(at + u) // STEP, k, (at + u) % STEP] = src[u]
+    return fc_steps
 
 
 @serial

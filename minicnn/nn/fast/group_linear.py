@@ -1,10 +1,11 @@
 """The whole-model op's linear layer (fast/convnet.py) over one group of GROUP = 4 images: the logits, the
 linear weight's and bias's gradients, and the pooled maps' gradients. Stages, inlined into the op's loop.
 
-Two twins of each: dense, over the whole linear weight in the pooled maps' split rows (fc_split, K x
-F*span; the backward over a class-interleaved copy, fc_steps, in one pass: dense_grads); and sparse, over the kept weights only, row-compressed by class (a SparseLinear), which the op
-takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense, the three products read or
-write all K x F*span entries per group: at the paper's 95 % unstructured pruning they were a fifth of a
+Two twins of each: dense, over the whole linear weight in the pooled maps' split rows, class-interleaved
+(fc_steps (n_steps, K, STEP), see _simd_linear.class_steps; the logits five classes a pass, the backward
+in one pass, each as explicit vectors); and sparse, over the kept weights only, row-compressed by class (a
+SparseLinear), which the op takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense,
+the three products read or write all K x F*span entries per group: at the paper's 95 % unstructured pruning they were a fifth of a
 training step, for 5 % of the weights. Sparse, the group's four pooled values at each place that any
 class keeps a weight at are gathered side by side first (gather_pooled), so that each kept weight is one
 slot and value loaded and a 4-lane vector step for the four images (_simd_linear.py; as one gather per
@@ -21,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, stage
-from minicnn.nn.fast._simd_linear import dense_grads4, dot4, grads4
+from minicnn.nn.fast._simd_linear import dense_grads4, dense_logits4, dot4, grads4
 
 #: The op's linear layer goes sparse below this fraction of kept weights. Measured on the paper model's
 #: whole training step (conv and linear pruned alike), sparse against dense stages, interleaved: 1.20x
@@ -31,25 +32,18 @@ SPARSE_BELOW_DENSITY = 0.12
 
 
 @stage
-def dense_logits(fc_split, fc_b, pooled, z, logits, first, size):
-    """z (GROUP, K) = the group's logits, copied to logits[first : first + size]: per class one loop over
-    the flat maps (F*span) with the four images' dot products side by side, each weight loaded once for
-    four (a loop per filter: 4x slower)."""
-    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    for k in range(fc_b.shape[0]):
-        wk = fc_split[k]
-        a0 = a1 = a2 = a3 = fc_b[k]
-        for i in range(wk.size):
-            wv = wk[i]
-            a0 += wv * p0[i]
-            a1 += wv * p1[i]
-            a2 += wv * p2[i]
-            a3 += wv * p3[i]
-        z[0, k], z[1, k], z[2, k], z[3, k] = a0, a1, a2, a3
+def dense_logits(fc_steps, fc_b, pooled, z_t, z, logits, first, size):
+    """z (GROUP, K) = the group's logits, copied to logits[first : first + size]: the weight fc_steps
+    class-interleaved (n_steps, K, STEP), five classes a pass over the positions with the four images'
+    sums in registers (_simd_linear.dense_logits4; z_t (K*4): its lanes)."""
+    n_class = fc_b.shape[0]
+    dense_logits4(fc_steps.reshape(fc_steps.size), fc_b, pooled.reshape(pooled.size), z_t, n_class, pooled.shape[1])
+    for k in range(n_class):
+        for g in range(4):
+            z[g, k] = z_t[4 * k + g]
     for g in range(size):
-        for k in range(fc_b.shape[0]):
+        for k in range(n_class):
             logits[first + g, k] = z[g, k]
-
 
 
 @stage
