@@ -232,6 +232,79 @@ def _dense_grads4_vector(typingctx, dz, pooled, fc_steps, dfc_steps, dfcb, dpool
     return types.void(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled, n_class, flat_len), codegen
 
 
+def _gather_places_python(pooled, places, pooled_t):
+    """pooled_t[LANES*s + g] = pooled[g, places[s]] for s < places.size and g < LANES (pooled (LANES, L),
+    C-contiguous): the group's images' pooled values at the kept places, side by side."""
+    for s in range(places.size):
+        i = places[s]
+        for g in range(LANES):
+            pooled_t[LANES * s + g] = pooled[g, i]
+
+
+@intrinsic
+def _gather_places_vector(typingctx, pooled, places, pooled_t):
+    """_gather_places_python four places at a time: their LANES*4 values in one gather (two ``vgatherqps``
+    with AVX-512) and one vector store; the places left one at a time. As a loop, four scalar loads and
+    four scalar stores a place, 1.1 us per group at the paper model's 95 % pruning (823 places). pooled
+    must be C-contiguous (checked as the call compiles): read by its data pointer."""
+    if not (isinstance(pooled, types.Array) and pooled.ndim == 2 and pooled.layout == "C"):
+        raise TypingError("gather_places takes a C-contiguous (LANES, L) pooled array")
+    _check("gather_places", (pooled_t,), (places,))
+    if pooled.dtype != pooled_t.dtype:
+        raise TypingError("gather_places needs pooled and pooled_t of one dtype")
+
+    def codegen(context, builder, signature, args):
+        em = _Emitter(context, builder, pooled.dtype)
+        pooled_a = context.make_array(pooled)(context, builder, args[0])
+        row = cgutils.unpack_tuple(builder, pooled_a.shape, 2)[1]
+        places_a = context.make_array(places)(context, builder, args[1])
+        out_a = context.make_array(pooled_t)(context, builder, args[2])
+        n, i64 = places_a.nitems, ir.IntType(64)
+        width = LANES * 4  # values per gather: four places' four images
+        wide, addresses = ir.VectorType(em.elem, width), ir.VectorType(i64, width)
+        lanes32 = ir.VectorType(ir.IntType(32), width)
+        item = em.align
+        base = builder.ptrtoint(pooled_a.data, i64)
+        # lane 4j + g reads image g's row at place j: base + (place_j + g*row) * itemsize
+        image_of_lane = builder.mul(ir.Constant(addresses, [lane % LANES for lane in range(width)]),
+                                    builder.shuffle_vector(
+                                        builder.insert_element(ir.Constant(addresses, ir.Undefined), row,
+                                                               ir.Constant(ir.IntType(32), 0)),
+                                        ir.Constant(addresses, ir.Undefined), ir.Constant(lanes32, [0] * width)))
+        start = builder.add(builder.shuffle_vector(
+            builder.insert_element(ir.Constant(addresses, ir.Undefined), base, ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(addresses, ir.Undefined), ir.Constant(lanes32, [0] * width)),
+            builder.mul(image_of_lane, ir.Constant(addresses, [item] * width)))
+        quad = ir.VectorType(i64, 4)
+        mask = ir.VectorType(ir.IntType(1), width)
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(wide, [ir.VectorType(pooled_a.data.type, width), ir.IntType(32), mask,
+                                                   wide]),
+            f"llvm.masked.gather.v{width}f{8 * item}.v{width}p0")
+        whole = builder.sub(n, builder.srem(n, ir.Constant(em.intp, 4)))
+        with cgutils.for_range_slice(builder, ir.Constant(em.intp, 0), whole, ir.Constant(em.intp, 4), em.intp) as (s, _):
+            four = builder.load(builder.bitcast(builder.gep(places_a.data, [s], inbounds=True), quad.as_pointer()),
+                                align=8)
+            spread = builder.shuffle_vector(four, ir.Constant(quad, ir.Undefined),
+                                            ir.Constant(lanes32, [lane // LANES for lane in range(width)]))
+            pointers = builder.inttoptr(builder.add(start, builder.mul(spread, ir.Constant(addresses, [item] * width))),
+                                        ir.VectorType(pooled_a.data.type, width))
+            values = builder.call(gather, [pointers, ir.Constant(ir.IntType(32), item), ir.Constant(mask, [1] * width),
+                                           ir.Constant(wide, ir.Undefined)])
+            target = builder.gep(out_a.data, [builder.mul(s, ir.Constant(em.intp, LANES))], inbounds=True)
+            builder.store(values, builder.bitcast(target, wide.as_pointer()), align=item)
+        with cgutils.for_range_slice(builder, whole, n, ir.Constant(em.intp, 1), em.intp) as (s, _):
+            place = builder.load(builder.gep(places_a.data, [s], inbounds=True))
+            for g in range(LANES):
+                at = builder.add(place, builder.mul(row, ir.Constant(em.intp, g)))
+                value = builder.load(builder.gep(pooled_a.data, [at], inbounds=True))
+                out = builder.add(builder.mul(s, ir.Constant(em.intp, LANES)), ir.Constant(em.intp, g))
+                builder.store(value, builder.gep(out_a.data, [out], inbounds=True))
+        return context.get_dummy_value()
+
+    return types.void(pooled, places, pooled_t), codegen
+
+
 #: Classes per pass of dense_logits4: their four images' sums, LANES * CLASS_BLOCK vectors, and the four
 #: images' pooled values fit the 32 vector registers.
 CLASS_BLOCK = 5
@@ -336,6 +409,7 @@ def class_steps(matrix):
 
 
 dense_grads4 = dense_grads4_loops if config.DISABLE_JIT else _dense_grads4_vector
+gather_places = _gather_places_python if config.DISABLE_JIT else _gather_places_vector
 dense_logits4 = dense_logits4_loops if config.DISABLE_JIT else _dense_logits4_vector
 dot4 = _dot4_python if config.DISABLE_JIT else _dot4_vector
 grads4 = _grads4_python if config.DISABLE_JIT else _grads4_vector

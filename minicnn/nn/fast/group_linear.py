@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, stage
-from minicnn.nn.fast._simd_linear import dense_grads4, dense_logits4, dot4, grads4
+from minicnn.nn.fast._simd_linear import dense_grads4, dense_logits4, dot4, gather_places, grads4
 
 #: The op's linear layer goes sparse below this fraction of kept weights. Measured on the paper model's
 #: whole training step (conv and linear pruned alike), sparse against dense stages, interleaved, medians of
@@ -60,11 +60,9 @@ def dense_grads(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled):
 @stage
 def gather_pooled(pooled, places, pooled_t):
     """pooled_t[4s + g] = pooled[g, places[s]]: the group's four images' pooled values at the kept
-    weights' places, side by side, for the 4-lane steps of sparse_logits and sparse_grads."""
-    p0, p1, p2, p3 = pooled[0], pooled[1], pooled[2], pooled[3]
-    for s in range(places.size):
-        i = places[s]
-        pooled_t[4 * s], pooled_t[4 * s + 1], pooled_t[4 * s + 2], pooled_t[4 * s + 3] = p0[i], p1[i], p2[i], p3[i]
+    weights' places, side by side, for the 4-lane steps of sparse_logits and sparse_grads (four places a
+    gather: _simd_linear.gather_places)."""
+    gather_places(pooled, places, pooled_t)
 
 
 @stage
