@@ -15,7 +15,7 @@ import numpy as np
 from minicnn.errors import DataError
 from minicnn.io.cache import load_cache, prepare, resolve_source
 from minicnn.io.dataset import Dataset
-from minicnn.nn.pixels import PixelBatch
+from minicnn.nn.pixels import PixelBatch, affine_offsets
 
 
 def _check_limit(value: int | None, name: str) -> int | None:
@@ -89,6 +89,7 @@ class Normalizer:
         # every pixel value of every channel, normalised: the table a PixelBatch looks pixels up in
         values = np.broadcast_to(np.arange(256, dtype=np.uint8), (1, channels, 1, 256))
         self.table = normalize(values, mode, mean, std).reshape(channels, 256)  # validates the mode too
+        self.offsets = affine_offsets(self.table)  # 'unit' and 'center': computed, not looked up
 
     def __call__(self, x_uint8: np.ndarray) -> np.ndarray:
         return normalize(x_uint8, self.mode, self.mean, self.std)
@@ -98,7 +99,7 @@ class Normalizer:
         uint8 of the table's channels (a Dataset's split), else the float32 batch."""
         if (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] == len(self.table)
                 and images.flags.c_contiguous):
-            return PixelBatch.of(images, rows, self.table, self)
+            return PixelBatch.of(images, rows, self.table, self, self.offsets)
         return self(images[rows])
 
 

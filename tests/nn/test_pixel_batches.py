@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minicnn.io.data import NORMALIZATIONS, Normalizer, normalize
-from minicnn.nn.pixels import PixelBatch, as_floats
+from minicnn.nn.pixels import PixelBatch, affine_offsets, as_floats
 from _fast_compare import fast, ref
 from test_fast_convnet import CONVNET_GRID
 
@@ -61,9 +61,10 @@ def test_a_layout_the_op_cannot_read_is_a_float_batch_or_an_error(rng):
         PixelBatch.of(images, [10], normalizer.table)
 
 
-def pixel_case(rng, case, pruned):
+def pixel_case(rng, case, pruned, mode="standard"):
     """A CONVNET_GRID case's weights (test_fast_convnet.convnet_inputs) over uint8 images: a dataset of
-    more images than the batch, its rows unsorted and one repeated."""
+    more images than the batch, its rows unsorted and one repeated; ``mode``'s table ('standard': looked
+    up, 'center': computed, see pixels.affine_offsets)."""
     from test_fast_convnet import convnet_inputs
 
     n, c, h, w = case[:4]
@@ -71,7 +72,7 @@ def pixel_case(rng, case, pruned):
     images = uint8_images(rng, (n + 5, c, h, w))
     rows = rng.permutation(n + 5)[:n]
     rows[-1] = rows[0]
-    table = Normalizer("standard", MEAN[:c], STD[:c], channels=c).table
+    table = Normalizer(mode, MEAN[:c], STD[:c], channels=c).table
     return PixelBatch.of(images, rows, table), (wt, b, p, fc_w, fc_b), labels, mask, fc_mask
 
 
@@ -80,11 +81,13 @@ WIDE_CASES = CONVNET_GRID + [(3, 3, 8, 64, 5, 3, 1, 3)]  # rows of two vector st
 
 @pytest.mark.parametrize("case", WIDE_CASES, ids=lambda c: "-".join(map(str, c)))
 @pytest.mark.parametrize("pruned", [None, "sparse"])
-def test_whole_model_op_reads_pixels_as_their_floats(case, pruned, rng):
+@pytest.mark.parametrize("mode", ["standard", "center"])
+def test_whole_model_op_reads_pixels_as_their_floats(case, pruned, mode, rng):
     """The fast op given a PixelBatch returns what it returns for the batch's floats, bit for bit
-    (training and inference): the unpacking through the table (whole vector steps by a gather, other
-    widths pixel by pixel) puts the same values in the same places."""
-    batch, params, labels, mask, fc_mask = pixel_case(rng, case, pruned)
+    (training and inference): the unpacking through the table (whole vector steps by a gather, or
+    computed for 'center', other widths pixel by pixel) puts the same values in the same places."""
+    batch, params, labels, mask, fc_mask = pixel_case(rng, case, pruned, mode)
+    assert batch.offsets.size == (0 if mode == "standard" else case[1])
     floats = batch.floats()
     got = fast.conv_relu_pool_linear_loss(batch, *params, labels, mask, fc_mask)
     want = fast.conv_relu_pool_linear_loss(floats, *params, labels, mask, fc_mask)
@@ -113,6 +116,48 @@ def test_a_table_with_an_inf_takes_the_exact_path(rng):
     for a, b in zip(got[1:], want[1:]):
         np.testing.assert_array_equal(a, b)
     assert not np.isfinite(got[2]).all()  # the inf reached the weight gradient
+
+
+def test_affine_offsets_find_the_tables_the_op_computes():
+    """pixels.affine_offsets: 'center' and 'unit' tables are v / 255 - b (b = 0.5, -0.0), in float32 and
+    float64; 'standard' ones and a table with one entry off by its last bit are looked up (no offsets)."""
+    assert np.array_equal(affine_offsets(Normalizer("center", None, None).table), [0.5] * 3)
+    unit = affine_offsets(Normalizer("unit", None, None).table)
+    assert unit.shape == (3,) and np.all(unit == 0.0)
+    assert affine_offsets(Normalizer("standard", MEAN, STD).table).size == 0
+    wide = (np.arange(256, dtype=np.float64) / 255.0 - 0.25)[None, :].repeat(2, axis=0)
+    assert np.array_equal(affine_offsets(wide), [0.25, 0.25]) and affine_offsets(wide).dtype == np.float64
+    off = Normalizer("center", None, None).table.copy()
+    off[2, 77] = np.nextafter(off[2, 77], np.float32(1.0))
+    assert affine_offsets(off).size == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_split_step_equals_its_python_twin(dtype):
+    """The computed de-interleave (minicnn/nn/fast/_simd.py: v / 255 as a product and a multiply-add
+    correction) against the plain loop it stands for, bit for bit, over every byte value, at odd
+    offsets; the twin against NumPy's division."""
+    from numba import njit
+
+    from minicnn.nn.fast._simd import STEP, _scale_split_step_python, _scale_split_step_vector
+
+    @njit
+    def compiled(src, s, offset, even, e, odd, o):
+        _scale_split_step_vector(src, s, offset, even, e, odd, o)
+
+    bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    src = np.arange(256 + 2 * STEP, dtype=np.int64).astype(np.uint8)  # every value, then 0 .. 2*STEP-1
+    for offset in (0.5, -0.0, 0.25, 0.4914):
+        offset = dtype(offset)
+        for s, e, o in [(0, 0, 0), (32, 5, 1), (96, 2, 7), (224, 0, 3), (255, 1, 1)]:
+            got_even, got_odd = np.full(STEP + 8, -1.0, dtype), np.full(STEP + 8, -1.0, dtype)
+            want_even, want_odd = got_even.copy(), got_odd.copy()
+            compiled(src, s, offset, got_even, e, got_odd, o)
+            _scale_split_step_python(src, s, offset, want_even, e, want_odd, o)
+            np.testing.assert_array_equal(got_even.view(bits), want_even.view(bits))
+            np.testing.assert_array_equal(got_odd.view(bits), want_odd.view(bits))
+            values = src[s + 1:s + 2 * STEP:2].astype(dtype) / dtype(255.0) - offset
+            np.testing.assert_array_equal(want_odd[o:o + STEP], values)
 
 
 def test_lookup_split_step_equals_its_python_twin(rng):

@@ -228,6 +228,62 @@ def _lookup_split_step_vector(typingctx, src, s, table, even, e, odd, o):
 lookup_split_step = _lookup_split_step_python if config.DISABLE_JIT else _lookup_split_step_vector
 
 
+def _scale_split_step_python(src, s, offset, even, e, odd, o):
+    """split_step of src's bytes, each value v as v / 255 - offset in even's dtype (the division and the
+    subtraction each rounded once): even[e + u] from src[s + 2u], odd[o + u] from src[s + 2u + 1]."""
+    dtype = even.dtype.type
+    for u in range(STEP):
+        even[e + u] = dtype(src[s + 2 * u]) / dtype(255.0) - offset
+        odd[o + u] = dtype(src[s + 2 * u + 1]) / dtype(255.0) - offset
+
+
+@intrinsic
+def _scale_split_step_vector(typingctx, src, s, offset, even, e, odd, o):
+    """_scale_split_step_python as vector arithmetic: the bytes widened to floats, v / 255 as a product by
+    1/255 and one multiply-add correction (the remainder v - q*255 is exact in a multiply-add, and q +
+    remainder/255 rounds to the quotient: the tests check all 256 values in both float types), then the
+    offset subtracted, and split_step's two shuffles. For the normalisations whose table is v / 255 -
+    offset (io.data's 'unit' and 'center', the default), 2.4x faster than the table's gather (0.23
+    against 0.56 us per CIFAR image)."""
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 for a in (src, even, odd)) and src.dtype == types.uint8
+            and even.dtype == odd.dtype and isinstance(even.dtype, types.Float) and offset == even.dtype):
+        raise TypingError("scale_split_step takes uint8 src, an offset and even and odd of its float dtype")
+
+    def codegen(context, builder, signature, args):
+        elem = context.get_data_type(even.dtype)
+        align = context.get_abi_sizeof(elem)
+        wide, half = ir.VectorType(elem, 2 * STEP), ir.VectorType(elem, STEP)
+        src_v, s_v, offset_v, even_v, e_v, odd_v, o_v = args
+        _, s_t, _, _, e_t, _, o_t = signature.args
+        byte_vector = ir.VectorType(ir.IntType(8), 2 * STEP)
+        values = builder.load(_vector_at(context, builder, src, src_v, s_t, s_v, byte_vector), align=1,
+                              typ=byte_vector)
+        x = builder.uitofp(values, wide)
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), 2 * STEP), [0] * 2 * STEP)
+        spread = builder.shuffle_vector(builder.insert_element(ir.Constant(wide, ir.Undefined), offset_v,
+                                                               ir.Constant(ir.IntType(32), 0)),
+                                        ir.Constant(wide, ir.Undefined), lanes)
+        divisor = ir.Constant(wide, [255.0] * 2 * STEP)
+        inverse = builder.fdiv(ir.Constant(elem, 1.0), ir.Constant(elem, 255.0))  # folded to a constant
+        inverse = builder.shuffle_vector(builder.insert_element(ir.Constant(wide, ir.Undefined), inverse,
+                                                                ir.Constant(ir.IntType(32), 0)),
+                                         ir.Constant(wide, ir.Undefined), lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(wide, [wide] * 3),
+                                             f"llvm.fma.v{2 * STEP}f{8 * align}")
+        guess = builder.fmul(x, inverse)
+        remainder = builder.call(fma, [builder.fneg(guess), divisor, x])
+        quotient = builder.call(fma, [remainder, inverse, guess])
+        even_ptr = _vector_at(context, builder, even, even_v, e_t, e_v, half)
+        _store_split(builder, builder.fsub(quotient, spread), even_ptr,
+                     _vector_at(context, builder, odd, odd_v, o_t, o_v, half), align)
+        return context.get_dummy_value()
+
+    return types.void(src, s, offset, even, e, odd, o), codegen
+
+
+scale_split_step = _scale_split_step_python if config.DISABLE_JIT else _scale_split_step_vector
+
+
 @serial  # not reassociated: in the order of q
 def unblocked_sums_loop(grad, code, start, stop, lanes, check, zero_blocked):
     """For start <= q < stop: lanes[q % STEP] += grad[q] (0 where code[q] is 4), in order of q, and

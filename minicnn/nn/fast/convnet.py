@@ -71,10 +71,11 @@ class Outputs(NamedTuple):
 
 
 @reduction_kernel
-def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels,
+def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, grad_plan, fc_w, fc_b, fc_sparse, labels,
                   train, n_parts, out):
     """pixels, rows, table: the batch (N images), as images.py reads it (floats (N, C, H, W) by rows
-    0 .. N-1, or uint8 (M, C, H, W) by rows (N,) through table (C, 256), table_finite: all of it finite),
+    0 .. N-1, or uint8 (M, C, H, W) by rows (N,) through table (C, 256), table_finite: all of it finite,
+    offsets: computed instead where (C,), see images.py),
     w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,), labels: (N,) (read only with ``train``);
     plan, grad_plan: SkipPlans of w != 0 and of the wanted weights; fc_sparse: a
     SparseLinear (the kept linear weights by class, in split rows) or one of no entries (dense). Writes the
@@ -151,8 +152,8 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
             size = min(GROUP, stop - first)
-            finite = _load_group(pixels, rows, table, table_finite, first, size, train, geo, planes, pooled, code,
-                                 grad)
+            finite = _load_group(pixels, rows, table, table_finite, offsets, first, size, train, geo, planes, pooled,
+                                 code, grad)
             prefetch_images(pixels, rows, first + GROUP, min(stop, first + 2 * GROUP), line_entries(pixels))
             _forward_group(w, b, conv_plan, first_single, size, train, geo, planes, conv, pooled, code)
             if sparse:
@@ -187,13 +188,13 @@ def _convnet_pass(pixels, rows, table, table_finite, w, b, pad, plan, grad_plan,
 
 
 @stage
-def _load_group(pixels, rows, table, table_finite, first, size, train, geo, planes, pooled, code, grad):
+def _load_group(pixels, rows, table, table_finite, offsets, first, size, train, geo, planes, pooled, code, grad):
     """The quarter planes of the batch's images first .. first + size - 1 (see images.py), side by side;
     a short group's unused places hold no image and no gradient. Returns whether (with train) no pixel
     is inf or NaN (see conv_passes.weight_grad_codes)."""
     finite = True
     for g in range(size):
-        fill_image(pixels, rows[first + g], table, geo.pad, geo.wh, planes, g * geo.pitch)
+        fill_image(pixels, rows[first + g], table, offsets, geo.pad, geo.wh, planes, g * geo.pitch)
         if train:
             finite = finite and image_finite(pixels, rows[first + g], table_finite)
     if size < GROUP:
@@ -427,12 +428,15 @@ def _check_linear(x: np.ndarray, w: np.ndarray, pad: int, fc_w: np.ndarray, fc_b
 
 
 def _pixel_source(x):
-    """(x, pixels, rows, table, table_finite) of the op's batch x (see images.py): a float (N, C, H, W)
-    array (made C-contiguous) by rows 0 .. N-1, or a PixelBatch's uint8 images, rows and table."""
+    """(x, pixels, rows, table, table_finite, offsets) of the op's batch x (see images.py): a float (N, C,
+    H, W) array (made C-contiguous) by rows 0 .. N-1, or a PixelBatch's uint8 images, rows, table and
+    offsets."""
     if isinstance(x, PixelBatch):
-        return x, x.images, x.rows, x.table, bool(np.isfinite(x.table).all())
+        offsets = x.offsets if x.offsets is not None else np.zeros(0, dtype=x.table.dtype)
+        return x, x.images, x.rows, x.table, bool(np.isfinite(x.table).all()), offsets.astype(x.table.dtype)
     x = np.ascontiguousarray(x)
-    return x, x, np.arange(x.shape[0], dtype=np.int64), np.zeros((0, 0), dtype=x.dtype), True
+    return (x, x, np.arange(x.shape[0], dtype=np.int64), np.zeros((0, 0), dtype=x.dtype), True,
+            np.zeros(0, dtype=x.dtype))
 
 
 def conv_relu_pool_linear_loss(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: np.ndarray,
@@ -440,7 +444,7 @@ def conv_relu_pool_linear_loss(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: 
     """x: (N, C, H, W) or a PixelBatch (minicnn.nn.pixels), w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW),
     fc_b: (K,), labels: (N,) -> loss, logits (N, K), dw, db, dfc_w, dfc_b; see minicnn.nn.ref.convnet for
     the contract. A PixelBatch's pixels are read from its images and normalised as they are unpacked."""
-    x, pixels, rows, table, table_finite = _pixel_source(x)
+    x, pixels, rows, table, table_finite, offsets = _pixel_source(x)
     dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
@@ -452,7 +456,7 @@ def conv_relu_pool_linear_loss(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: 
                   np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype))
     fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
     fc_sparse = sparse_linear(fc_mask, *_pooled_and_row(x, w, pad))
-    loss = _convnet_pass(pixels, rows, table, table_finite, w, b.astype(dtype), pad, skip_plan(w != 0),
+    loss = _convnet_pass(pixels, rows, table, table_finite, offsets, w, b.astype(dtype), pad, skip_plan(w != 0),
                          skip_plan(active), fc_w, fc_b.astype(dtype), fc_sparse, labels, True,
                          max(1, min(num_threads(), n)), out)
     if weight_mask is not None:
@@ -466,7 +470,7 @@ def conv_relu_pool_linear_forward(x, w: np.ndarray, b: np.ndarray, pad: int, fc_
                                   fc_b: np.ndarray) -> np.ndarray:
     """x: (N, C, H, W) or a PixelBatch, w: (F, C, KH, KW), b: (F,), fc_w: (K, F*PH*PW), fc_b: (K,) ->
     logits (N, K)."""
-    x, pixels, rows, table, table_finite = _pixel_source(x)
+    x, pixels, rows, table, table_finite, offsets = _pixel_source(x)
     dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     w = np.ascontiguousarray(w, dtype=dtype)
@@ -476,6 +480,6 @@ def conv_relu_pool_linear_forward(x, w: np.ndarray, b: np.ndarray, pad: int, fc_
                   np.empty((1, 1), dtype=dtype), np.empty(1, dtype=dtype))
     fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
     fc_sparse = sparse_linear(fc_w, *_pooled_and_row(x, w, pad))  # pruned weights are exactly 0
-    _convnet_pass(pixels, rows, table, table_finite, w, b.astype(dtype), pad, plan, plan, fc_w, fc_b.astype(dtype),
-                  fc_sparse, np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), out)
+    _convnet_pass(pixels, rows, table, table_finite, offsets, w, b.astype(dtype), pad, plan, plan, fc_w,
+                  fc_b.astype(dtype), fc_sparse, np.zeros(1, np.int64), False, max(1, min(num_threads(), n)), out)
     return out.logits

@@ -1,8 +1,11 @@
 """Where the whole-model op (convnet.py) reads its images: a float batch, or a dataset's uint8 images by rows.
 
-The op takes ``pixels, rows, table``: either a float batch (N, C, H, W) with rows = 0 .. N-1 (table
-unused), or a PixelBatch (minicnn.nn.pixels): a dataset split (M, C, H, W) uint8, the batch's rows
-of it, and the table (C, 256) of every pixel value's normalised float. The functions below read an
+The op takes ``pixels, rows, table, offsets``: either a float batch (N, C, H, W) with rows = 0 .. N-1
+(table and offsets unused), or a PixelBatch (minicnn.nn.pixels): a dataset split (M, C, H, W) uint8, the
+batch's rows of it, the table (C, 256) of every pixel value's normalised float, and where that table is
+v / 255 - offsets[c] (pixels.affine_offsets: the default normalisation's), the offsets (C,): those
+values are then computed as the image is unpacked (_simd.scale_split_step, 2.4x faster than the
+table's gather), else (0,). The functions below read an
 image either way; Numba compiles the op once per kind of pixels, each with only its own branch (the
 dispatch is on the pixels' type, at compile time: see the overloads at the end). A uint8 image is 3 KB where its floats
 are 12 KB, and it is normalised as it is unpacked: no gathered copy, no float batch.
@@ -15,19 +18,23 @@ from numba import types
 from numba.extending import overload
 
 from minicnn.nn.fast._jit import serial, stage
-from minicnn.nn.fast._simd import STEP, lookup_split_step, prefetch
+from minicnn.nn.fast._simd import STEP, lookup_split_step, prefetch, scale_split_step
 from minicnn.nn.fast.conv_passes import all_finite
 from minicnn.nn.fast.parity import fill_quarters, run_places
 
 
 @serial
-def fill_quarters_table(images, row, table, pad, wh, planes, at):
+def fill_quarters_table(images, row, table, offsets, pad, wh, planes, at):
     """fill_quarters of image ``row`` of images (M, C, H, W) uint8, C-contiguous, pixel value v of
     channel c written as table[c, v]. Rows of whole vector steps (CIFAR's 32 pixels) go to
+    _fill_scaled_steps where offsets (C,) says the table is v / 255 - offsets[c], else to
     _fill_table_steps; others pixel by pixel."""
     c_in, h, width = images.shape[1], images.shape[2], images.shape[3]
     if width % (2 * STEP) == 0:
-        _fill_table_steps(images, row, table, pad, wh, planes, at)
+        if offsets.size:
+            _fill_scaled_steps(images, row, offsets, pad, wh, planes, at)
+        else:
+            _fill_table_steps(images, row, table, pad, wh, planes, at)
         return
     plane_row = planes.shape[3]
     src, dst = images.reshape(images.size), planes.reshape(planes.size)
@@ -65,11 +72,28 @@ def _fill_table_steps(images, row, table, pad, wh, planes, at):
                 lookup_split_step(src, first, lut, dst, even, dst, odd)
 
 
-def fill_image(pixels, row, table, pad, wh, planes, at):
+@stage  # inlined into fill_quarters_table
+def _fill_scaled_steps(images, row, offsets, pad, wh, planes, at):
+    """_fill_table_steps for a table that is v / 255 - offsets[c]: the values computed, not gathered."""
+    c_in, h, width = images.shape[1], images.shape[2], images.shape[3]
+    plane_row = planes.shape[3]
+    src, dst = images.reshape(images.size), planes.reshape(planes.size)
+    for k in range(width // (2 * STEP)):
+        for c in range(c_in):
+            offset = offsets[c]
+            for y in range(h):
+                r, even_col, even_start, odd_col, odd_start = run_places(y + pad, pad, wh, at)
+                even = ((r * 2 + even_col) * c_in + c) * plane_row + even_start + STEP * k
+                odd = ((r * 2 + odd_col) * c_in + c) * plane_row + odd_start + STEP * k
+                first = ((row * c_in + c) * h + y) * width + 2 * STEP * k
+                scale_split_step(src, first, offset, dst, even, dst, odd)
+
+
+def fill_image(pixels, row, table, offsets, pad, wh, planes, at):
     """Image ``row`` of pixels into the quarter planes at ``at`` (see parity.fill_quarters): floats as
-    they are, uint8 through table."""
+    they are, uint8 through table (computed where offsets says how, see fill_quarters_table)."""
     if pixels.dtype == np.uint8:
-        fill_quarters_table(pixels, row, table, pad, wh, planes, at)
+        fill_quarters_table(pixels, row, table, offsets, pad, wh, planes, at)
     else:
         fill_quarters(pixels, row, pad, wh, planes, at)
 
@@ -101,11 +125,11 @@ def prefetch_images(pixels, rows, first, stop, line):
 
 
 @overload(fill_image, inline="always")
-def _fill_image_typed(pixels, row, table, pad, wh, planes, at):
+def _fill_image_typed(pixels, row, table, offsets, pad, wh, planes, at):
     if pixels.dtype == types.uint8:
-        return lambda pixels, row, table, pad, wh, planes, at: fill_quarters_table(pixels, row, table, pad, wh,
-                                                                                    planes, at)
-    return lambda pixels, row, table, pad, wh, planes, at: fill_quarters(pixels, row, pad, wh, planes, at)
+        return lambda pixels, row, table, offsets, pad, wh, planes, at: fill_quarters_table(
+            pixels, row, table, offsets, pad, wh, planes, at)
+    return lambda pixels, row, table, offsets, pad, wh, planes, at: fill_quarters(pixels, row, pad, wh, planes, at)
 
 
 @overload(image_finite, inline="always")
