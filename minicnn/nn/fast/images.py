@@ -27,14 +27,11 @@ from minicnn.nn.fast.parity import fill_quarters, run_places
 def fill_quarters_table(images, row, table, offsets, pad, wh, planes, at):
     """fill_quarters of image ``row`` of images (M, C, H, W) uint8, C-contiguous, pixel value v of
     channel c written as table[c, v]. Rows of whole vector steps (CIFAR's 32 pixels) go to
-    _fill_scaled_steps where offsets (C,) says the table is v / 255 - offsets[c], else to
-    _fill_table_steps; others pixel by pixel."""
+    _fill_steps (their values computed where offsets (C,) says the table is v / 255 - offsets[c]);
+    others pixel by pixel, through the table."""
     c_in, h, width = images.shape[1], images.shape[2], images.shape[3]
     if width % (2 * STEP) == 0:
-        if offsets.size:
-            _fill_scaled_steps(images, row, offsets, pad, wh, planes, at)
-        else:
-            _fill_table_steps(images, row, table, pad, wh, planes, at)
+        _fill_steps(images, row, table, offsets, pad, wh, planes, at)
         return
     plane_row = planes.shape[3]
     src, dst = images.reshape(images.size), planes.reshape(planes.size)
@@ -53,40 +50,29 @@ def fill_quarters_table(images, row, table, offsets, pad, wh, planes, at):
 
 
 @stage  # inlined into fill_quarters_table (as a call per image: 1.1x slower)
-def _fill_table_steps(images, row, table, pad, wh, planes, at):
+def _fill_steps(images, row, table, offsets, pad, wh, planes, at):
     """fill_quarters_table for rows of whole vector steps: flat indices, as parity._fill_quarters_flat,
-    and 2*STEP pixels of a row at a time by lookup_split_step (one gather: as fast as unpacking the
-    floats, from a quarter of the bytes; looked up one by one, 3x as long). The loop over a row's steps is
-    the outermost: as the innermost (one trip for CIFAR) the unpacking took 1.2x as long."""
+    and 2*STEP pixels of a row at a time, computed (scale_split_step) where offsets (C,) says the table
+    is v / 255 - offsets[c], else looked up (lookup_split_step: one gather, as fast as unpacking the
+    floats, from a quarter of the bytes; looked up one by one, 3x as long). The loop over a row's steps
+    is the outermost: as the innermost (one trip for CIFAR) the unpacking took 1.2x as long."""
     c_in, h, width = images.shape[1], images.shape[2], images.shape[3]
     plane_row = planes.shape[3]
     src, dst = images.reshape(images.size), planes.reshape(planes.size)
+    computed = offsets.size > 0
     for k in range(width // (2 * STEP)):
         for c in range(c_in):
             lut = table[c]
+            offset = offsets[c] if computed else lut[0]
             for y in range(h):
                 r, even_col, even_start, odd_col, odd_start = run_places(y + pad, pad, wh, at)
                 even = ((r * 2 + even_col) * c_in + c) * plane_row + even_start + STEP * k
                 odd = ((r * 2 + odd_col) * c_in + c) * plane_row + odd_start + STEP * k
                 first = ((row * c_in + c) * h + y) * width + 2 * STEP * k
-                lookup_split_step(src, first, lut, dst, even, dst, odd)
-
-
-@stage  # inlined into fill_quarters_table
-def _fill_scaled_steps(images, row, offsets, pad, wh, planes, at):
-    """_fill_table_steps for a table that is v / 255 - offsets[c]: the values computed, not gathered."""
-    c_in, h, width = images.shape[1], images.shape[2], images.shape[3]
-    plane_row = planes.shape[3]
-    src, dst = images.reshape(images.size), planes.reshape(planes.size)
-    for k in range(width // (2 * STEP)):
-        for c in range(c_in):
-            offset = offsets[c]
-            for y in range(h):
-                r, even_col, even_start, odd_col, odd_start = run_places(y + pad, pad, wh, at)
-                even = ((r * 2 + even_col) * c_in + c) * plane_row + even_start + STEP * k
-                odd = ((r * 2 + odd_col) * c_in + c) * plane_row + odd_start + STEP * k
-                first = ((row * c_in + c) * h + y) * width + 2 * STEP * k
-                scale_split_step(src, first, offset, dst, even, dst, odd)
+                if computed:
+                    scale_split_step(src, first, offset, dst, even, dst, odd)
+                else:
+                    lookup_split_step(src, first, lut, dst, even, dst, odd)
 
 
 def fill_image(pixels, row, table, offsets, pad, wh, planes, at):
