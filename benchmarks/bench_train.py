@@ -4,14 +4,14 @@
 Same model, same batch size, same number of threads, the same images: minicnn reads them as ``minicnn train``
 does, uint8 pixels by rows with the normaliser's table (``io.data.Normalizer.batch``: a PixelBatch, which the
 paper model's op normalises as it unpacks it, other models as floats), PyTorch gets the very same values
-as float32 tensors made ahead (its normalisation is not timed). Each PyTorch variant is timed beside minicnn, alternately, repeat after repeat (a noisy
-machine slows both alike): eager PyTorch in this process, torch.compile in a second one (a process that
-has run torch.compile runs eager PyTorch slower). Medians reported; a pair's ratio is the median over
-repeats of minicnn's images/s over the variant's, and the ratio printed is the lower of the two pairs'.
-Minicnn's column is this process's. Peak: the GFLOP/s of a float32 NumPy
-matmul of 4096 x 4096 (its BLAS on every core, as the kernels), and minicnn's training GFLOP/s counted
-as PyTorch's FLOP counter counts a training step (``minicnn.pruning.flops.training_matmul_flops``, held
-equal to it by a test). Ends with:
+as float32 tensors made ahead (its normalisation is not timed). Each PyTorch variant is timed beside
+minicnn, alternately, repeat after repeat (a noisy machine slows both alike): eager PyTorch in this
+process, torch.compile in a second one (a process that has run torch.compile runs eager PyTorch slower).
+Medians reported; a pair's ratio is the median over repeats of minicnn's images/s over the variant's,
+and the ratio printed is the lower of the two pairs'. Minicnn's column is this process's. Peak: the
+GFLOP/s of a float32 NumPy matmul of 4096 x 4096 (its BLAS on every core, as the kernels), and
+minicnn's training GFLOP/s counted as PyTorch's FLOP counter counts a training step
+(``minicnn.pruning.flops.training_matmul_flops``, held equal to it by a test). Ends with:
     train ratio: N.Nx
     inference ratio: N.Nx
     train fraction of peak: NN%

@@ -1,7 +1,8 @@
 """The linear layer's steps over a group's four images (group_linear.py), as explicit vectors.
 
-Sparse, as 4-lane vectors: each kept weight j (a value, and the slot of its place among the places any class keeps) meets
-the group's four images' pooled values at its place, stored side by side (4 * slot .. 4 * slot + 3):
+Sparse, as 4-lane vectors: each kept weight j (a value, and the slot of its place among the places any
+class keeps) meets the group's four images' pooled values at its place, stored side by side (4 * slot ..
+4 * slot + 3):
 - the logits: sum over a class's kept weights of value * those four (``dot4``);
 - the gradients: the weight's four image lanes += the class's four logit gradients * those four, and the
   place's four map gradients += value * the four logit gradients (``grads4``).
@@ -282,13 +283,14 @@ def _gather_places_vector(typingctx, pooled, places, pooled_t):
                                                    wide]),
             f"llvm.masked.gather.v{width}f{8 * item}.v{width}p0")
         whole = builder.sub(n, builder.srem(n, ir.Constant(em.intp, 4)))
-        with cgutils.for_range_slice(builder, ir.Constant(em.intp, 0), whole, ir.Constant(em.intp, 4), em.intp) as (s, _):
+        zero, four_places = ir.Constant(em.intp, 0), ir.Constant(em.intp, 4)
+        with cgutils.for_range_slice(builder, zero, whole, four_places, em.intp) as (s, _):
             four = builder.load(builder.bitcast(builder.gep(places_a.data, [s], inbounds=True), quad.as_pointer()),
                                 align=8)
             spread = builder.shuffle_vector(four, ir.Constant(quad, ir.Undefined),
                                             ir.Constant(lanes32, [lane // LANES for lane in range(width)]))
-            pointers = builder.inttoptr(builder.add(start, builder.mul(spread, ir.Constant(addresses, [item] * width))),
-                                        ir.VectorType(pooled_a.data.type, width))
+            offsets = builder.mul(spread, ir.Constant(addresses, [item] * width))
+            pointers = builder.inttoptr(builder.add(start, offsets), ir.VectorType(pooled_a.data.type, width))
             values = builder.call(gather, [pointers, ir.Constant(ir.IntType(32), item), ir.Constant(mask, [1] * width),
                                            ir.Constant(wide, ir.Undefined)])
             target = builder.gep(out_a.data, [builder.mul(s, ir.Constant(em.intp, LANES))], inbounds=True)

@@ -5,14 +5,14 @@ Two twins of each: dense, over the whole linear weight in the pooled maps' split
 (fc_steps (n_steps, K, STEP), see _simd_linear.class_steps; the logits five classes a pass, the backward
 in one pass, each as explicit vectors); and sparse, over the kept weights only, row-compressed by class (a
 SparseLinear), which the op takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense,
-the three products read or write all K x F*span entries per group: at the paper's 95 % unstructured pruning they were a fifth of a
-training step, for 5 % of the weights. Sparse, the group's four pooled values at each place that any
-class keeps a weight at are gathered side by side first (gather_pooled), so that each kept weight is one
-slot and value loaded and a 4-lane vector step for the four images (_simd_linear.py; as one gather per
-image and no vector, the linear layer took 1.4x as long at 95 % pruning), and the map gradients are
-scattered back into the backward's layout at the end (scatter_grads); pruned weights contribute
-nothing, where the dense products multiply them (0 * inf = NaN in a diverged run), as fast.dense's
-sparse kernels.
+the three products read or write all K x F*span entries per group: at the paper's 95 % unstructured
+pruning they were a fifth of a training step, for 5 % of the weights. Sparse, the group's four pooled
+values at each place that any class keeps a weight at are gathered side by side first (gather_pooled),
+so that each kept weight is one slot and value loaded and a 4-lane vector step for the four images
+(_simd_linear.py; as one gather per image and no vector, the linear layer took 1.4x as long at 95 %
+pruning), and the map gradients are scattered back into the backward's layout at the end
+(scatter_grads); pruned weights contribute nothing, where the dense products multiply them (0 * inf =
+NaN in a diverged run), as fast.dense's sparse kernels.
 """
 
 from __future__ import annotations
