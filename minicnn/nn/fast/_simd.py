@@ -41,10 +41,18 @@ from minicnn.nn.fast._jit import serial
 STEP = 16
 
 
+def splat(builder, value, vector_type):
+    """value (a scalar) in every lane of vector_type: an insert and a broadcast shuffle."""
+    unused = ir.Constant(vector_type, ir.Undefined)
+    one = builder.insert_element(unused, value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, unused, ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count),
+                                                           [0] * vector_type.count))
+
+
 class StepEmitter:
     """IR helpers over one intrinsic's arguments (each array's data pointer, each integer as intp):
     STEP-lane vectors of 1-D float arrays, loaded, stored (masked or not), splat, multiply-added (the
-    intrinsics of _simd_conv.py, _simd_linear.py's dense steps and pool2_codes_step below)."""
+    intrinsics of _simd_conv.py, _simd_linear.py's dense steps and window_codes below)."""
 
     def __init__(self, context, builder, signature, args, dtype):
         self.context, self.builder = context, builder
@@ -101,10 +109,8 @@ class StepEmitter:
         self.builder.call(store, [value, self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask])
 
     def spread(self, value, vector_type):
-        """value (a scalar) in every lane of vector_type."""
-        one = self.builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), STEP), [0] * STEP)
-        return self.builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), lanes)
+        """value (a scalar) in every lane of vector_type (STEP lanes)."""
+        return splat(self.builder, value, vector_type)
 
     def lanes_below(self, q, stop):
         """The mask of positions q + lane < stop."""
@@ -203,11 +209,7 @@ def _lookup_split_step_vector(typingctx, src, s, table, even, e, odd, o):
                               typ=byte_vector)
         # the entries' addresses: table + value * itemsize (llvmlite's gep takes no vector of indices)
         table_data = context.make_array(table)(context, builder, table_v).data
-        base = builder.insert_element(ir.Constant(addresses, ir.Undefined), builder.ptrtoint(table_data, i64),
-                                      ir.Constant(ir.IntType(32), 0))
-        lanes_2 = ir.VectorType(ir.IntType(32), 2 * STEP)
-        base = builder.shuffle_vector(base, ir.Constant(addresses, ir.Undefined),
-                                      ir.Constant(lanes_2, [0] * 2 * STEP))
+        base = splat(builder, builder.ptrtoint(table_data, i64), addresses)
         offsets = builder.mul(builder.zext(values, addresses),
                               ir.Constant(addresses, [context.get_abi_sizeof(elem)] * 2 * STEP))
         pointers = builder.inttoptr(builder.add(base, offsets), ir.VectorType(table_data.type, 2 * STEP))
@@ -259,22 +261,16 @@ def _scale_split_step_vector(typingctx, src, s, offset, even, e, odd, o):
         values = builder.load(_vector_at(context, builder, src, src_v, s_t, s_v, byte_vector), align=1,
                               typ=byte_vector)
         x = builder.uitofp(values, wide)
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), 2 * STEP), [0] * 2 * STEP)
-        spread = builder.shuffle_vector(builder.insert_element(ir.Constant(wide, ir.Undefined), offset_v,
-                                                               ir.Constant(ir.IntType(32), 0)),
-                                        ir.Constant(wide, ir.Undefined), lanes)
+        offset = splat(builder, offset_v, wide)
         divisor = ir.Constant(wide, [255.0] * 2 * STEP)
-        inverse = builder.fdiv(ir.Constant(elem, 1.0), ir.Constant(elem, 255.0))  # folded to a constant
-        inverse = builder.shuffle_vector(builder.insert_element(ir.Constant(wide, ir.Undefined), inverse,
-                                                                ir.Constant(ir.IntType(32), 0)),
-                                         ir.Constant(wide, ir.Undefined), lanes)
+        inverse = splat(builder, builder.fdiv(ir.Constant(elem, 1.0), ir.Constant(elem, 255.0)), wide)  # a constant
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(wide, [wide] * 3),
                                              f"llvm.fma.v{2 * STEP}f{8 * align}")
         guess = builder.fmul(x, inverse)
         remainder = builder.call(fma, [builder.fneg(guess), divisor, x])
         quotient = builder.call(fma, [remainder, inverse, guess])
         even_ptr = _vector_at(context, builder, even, even_v, e_t, e_v, half)
-        _store_split(builder, builder.fsub(quotient, spread), even_ptr,
+        _store_split(builder, builder.fsub(quotient, offset), even_ptr,
                      _vector_at(context, builder, odd, odd_v, o_t, o_v, half), align)
         return context.get_dummy_value()
 

@@ -33,7 +33,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from minicnn.nn.fast._jit import serial
-from minicnn.nn.fast._simd import STEP, StepEmitter
+from minicnn.nn.fast._simd import STEP, StepEmitter, splat
 
 #: Images per vector: the op's GROUP.
 LANES = 4
@@ -95,10 +95,7 @@ class _Emitter:
         return self.builder.load(self.pointer(array_type, array, index, vector=False))
 
     def splat(self, value):
-        lanes = ir.VectorType(ir.IntType(32), LANES)
-        unused = ir.Constant(self.vector, ir.Undefined)
-        one = self.builder.insert_element(unused, value, ir.Constant(ir.IntType(32), 0))
-        return self.builder.shuffle_vector(one, unused, ir.Constant(lanes, [0] * LANES))
+        return splat(self.builder, value, self.vector)
 
     def times(self, n, factor=LANES):
         return self.builder.mul(n, ir.Constant(self.intp, factor))
@@ -265,17 +262,11 @@ def _gather_places_vector(typingctx, pooled, places, pooled_t):
         wide, addresses = ir.VectorType(em.elem, width), ir.VectorType(i64, width)
         lanes32 = ir.VectorType(ir.IntType(32), width)
         item = em.align
-        base = builder.ptrtoint(pooled_a.data, i64)
         # lane 4j + g reads image g's row at place j: base + (place_j + g*row) * itemsize
         image_of_lane = builder.mul(ir.Constant(addresses, [lane % LANES for lane in range(width)]),
-                                    builder.shuffle_vector(
-                                        builder.insert_element(ir.Constant(addresses, ir.Undefined), row,
-                                                               ir.Constant(ir.IntType(32), 0)),
-                                        ir.Constant(addresses, ir.Undefined), ir.Constant(lanes32, [0] * width)))
-        start = builder.add(builder.shuffle_vector(
-            builder.insert_element(ir.Constant(addresses, ir.Undefined), base, ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(addresses, ir.Undefined), ir.Constant(lanes32, [0] * width)),
-            builder.mul(image_of_lane, ir.Constant(addresses, [item] * width)))
+                                    splat(builder, row, addresses))
+        start = builder.add(splat(builder, builder.ptrtoint(pooled_a.data, i64), addresses),
+                            builder.mul(image_of_lane, ir.Constant(addresses, [item] * width)))
         quad = ir.VectorType(i64, 4)
         mask = ir.VectorType(ir.IntType(1), width)
         gather = cgutils.get_or_insert_function(
