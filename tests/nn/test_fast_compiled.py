@@ -66,6 +66,18 @@ def test_four_lane_sparse_steps_equal_their_python_twins(dtype, rng):
     np.testing.assert_allclose(out, (values[:, None] * table.reshape(6, 4)[slots]).sum(axis=0), rtol=1e-5, atol=1e-5)
 
 
+def class_steps(matrix):
+    """matrix (K, L) class-interleaved, as _simd_linear's dense steps read a weight: (ceil(L / STEP), K,
+    STEP), entry (k, e) at [e // STEP, k, e % STEP], zeros past L."""
+    from minicnn.nn.fast._simd import STEP
+
+    n_class, length = matrix.shape
+    n_steps = -(-length // STEP)
+    padded = np.zeros((n_class, n_steps * STEP), matrix.dtype)
+    padded[:, :length] = matrix
+    return np.ascontiguousarray(padded.reshape(n_class, n_steps, STEP).transpose(1, 0, 2))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_class, flat_len", [(10, 2176), (7, 37), (3, 16), (1, 5)])
 def test_dense_logits_equal_their_twin_and_the_products(dtype, n_class, flat_len, rng):
@@ -74,7 +86,7 @@ def test_dense_logits_equal_their_twin_and_the_products(dtype, n_class, flat_len
     one (the entries past the group's pooled values never read); the twin against the products."""
     from numba import njit
 
-    from minicnn.nn.fast._simd_linear import _dense_logits4_vector, class_steps, dense_logits4_loops
+    from minicnn.nn.fast._simd_linear import _dense_logits4_vector, dense_logits4_loops
 
     @njit
     def compiled(fc_steps, fc_b, pooled, z_t, n_class, flat_len):
@@ -135,12 +147,11 @@ def test_window_codes_equal_their_python_twin(dtype, n, rng):
 def test_dense_linear_backward_equals_its_twin_and_the_products(dtype, n_class, flat_len, rng):
     """The dense linear layer's backward over a group (minicnn/nn/fast/_simd_linear.py) against its plain
     twin bit for bit, whole vector steps and a masked last one (pooled's and dpooled's entries past the
-    group's untouched); the twin against the matrix products it stands for; class_steps against a
-    reshape."""
+    group's untouched); the twin against the matrix products it stands for."""
     from numba import njit
 
     from minicnn.nn.fast._simd import STEP
-    from minicnn.nn.fast._simd_linear import _dense_grads4_vector, class_steps, dense_grads4_loops
+    from minicnn.nn.fast._simd_linear import _dense_grads4_vector, dense_grads4_loops
 
     @njit
     def compiled(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled, n_class, flat_len):
@@ -151,9 +162,6 @@ def test_dense_linear_backward_equals_its_twin_and_the_products(dtype, n_class, 
     fc = rng.standard_normal((n_class, flat_len)).astype(dtype)
     fc_steps = class_steps(fc)
     n_steps = -(-flat_len // STEP)
-    padded = np.zeros((n_class, n_steps * STEP), dtype)
-    padded[:, :flat_len] = fc
-    np.testing.assert_array_equal(fc_steps, padded.reshape(n_class, n_steps, STEP).transpose(1, 0, 2))
     dfc0 = class_steps(rng.standard_normal((n_class, flat_len)).astype(dtype))
     dfcb0 = rng.standard_normal(n_class).astype(dtype)
     got = [dfc0.copy(), dfcb0.copy(), np.full(4 * flat_len + 3, -7.0, dtype)]

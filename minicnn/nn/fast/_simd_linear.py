@@ -18,7 +18,8 @@ image over the maps' gradients, each loop writing one array: LLVM vectorises no 
 the four images' map gradients went through memory once per class pair, and the weight rows were read
 once per image: 7.5 us per group. Here each STEP positions keep the four map gradients in registers
 while a loop over the classes runs inside, and the weight and its gradient are stored class-interleaved
-(``class_steps``: a step's classes in one contiguous run, two streams instead of 2K): 3.7 us (timed
+((n_steps, K, STEP): entry (k, e) at step e // STEP, class k, lane e % STEP, zeros past the last
+position; a step's classes in one contiguous run, two streams instead of 2K): 3.7 us (timed
 alone, the paper model's 2,176 positions and 10 classes). The same multiply-adds in the same order as
 the loops it replaced, so the same bits.
 """
@@ -164,7 +165,7 @@ def _grads4_vector(typingctx, values, slots, start, stop, grad_out, k, table, dv
 @serial  # not reassociated: each sum in the order of the intrinsic's
 def dense_grads4_loops(dz, pooled, fc_steps, dfc_steps, dfcb, dpooled, n_class, flat_len):
     """For the group's LANES images g, classes k < n_class and map positions e < flat_len, with (k, e)
-    class-interleaved (see class_steps) at s = (e // STEP)*n_class*STEP + k*STEP + e % STEP:
+    class-interleaved (see above) at s = (e // STEP)*n_class*STEP + k*STEP + e % STEP:
       dfcb[k] += (dz[k] + dz[n_class + k]) + (dz[2*n_class + k] + dz[3*n_class + k]);
       dpooled[g*flat_len + e] = sum over k of dz[g*n_class + k] * fc_steps[s]  (k in order, from 0);
       dfc_steps[s] += sum over g of dz[g*n_class + k] * pooled[g*flat_len + e]  (g in order).
@@ -307,7 +308,7 @@ CLASS_BLOCK = 5
 def dense_logits4_loops(fc_steps, fc_b, pooled, z_t, n_class, flat_len):
     """z_t[LANES*k + g] = fc_b[k] + the sum over positions e of fc_steps[(k, e)] * pooled[g*flat_len + e]
     for the group's LANES images g and the classes k < n_class: fc_steps (n_steps, K, STEP) flattened,
-    class-interleaved (see class_steps), pooled (LANES, flat_len) flattened, 0 past flat_len. Each sum in
+    class-interleaved (see above), pooled (LANES, flat_len) flattened, 0 past flat_len. Each sum in
     STEP lanes, position e into lane e % STEP as a chain of multiply-adds over the steps, then the lanes
     pairwise (lane l + lane l + STEP/2, ...), then the bias. The plain definition of dense_logits4."""
     n_steps = (flat_len + STEP - 1) // STEP
@@ -386,19 +387,6 @@ def _dense_logits4_vector(typingctx, fc_steps, fc_b, pooled, z_t, n_class, flat_
         return context.get_dummy_value()
 
     return types.void(fc_steps, fc_b, pooled, z_t, n_class, flat_len), codegen
-
-
-@serial
-def class_steps(matrix):
-    """matrix (K, L) -> (ceil(L / STEP), K, STEP): each STEP columns' classes in one contiguous run (the
-    layout of dense_grads4's weight and weight gradient), zeros past L."""
-    n_class, length = matrix.shape
-    out = np.zeros(((length + STEP - 1) // STEP, n_class, STEP), dtype=matrix.dtype)
-    for k in range(n_class):
-        row = matrix[k]
-        for e in range(length):
-            out[e // STEP, k, e % STEP] = row[e]
-    return out
 
 
 dense_grads4 = dense_grads4_loops if config.DISABLE_JIT else _dense_grads4_vector

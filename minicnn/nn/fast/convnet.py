@@ -337,7 +337,7 @@ def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_su
 def _to_class_steps(fc_w, n_filt, ph, pw, wh, n_class):
     """fc_w (K, F*PH*PW) -> fc_steps (ceil(F*span / STEP), n_class, STEP): the linear weight's first n_class
     rows (all, or none) in the pooled maps' split rows (span = PH*WH), zeros in the junk columns and past
-    F*span, class-interleaved (_simd_linear.class_steps' layout)."""
+    F*span, class-interleaved (the layout of _simd_linear's dense steps)."""
     span = ph * wh
     fc_steps = aligned_zeros(((n_filt * span + STEP - 1) // STEP, n_class, STEP), fc_w)
     for k in range(n_class):

@@ -2,7 +2,7 @@
 linear weight's and bias's gradients, and the pooled maps' gradients. Stages, inlined into the op's loop.
 
 Two twins of each: dense, over the whole linear weight in the pooled maps' split rows, class-interleaved
-(fc_steps (n_steps, K, STEP), see _simd_linear.class_steps; the logits five classes a pass, the backward
+(fc_steps (n_steps, K, STEP), see _simd_linear.py; the logits five classes a pass, the backward
 in one pass, each as explicit vectors); and sparse, over the kept weights only, row-compressed by class (a
 SparseLinear), which the op takes when fewer than SPARSE_BELOW_DENSITY of the weights are kept. Dense,
 the three products read or write all K x F*span entries per group: at the paper's 95 % unstructured
