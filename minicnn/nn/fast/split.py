@@ -20,6 +20,8 @@ from minicnn.nn.fast.parity import (aligned_zeros, fill_quarters, line_entries, 
                                     unfill_quarters)
 from minicnn.nn.fast.skip import NINE_TAP_MIN_DENSITY
 from minicnn.nn.fast.pool2 import pool2, pool2_values, relu_split, relu_unsplit, unpool2_codes, zero_blocked_and_sum
+from minicnn.nn.fast.winograd import (CHUNK, conv_winograd, dw_from_products, filter_transform, input_grad_winograd,
+                                      weight_grad_fits, weight_grad_winograd, winograd_fits)
 
 
 @reduction_kernel
@@ -31,6 +33,12 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, out.shape[2], pool)
+    # many channels: the conv as Winograd products (winograd.py; Conv-2's 64x64 layer: NN x the 9-tap
+    # blocks below), which read the planes a chunk past the map
+    winograd = blocked_passes(w) and winograd_fits(n_filt, c_in, kh, kw)
+    if winograd:
+        plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
+    u = filter_transform(w, False) if winograd else np.empty((16, 0, 0), dtype=x.dtype)
     plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
     per_part = (n_img + n_parts - 1) // n_parts
     # the 9-tap pass over BLOCK filters at once (their sums in registers, see _simd_conv.py): 1.6-1.7x the
@@ -38,10 +46,17 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     first_single = blocked_filters(w)
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
-        conv = aligned_zeros((BLOCK, 2, 2, span), x)
+        conv = aligned_zeros((n_filt if winograd else BLOCK, 2, 2, span), x)
+        tiles = aligned_zeros((16, c_in if winograd else 0, CHUNK), x)
+        products = aligned_zeros((16, n_filt if winograd else 0, CHUNK), x)
         pooled = np.empty(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
+            if winograd and all_finite(x, n):  # (an inf pixel: the transforms' sums would make NaNs of infs)
+                conv_winograd(planes, wh, span, u, b, tiles, products, conv)
+                for f in range(n_filt):
+                    pool_or_relu(conv[f], wh, pooled, pool, keep_codes, code, out, n, f)
+                continue
             for f0 in range(0, first_single, BLOCK):
                 conv_filter_block(planes, w, b, f0, wh, conv)
                 for k in range(BLOCK):
@@ -115,17 +130,35 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     whole_span = round_up(span, STEP)
     lead = wh + 1  # zeros on both sides of the map's gradient: the input gradient reads it shifted back
     extra_steps = span < whole_span <= span + lead  # positions to add, within the map's zero margin
+    # many channels and filters: the weight gradient as Winograd products (winograd.py), from all the
+    # image's filters' map gradients side by side; its sums turned into dw_part once per thread
+    winograd_dw = nine_taps and blocked_passes(w) and weight_grad_fits(n_filt, c_in, kh, kw)
+    if winograd_dw:  # the tiles read the planes a chunk past the map
+        plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
     plane_row = round_up(max(plane_len, whole_span + wh + 1), line_entries(x))  # rows start on cache lines
     per_part = (n_img + n_parts - 1) // n_parts
     # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.45-1.7x
     # the filter-by-filter pass on Conv-2's 64x64 layer), from all the filters' conv-map gradients of the
     # image side by side; else filter by filter from the one map in hand
     blocked_dx = need_dx and c_in % BLOCK == 0 and blocked_passes(w)
+    # many filters: as Winograd products (winograd.py), which read the maps a chunk past the last
+    winograd_dx = blocked_dx and winograd_fits(c_in, n_filt, kh, kw)
+    u = filter_transform(w, True) if winograd_dx else np.empty((16, 0, 0), dtype=x.dtype)
+    zeros = np.zeros(c_in, dtype=x.dtype)
+    all_maps = blocked_dx or winograd_dw
     row = lead + span + lead
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
         dplanes = aligned_zeros((2, 2, c_in, plane_row), x)
-        maps = aligned_zeros(((n_filt if blocked_dx else 1) * 4 * row + STEP,), x)  # STEP: what the block reads past
+        # past the last filter's maps: STEP (the block reads past), or CHUNK + lead (the Winograd tiles)
+        maps = aligned_zeros(((n_filt if all_maps else 1) * 4 * row + (CHUNK + lead if winograd_dx else STEP),), x)
+        tiles = aligned_zeros((16, n_filt if winograd_dx else 0, CHUNK), x)
+        products = aligned_zeros((16, c_in if winograd_dx else 0, CHUNK), x)
+        # the Winograd weight gradient's: the maps filters-last, the planes' tiles, the maps' tiles, the sums
+        dyt = aligned_zeros((4, round_up(span, CHUNK) if winograd_dw else 0, n_filt), x)
+        image_tiles = aligned_zeros((16, c_in if winograd_dw else 0, CHUNK), x)
+        grad_tiles = aligned_zeros((16, CHUNK if winograd_dw else 0, n_filt), x)
+        du = np.zeros((16, c_in if winograd_dw else 0, n_filt), dtype=x.dtype)
         whole_grad = np.zeros(whole_span, dtype=x.dtype)  # the pooled map's gradient in split rows, 0 past it
         grad = whole_grad[:span]
         codes = np.full(whole_span, 4, dtype=np.int8)  # its pooling codes, 4 (no gradient) past it
@@ -133,11 +166,21 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
             fill_quarters(x, n, pad, wh, planes, 0)
             # no inf or NaN pixel: for weight_grad_codes, and for the extra steps past the map
             image_finite = nine_taps and (pool or extra_steps) and all_finite(x, n)
+            # Winograd's weight gradient for finite pixels and gradients (the transforms' sums would make
+            # NaNs of infs); else this image's by the passes below
+            winograd_image = winograd_dw and all_finite(x, n) and all_finite(dout, n)
             if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
-                at = f * 4 * row if blocked_dx else 0
+                at = f * 4 * row if all_maps else 0
                 dconv = maps[at : at + 4 * row].reshape((2, 2, row))
+                if winograd_image:  # only the map's gradient here (need_dx implies blocked_dx)
+                    if pool:
+                        split_rows(dout, n, f, wh, grad)
+                        db_part[t, f] += unpool2_codes(code[n, f], grad, dconv, lead)
+                    else:
+                        db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
+                    continue
                 from_codes = False  # the weight gradient straight from the codes (see weight_grad_codes)
                 if pool:
                     split_rows(dout, n, f, wh, grad)
@@ -161,9 +204,15 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                                          dw_part[t, f], image_finite and extra_steps)
                 if need_dx and not blocked_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
-            if blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
+            if winograd_image:
+                weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, image_tiles, grad_tiles, du)
+            if winograd_dx:  # the same positions as the blocked pass below
+                input_grad_winograd(maps, row, lead, wh, span + lead, u, zeros, tiles, products, dplanes)
+            elif blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
                 for c0 in range(0, c_in, BLOCK):
                     input_grad_block(maps, row, n_filt, w.reshape(w.size), c0, BLOCK, dplanes.reshape(dplanes.size),
                                      plane_row, c_in, wh, lead, span + lead)
             if need_dx:
                 unfill_quarters(dplanes, n, pad, wh, dx)
+        if winograd_dw:
+            dw_from_products(du, dw_part[t])
