@@ -20,8 +20,8 @@ from minicnn.nn.fast.parity import (aligned_zeros, fill_quarters, line_entries, 
                                     unfill_quarters)
 from minicnn.nn.fast.skip import NINE_TAP_MIN_DENSITY
 from minicnn.nn.fast.pool2 import pool2, pool2_values, relu_split, relu_unsplit, unpool2_codes, zero_blocked_and_sum
-from minicnn.nn.fast.winograd import (CHUNK, conv_winograd, dw_from_products, filter_transform, input_grad_winograd,
-                                      weight_grad_fits, weight_grad_winograd, winograd_fits)
+from minicnn.nn.fast.winograd import (CHUNK, conv_winograd, dw_from_products, filter_transform, finite_filters,
+                                      input_grad_winograd, weight_grad_fits, weight_grad_winograd, winograd_fits)
 
 
 @reduction_kernel
@@ -33,9 +33,9 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     n_img, c_in, h, width = x.shape
     n_filt, _, kh, kw = w.shape
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, out.shape[2], pool)
-    # many channels: the conv as Winograd products (winograd.py; Conv-2's 64x64 layer: NN x the 9-tap
+    # many channels: the conv as Winograd products (winograd.py; Conv-2's 64x64 layer: 1.4x the 9-tap
     # blocks below), which read the planes a chunk past the map
-    winograd = blocked_passes(w) and winograd_fits(n_filt, c_in, kh, kw)
+    winograd = blocked_passes(w) and winograd_fits(n_filt, c_in, kh, kw) and finite_filters(w)
     if winograd:
         plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
     u = filter_transform(w, False) if winograd else np.empty((16, 0, 0), dtype=x.dtype)
@@ -52,7 +52,7 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
         pooled = np.empty(span, dtype=x.dtype)
         for n in range(t * per_part, min(n_img, (t + 1) * per_part)):
             fill_quarters(x, n, pad, wh, planes, 0)
-            if winograd and all_finite(x, n):  # (an inf pixel: the transforms' sums would make NaNs of infs)
+            if winograd and all_finite(x, n):  # (an inf pixel: see finite_filters)
                 conv_winograd(planes, wh, span, u, b, tiles, products, conv)
                 for f in range(n_filt):
                     pool_or_relu(conv[f], wh, pooled, pool, keep_codes, code, out, n, f)
@@ -142,7 +142,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     # image side by side; else filter by filter from the one map in hand
     blocked_dx = need_dx and c_in % BLOCK == 0 and blocked_passes(w)
     # many filters: as Winograd products (winograd.py), which read the maps a chunk past the last
-    winograd_dx = blocked_dx and winograd_fits(c_in, n_filt, kh, kw)
+    winograd_dx = blocked_dx and winograd_fits(c_in, n_filt, kh, kw) and finite_filters(w)
     u = filter_transform(w, True) if winograd_dx else np.empty((16, 0, 0), dtype=x.dtype)
     zeros = np.zeros(c_in, dtype=x.dtype)
     all_maps = blocked_dx or winograd_dw
@@ -166,9 +166,10 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
             fill_quarters(x, n, pad, wh, planes, 0)
             # no inf or NaN pixel: for weight_grad_codes, and for the extra steps past the map
             image_finite = nine_taps and (pool or extra_steps) and all_finite(x, n)
-            # Winograd's weight gradient for finite pixels and gradients (the transforms' sums would make
-            # NaNs of infs); else this image's by the passes below
-            winograd_image = winograd_dw and all_finite(x, n) and all_finite(dout, n)
+            # the Winograd passes for finite pixels and gradients (see finite_filters); else this image's
+            # by the passes below
+            grads_finite = (winograd_dw or winograd_dx) and all_finite(dout, n)
+            winograd_image = winograd_dw and grads_finite and all_finite(x, n)
             if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
@@ -206,7 +207,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if winograd_image:
                 weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, image_tiles, grad_tiles, du)
-            if winograd_dx:  # the same positions as the blocked pass below
+            if winograd_dx and grads_finite:  # the same positions as the blocked pass below
                 input_grad_winograd(maps, row, lead, wh, span + lead, u, zeros, tiles, products, dplanes)
             elif blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
                 for c0 in range(0, c_in, BLOCK):

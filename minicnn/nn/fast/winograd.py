@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, stage
+from minicnn.nn.fast.conv_passes import all_finite
 from minicnn.nn.fast._simd import STEP
 from minicnn.nn.fast._simd_winograd import grad_tiles_step, matmul_panel, tiles_step, untile_step
 
@@ -42,6 +43,17 @@ GRAD_ROWS, GRAD_VECTORS = 4, 4
 #: pays where the 16 products dominate the transforms (Conv-2's 64x64 layer); with Conv-2's first
 #: layer's 3 channels the direct pass stays.
 MIN_CHANNELS = 32
+
+
+@serial
+def finite_filters(w):
+    """Whether w (F, C, KH, KW) holds no inf or NaN: the transforms' sums would make NaNs of infs and
+    spread a NaN over whole tiles, where the direct conv keeps them in place (so do pixels and gradients,
+    which the callers check image by image)."""
+    for f in range(w.shape[0]):
+        if not all_finite(w, f):
+            return False
+    return True
 
 
 @serial
