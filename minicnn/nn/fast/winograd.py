@@ -176,11 +176,13 @@ def weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, v, yt, du):
     yt (16, CHUNK, F): work buffers. dw_from_products turns du into the weight gradient: (G^T du G)."""
     n_filt, c_in, plane_row = dyt.shape[2], planes.shape[2], planes.shape[3]
     whole = dyt.shape[1]
-    for f in range(n_filt):  # the gradient filters-last: the products' vectors run over filters
-        for quarter in range(4):
-            first = (f * 4 + quarter) * row + lead
-            for p in range(span):
-                dyt[quarter, p, f] = maps[first + p]
+    flat_dyt = dyt.reshape(dyt.size)
+    for quarter in range(4):  # the gradient filters-last: the products' vectors run over filters
+        for p in range(span):
+            at = (quarter * whole + p) * n_filt
+            first = quarter * row + lead + p
+            for f in range(n_filt):  # (contiguous stores, gathered loads: 3x the other order)
+                flat_dyt[at + f] = maps[first + f * 4 * row]
     flat_planes, flat_dyt, flat_v, flat_yt = planes.reshape(planes.size), dyt.reshape(dyt.size), v.reshape(v.size), yt.reshape(yt.size)
     flat_du = du.reshape(du.size)
     for q0 in range(0, span, CHUNK):
