@@ -86,6 +86,19 @@ def check_block():
                         ref.conv_relu_pool_backward(g, crr, need_dx, m))
 
 
+def check_winograd():
+    """A 3x3 layer with 32 channels and 64 filters: the Winograd passes' twins (forward, dx, dw), one
+    small image (a chunk)."""
+    x, wt, b = coarse((1, 32, 4, 5), 4), coarse((64, 32, 3, 3), 4), coarse(64, 4)
+    wt[wt == 0] = 0.25  # every channel live: the 9-tap (and so the Winograd) passes
+    (orr, crr) = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    (of, cf) = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    err("winograd forward", of, orr)
+    g = f32(rng.integers(-4, 5, size=orr.shape) / 8)
+    err_all("winograd", ("dx", "dw", "db"), fast.conv_relu_pool_backward(g, cf, True),
+            ref.conv_relu_pool_backward(g, crr, True))
+
+
 def check_conv_relu():
     """conv -> ReLU without a pool: the parity-split kernels, 3x3 (9 taps per pass; blocked with 4 channels
     and 5 filters) and 5x5 (tap by tap)."""
@@ -171,7 +184,7 @@ def check_small_ops():
 if __name__ == "__main__":
     assert config.DISABLE_JIT, "NUMBA_DISABLE_JIT did not take effect"
     assert not hasattr(fast_conv._conv_forward, "py_func"), "kernels are still compiled"
-    for check in (check_conv, check_pool, check_block, check_conv_relu, check_conv_pair, check_convnet,
+    for check in (check_conv, check_pool, check_block, check_winograd, check_conv_relu, check_conv_pair, check_convnet,
                   check_small_ops):
         check()
     print("RESULT " + json.dumps(errors))

@@ -256,7 +256,8 @@ def test_fast_kernels_as_plain_python():
                 "linear db", "softmax loss", "softmax dlogits", "sgd m=0.0", "sgd m=0.9", "block forward",
                 "block dx", "block dw", "block db", "conv-relu forward", "conv-relu dx", "conv-relu dw",
                 "conv-relu db", "convnet loss", "convnet logits", "convnet dw", "convnet db", "convnet dfc_w",
-                "convnet dfc_b", "convnet inference", "conv pair"}
+                "convnet dfc_b", "convnet inference", "conv pair", "winograd forward", "winograd dx", "winograd dw",
+                "winograd db"}
     expected |= {f"convnet {kind} {name}" for kind in ("pixels", "sparse")
                  for name in ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")}
     assert set(errors) == expected
