@@ -16,6 +16,8 @@ PAIR_GRID = [
     (2, 3, 32, 32, 8, 4, 1, 1, True),  # CIFAR's size
     (3, 3, 12, 10, 4, 8, 1, 1, True),
     (2, 2, 6, 14, 8, 8, 1, 1, True),
+    (2, 3, 8, 10, 32, 32, 1, 1, True),  # 32 channels into the second conv: its Winograd products
+    (2, 32, 6, 8, 32, 16, 1, 1, True),  # and into the first
     (2, 3, 11, 10, 8, 4, 1, 1, False),  # odd height
     (2, 3, 12, 12, 6, 4, 1, 1, False),  # 6 filters: not whole blocks
     (2, 3, 12, 12, 8, 4, 2, 1, False),  # padding 2
@@ -51,12 +53,13 @@ def test_conv_pair_reference_is_the_composition(rng):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_conv_pair_non_finite_pixel(bad, rng):
+@pytest.mark.parametrize("c, f1, f2", [(3, 8, 4), (32, 32, 16)])  # the 9-tap passes, Winograd's (direct for the image)
+def test_conv_pair_non_finite_pixel(bad, c, f1, f2, rng):
     """An inf or NaN pixel spreads through both convs as in the reference (the first map's junk columns,
     written as the second conv's padding, stay 0)."""
-    x = grid(rng, (2, 3, 12, 12), 4, 2)
+    x = grid(rng, (2, c, 12, 12), 4, 2)
     x[1, 2, 4, 11] = bad
-    w1, b1, w2, b2 = _weights(rng, 3, 8, 4, dead=False)
+    w1, b1, w2, b2 = _weights(rng, c, f1, f2, dead=False)
     assert can_pair(x, w1, 1, w2, 1)
     with np.errstate(invalid="ignore"):
         want = ref.conv_pair_forward(x, w1, b1, 1, w2, b2, 1)
