@@ -7,10 +7,10 @@ paper model's op normalises as it unpacks it, other models as floats), PyTorch g
 as float32 tensors made ahead (its normalisation is not timed). Each PyTorch variant is timed beside
 minicnn, alternately, repeat after repeat (a noisy machine slows both alike): eager PyTorch in this
 process, torch.compile in a second one (a process that has run torch.compile runs eager PyTorch slower).
-Medians reported; a pair's ratio is the median over repeats of minicnn's images/s over the variant's,
-and the ratio printed is the lower of the two pairs'. Minicnn's column is this process's. Peak: the
-GFLOP/s of a float32 NumPy matmul of 4096 x 4096 (its BLAS on every core, as the kernels), and
-minicnn's training GFLOP/s counted as PyTorch's FLOP counter counts a training step
+Medians reported; a pair's ratio is the median over repeats of minicnn's images/s over the variant's
+(both printed), and the ratio printed last is the lower of the two pairs'. Minicnn's column is this
+process's. Peak: the GFLOP/s of a float32 NumPy matmul of 4096 x 4096 (its BLAS on every core, as the
+kernels), and minicnn's training GFLOP/s counted as PyTorch's FLOP counter counts a training step
 (``minicnn.pruning.flops.training_matmul_flops``, held equal to it by a test). Ends with:
     train ratio: N.Nx
     inference ratio: N.Nx
@@ -166,9 +166,11 @@ def main():
     peak = matmul_gflops(size=4096, repeats=3)  # before any kernel runs (see matmul_gflops)
     eager = timed_pair(torch_runner(args.arch, args.lr, threads))
     names = ["minicnn", "torch eager"] + ([] if compiled is None else ["torch.compile"])
-    rows = []
+    rows, pair_ratios = [], {}
     for name, (speeds, ratio) in eager.items():
+        pair_ratios[name] = [ratio]
         if compiled is not None:  # the compiled side's speed, and the lower of the two pairs' ratios
+            pair_ratios[name].append(compiled[name][1])
             speeds, ratio = speeds + [compiled[name][0][1]], min(ratio, compiled[name][1])
         rows.append((name, speeds, ratio))
     from minicnn.nn.model import build_model
@@ -181,9 +183,12 @@ def main():
           f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')} torch={torch.__version__} (medians of {args.repeats} "
           f"interleaved repeats x {n} images; ratio = median over repeats of minicnn / PyTorch, the lower of the "
           f"eager and the compiled pair's; torch.compile timed beside minicnn in a process of its own)")
-    print(f"{'':10s}" + "".join(f" {name + ' img/s':>19s}" for name in names) + f" {'ratio':>6s}")
+    pair_names = ["vs eager"] + ([] if compiled is None else ["vs compile"])
+    print(f"{'':10s}" + "".join(f" {name + ' img/s':>19s}" for name in names)
+          + "".join(f" {name:>10s}" for name in pair_names) + f" {'ratio':>6s}")
     for name, speeds, ratio in rows:
-        print(f"{name:10s}" + "".join(f" {s:19,.0f}" for s in speeds) + f" {ratio:5.1f}x")
+        print(f"{name:10s}" + "".join(f" {s:19,.0f}" for s in speeds)
+              + "".join(f" {r:9.2f}x" for r in pair_ratios[name]) + f" {ratio:5.1f}x")
     print(f"training: {work:,} FLOPs per image (PyTorch's count) x {rows[0][1][0]:,.0f} img/s = "
           f"{train_gflops:.1f} GFLOP/s; float32 matmul 4096^2 on {threads} threads: {peak:.1f} GFLOP/s")
     for name, _, ratio in rows:
