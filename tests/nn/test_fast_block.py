@@ -261,6 +261,26 @@ def test_conv_relu_pool_backward_non_finite_gradient(bad, need_dx, rng):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("need_dx", [True, False])
+@pytest.mark.parametrize("c, f", [(2, 3), (32, 64)])  # the 9-tap passes; Winograd's (direct for the image)
+def test_non_finite_gradient_on_a_window_relu_blocked(bad, need_dx, c, f, rng):
+    """A NaN or inf upstream gradient on a window whose conv cells are all <= 0: the reference's pool
+    backward routes it to the window's first cell (its ReLU outputs tie at 0) and its ReLU multiplies it
+    by 0, so NaN reaches dw, db and (around that cell) dx; the fast kernels must not drop it."""
+    x, wt, b = grid(rng, (2, c, 8, 8), 4, 2), grid(rng, (f, c, 3, 3), 4, 2), grid(rng, f, 4, 2)
+    wt[wt == 0] = 0.25  # (dx skips zero weights, where the reference spreads NaN * 0)
+    out_r, cache_r = ref.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    _, cache_f = fast.conv_relu_pool_forward(x, wt, b, 1, 1, 2, 2)
+    g = grid(rng, out_r.shape, 8)
+    g[tuple(np.argwhere(out_r == 0)[0])] = bad
+    with np.errstate(invalid="ignore"):
+        want = ref.conv_relu_pool_backward(g, cache_r, need_dx)
+    assert np.isnan(want[2]).any()
+    for name, got, want_ in zip(("dx", "dw", "db"), fast.conv_relu_pool_backward(g, cache_f, need_dx), want):
+        np.testing.assert_array_equal(got, want_, err_msg=name)
+
+
 @pytest.mark.parametrize("bad", [-np.inf, np.inf, np.nan])
 @pytest.mark.parametrize("need_dx", [False, True])
 def test_conv_relu_pool_backward_non_finite_input(bad, need_dx, rng):

@@ -77,16 +77,18 @@ def unpool2_codes(code, grad, dconv, lead):
         total += g * np.float32(k < 4)
         g_minus_g = g - g  # NaN if g is inf or NaN, else 0
         bad |= np.int32(g_minus_g != g_minus_g)
-    if bad:
+    if bad:  # exact selects; a window ReLU blocked gets g * 0 (NaN for inf) in its first cell, as the
+        # reference's pool backward routes g there (all its ReLU outputs tie at 0) and its ReLU multiplies
         zero = np.float32(0.0)
         total = zero
         for q in range(grad.size):
             k, g = code[q], grad[q]
-            d00[q] = g if k == 0 else zero
+            blocked = g * zero
+            d00[q] = g if k == 0 else (blocked if k == 4 else zero)
             d01[q] = g if k == 1 else zero
             d10[q] = g if k == 2 else zero
             d11[q] = g if k == 3 else zero
-            total += g if k < 4 else zero
+            total += g if k < 4 else blocked
     return total
 
 

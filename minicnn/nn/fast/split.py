@@ -168,7 +168,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
             image_finite = nine_taps and (pool or extra_steps) and all_finite(x, n)
             # the Winograd passes for finite pixels and gradients (see finite_filters); else this image's
             # by the passes below
-            grads_finite = (winograd_dw or winograd_dx) and all_finite(dout, n)
+            grads_finite = all_finite(dout, n)
             winograd_image = winograd_dw and grads_finite and all_finite(x, n)
             if need_dx and not blocked_dx:
                 dplanes[:, :, :, :] = 0.0
@@ -185,7 +185,9 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                 from_codes = False  # the weight gradient straight from the codes (see weight_grad_codes)
                 if pool:
                     split_rows(dout, n, f, wh, grad)
-                    if nine_taps:
+                    # (a non-finite gradient in a window ReLU blocked: zeroed there, where unpool2_codes
+                    # makes g * 0 of it, as the reference)
+                    if nine_taps and grads_finite:
                         total, finite = zero_blocked_and_sum(code[n, f], grad)
                         from_codes = finite and image_finite
                         if from_codes:
