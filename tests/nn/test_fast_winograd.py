@@ -194,14 +194,19 @@ def test_winograd_layers_exact_on_grid(case, pool, rng):
     _check_exact(x, wt, b, p, pool, rng)
 
 
-def test_winograd_layer_pruned_mask(rng):
-    """A pruned bank still dense enough for the 9-tap passes: the weight gradient of pruned weights is 0."""
+@pytest.mark.parametrize("dead_pair", [False, True])
+@pytest.mark.parametrize("pool", [True, False])
+def test_winograd_layer_pruned_mask(dead_pair, pool, rng):
+    """A pruned bank dense enough for the 9-tap passes: the weight gradient of pruned weights is 0. With a
+    (filter, channel) pair pruned whole the blocked 9-tap passes step aside, the Winograd ones do not."""
     x, wt, b, p = _layer(WINOGRAD_GRID[0], rng)
-    mask = f32(rng.random(wt.shape) > 0.1)
+    mask = f32(rng.random(wt.shape) > 0.5)
     mask[:, :, 1, 1] = 1.0  # every channel live
+    if dead_pair:
+        mask[5, 7] = 0.0
     wt *= mask
-    assert blocked_passes(wt)
-    _check_exact(x, wt, b, p, True, rng, mask=mask)
+    assert blocked_passes(wt) != dead_pair
+    _check_exact(x, wt, b, p, pool, rng, mask=mask)
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])

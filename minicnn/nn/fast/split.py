@@ -35,7 +35,9 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     wh, span, plane_len = split_sizes(h, width, pad, kh, kw, out.shape[2], pool)
     # many channels: the conv as Winograd products (winograd.py; Conv-2's 64x64 layer: 1.4x the 9-tap
     # blocks below), which read the planes a chunk past the map
-    winograd = blocked_passes(w) and winograd_fits(n_filt, c_in, kh, kw) and finite_filters(w)
+    # (at any density the 9-tap passes would take: the products cost the same at every density, and a
+    # pruned bank with a dead (filter, channel) pair leaves the blocked passes for the filter-by-filter ones)
+    winograd = nine_taps and winograd_fits(n_filt, c_in, kh, kw) and finite_filters(w)
     if winograd:
         plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
     u = filter_transform(w, False) if winograd else np.empty((16, 0, 0), dtype=x.dtype)
@@ -132,7 +134,7 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     extra_steps = span < whole_span <= span + lead  # positions to add, within the map's zero margin
     # many channels and filters: the weight gradient as Winograd products (winograd.py), from all the
     # image's filters' map gradients side by side; its sums turned into dw_part once per thread
-    winograd_dw = nine_taps and blocked_passes(w) and weight_grad_fits(n_filt, c_in, kh, kw)
+    winograd_dw = nine_taps and weight_grad_fits(n_filt, c_in, kh, kw)
     if winograd_dw:  # the tiles read the planes a chunk past the map
         plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
     plane_row = round_up(max(plane_len, whole_span + wh + 1), line_entries(x))  # rows start on cache lines
@@ -142,10 +144,10 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     # image side by side; else filter by filter from the one map in hand
     blocked_dx = need_dx and c_in % BLOCK == 0 and blocked_passes(w)
     # many filters: as Winograd products (winograd.py), which read the maps a chunk past the last
-    winograd_dx = blocked_dx and winograd_fits(c_in, n_filt, kh, kw) and finite_filters(w)
+    winograd_dx = need_dx and nine_taps and winograd_fits(c_in, n_filt, kh, kw) and finite_filters(w)
     u = filter_transform(w, True) if winograd_dx else np.empty((16, 0, 0), dtype=x.dtype)
     zeros = np.zeros(c_in, dtype=x.dtype)
-    all_maps = blocked_dx or winograd_dw
+    all_maps = blocked_dx or winograd_dw or winograd_dx
     row = lead + span + lead
     for t in prange(n_parts):
         planes = aligned_zeros((2, 2, c_in, plane_row), x)
@@ -170,46 +172,28 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
             # by the passes below
             grads_finite = all_finite(dout, n)
             winograd_image = winograd_dw and grads_finite and all_finite(x, n)
-            if need_dx and not blocked_dx:
+            winograd_dx_image = winograd_dx and grads_finite
+            filter_dx = need_dx and not blocked_dx and not winograd_dx_image  # filter by filter
+            if filter_dx:
                 dplanes[:, :, :, :] = 0.0
             for f in range(n_filt):
                 at = f * 4 * row if all_maps else 0
                 dconv = maps[at : at + 4 * row].reshape((2, 2, row))
-                if winograd_image:  # only the map's gradient here (need_dx implies blocked_dx)
+                if winograd_image:  # only the map's gradient here
                     if pool:
                         split_rows(dout, n, f, wh, grad)
                         db_part[t, f] += unpool2_codes(code[n, f], grad, dconv, lead)
                     else:
                         db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
-                    continue
-                from_codes = False  # the weight gradient straight from the codes (see weight_grad_codes)
-                if pool:
-                    split_rows(dout, n, f, wh, grad)
-                    # (a non-finite gradient in a window ReLU blocked: zeroed there, where unpool2_codes
-                    # makes g * 0 of it, as the reference)
-                    if nine_taps and grads_finite:
-                        total, finite = zero_blocked_and_sum(code[n, f], grad)
-                        from_codes = finite and image_finite
-                        if from_codes:
-                            db_part[t, f] += total
-                            code_f = code[n, f]
-                            for q in range(span):  # a loop: a slice assignment compiles Numba's shape check
-                                codes[q] = code_f[q]
-                            weight_grad_codes(planes, codes, whole_grad, f, live, wh, dw_part[t, f])
-                    if need_dx or not from_codes:  # the map's gradient: for dx, or for the weight gradient
-                        map_total = unpool2_codes(code[n, f], grad, dconv, lead)
-                        if not from_codes:
-                            db_part[t, f] += map_total
                 else:
-                    db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
-                if not from_codes:
-                    weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh,
-                                         dw_part[t, f], image_finite and extra_steps)
-                if need_dx and not blocked_dx:
+                    map_gradient_and_dw(dout, out, code, planes, pool, nine_taps, grads_finite, image_finite,
+                                        extra_steps, need_dx, grad_count, grad_taps, live, wh, span, lead, n, f,
+                                        grad, whole_grad, codes, dconv, dw_part[t, f], db_part[t])
+                if filter_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if winograd_image:
                 weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, image_tiles, grad_tiles, du)
-            if winograd_dx and grads_finite:  # the same positions as the blocked pass below
+            if winograd_dx_image:  # the same positions as the blocked pass below
                 input_grad_winograd(maps, row, lead, wh, span + lead, u, zeros, tiles, products, dplanes)
             elif blocked_dx:  # every position the filter-by-filter pass writes; the rest of dplanes stays 0
                 for c0 in range(0, c_in, BLOCK):
@@ -219,3 +203,35 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
                 unfill_quarters(dplanes, n, pad, wh, dx)
         if winograd_dw:
             dw_from_products(du, dw_part[t])
+
+
+@stage
+def map_gradient_and_dw(dout, out, code, planes, pool, nine_taps, grads_finite, image_finite, extra_steps, need_dx,
+                        grad_count, grad_taps, live, wh, span, lead, n, f, grad, whole_grad, codes, dconv, dw_f, db):
+    """backward_split's passes of filter f of image n but the input gradient: its conv map's gradient
+    dconv (2, 2, row) when dx needs it or the weight gradient reads it, its bias gradient into db[f] and
+    its weight gradient into dw_f (C, KH, KW): straight from the pooling codes (weight_grad_codes) where
+    the pixels and gradients allow, else from dconv."""
+    from_codes = False  # the weight gradient straight from the codes (see weight_grad_codes)
+    if pool:
+        split_rows(dout, n, f, wh, grad)
+        # (a non-finite gradient in a window ReLU blocked: zeroed there, where unpool2_codes makes g * 0
+        # of it, as the reference)
+        if nine_taps and grads_finite:
+            total, finite = zero_blocked_and_sum(code[n, f], grad)
+            from_codes = finite and image_finite
+            if from_codes:
+                db[f] += total
+                code_f = code[n, f]
+                for q in range(span):  # a loop: a slice assignment compiles Numba's shape check
+                    codes[q] = code_f[q]
+                weight_grad_codes(planes, codes, whole_grad, f, live, wh, dw_f)
+        if need_dx or not from_codes:  # the map's gradient: for dx, or for the weight gradient
+            map_total = unpool2_codes(code[n, f], grad, dconv, lead)
+            if not from_codes:
+                db[f] += map_total
+    else:
+        db[f] += relu_split(dout, out, n, f, wh, dconv, lead)
+    if not from_codes:
+        weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh, dw_f,
+                             image_finite and extra_steps)
