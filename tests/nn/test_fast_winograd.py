@@ -60,7 +60,8 @@ def test_tiles_step_is_its_twin_and_bt_d_b(dtype, rng):
     for lane in (0, 9, STEP - 1):
         d = np.array([[src[3 + lane + (r % 2) * odd_row + (c % 2) * odd_col + (r // 2) * down + c // 2]
                        for c in range(4)] for r in range(4)], dtype=np.float64)
-        np.testing.assert_allclose(want[5 + lane + np.arange(16) * plane], (BT @ d @ BT.T).ravel(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(want[5 + lane + np.arange(16) * plane], (BT @ d @ BT.T).ravel(), rtol=1e-6,
+                                   atol=1e-6)
     assert np.all(want[:5] == 7.0)  # nothing outside the lanes written
 
 
@@ -76,7 +77,8 @@ def test_grad_tiles_step_is_its_twin_and_a_dy_at(dtype, rng):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # -y1 negated alike, -0.0 kept
     for lane in (0, 5, STEP - 1):
         block = np.array([[dy[2 + (r * 2 + e) * quarter + lane] for e in range(2)] for r in range(2)], np.float64)
-        np.testing.assert_allclose(want[lane + np.arange(16) * plane], (AT.T @ block @ AT).ravel(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(want[lane + np.arange(16) * plane], (AT.T @ block @ AT).ravel(), rtol=1e-6,
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -169,7 +171,8 @@ def _check_exact(x, wt, b, p, pool, rng, mask=None, bad=None):
         inference, _ = fast.conv_relu_pool_forward(x, wt, b, 1, p, 2, 2, for_backward=False)
         np.testing.assert_array_equal(inference, out_r)
     else:
-        (out_r, cache_r), (out_f, cache_f) = ref.conv_relu_forward(x, wt, b, 1, p), fast.conv_relu_forward(x, wt, b, 1, p)
+        out_r, cache_r = ref.conv_relu_forward(x, wt, b, 1, p)
+        out_f, cache_f = fast.conv_relu_forward(x, wt, b, 1, p)
     np.testing.assert_array_equal(out_f, out_r)
     g = grid(rng, out_r.shape, 8)
     if bad is not None:  # on an output the ReLU passes (where it does not, the reference makes NaN of bad * 0)

@@ -1,10 +1,10 @@
-"""winograd.py's three steps as explicit vector code (small LLVM intrinsics), each beside its plain twin.
+"""winograd.py's steps as explicit vector code (small LLVM intrinsics), each beside its plain twin.
 
 - tiles_step: B^T d B of STEP 4x4 tiles at once, a tile per lane: 16 vector loads, 32 adds, 16 stores.
 - matmul_panel: ROWS rows by VECTORS * STEP columns of a @ b, all ROWS * VECTORS sums in vector
   registers while the loop over the shared dimension runs inside: each step loads VECTORS vectors of
   b's row k and ROWS entries of a's column k (each splat to every lane) for ROWS * VECTORS
-  multiply-adds, so the arithmetic, not the loads, bounds it (4 x 6: 10 loads per 24 multiply-adds, 24
+  multiply-adds, so the arithmetic, not the loads, bounds it (8 x 3: 11 loads per 24 multiply-adds, 24
   of the 32 vector registers).
 - grad_tiles_step: A dY A^T of STEP 2x2 gradient blocks (the weight gradient's): 4 loads, 16 stores.
 - untile_step: A^T M A (+ a bias) of STEP tiles' 16 products, stored as the 2x2 blocks' four quarters.

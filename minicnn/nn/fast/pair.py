@@ -18,10 +18,10 @@ from numba import prange
 
 from minicnn.nn.fast._jit import kernel, serial
 from minicnn.nn.fast._simd_conv import BLOCK
+from minicnn.nn.fast.conv_passes import all_finite
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_values
 from minicnn.nn.fast.split import blocked_passes, conv_filter_block
-from minicnn.nn.fast.conv_passes import all_finite
 from minicnn.nn.fast.winograd import CHUNK, conv_winograd, filter_transform, finite_filters, winograd_fits
 
 

@@ -1,5 +1,5 @@
 """Winograd's F(2x2, 3x3) on the parity-split layout: a 3x3 conv's 2x2 output block in 16 products
-instead of 36, for layers with many channels (Conv-2's 64x64 layer: its forward and input gradient).
+instead of 36, for layers with many channels (Conv-2's 64x64 layer: its forward and both gradients).
 
 A 1-D 3-tap correlation's two outputs y_r = sum_i g_i d_(r+i) from a 4-entry tile d can be had as
     y = A^T [(G g) * (B^T d)]        (* elementwise, 4 products instead of 6)
@@ -9,7 +9,10 @@ with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], G = [[1,
 matrix products, one per tile entry xi = (a, b):
     M[xi] (F, tiles) = U[xi] (F, C) @ V[xi] (C, tiles),   U = G g G^T per (f, c),  V = B^T d B per (c, tile)
 and Y = A^T M A per (f, tile). The products are 16 * 64 * 64 multiply-adds per tile of a 64x64 layer
-against 36 * 64 * 64 for the direct conv; the transforms (adds only) cost 2-3 % of them.
+against 36 * 64 * 64 for the direct conv; the transforms (adds only) take a fifth of the forward's time.
+The weight gradient is the same bilinear form transposed: with Yh = A dY A^T per (f, tile),
+    dU[xi] (C, F) = sum over tiles of V[xi] (C, tiles) @ Yh[xi]^T (tiles, F),   dw = G^T dU G per (f, c),
+the products summed over a thread's images and turned into dw once (dw_from_products).
 
 The parity layout holds the tiles already: conv quarter (r, e) at q is output (2yy + r, 2u + e), a 2x2
 block, and its 4x4 tile of padded pixels (2yy + R, 2u + C), R, C < 4, is quarter plane (R % 2, C % 2) at
@@ -19,7 +22,7 @@ each filter turned by 180 degrees, channels and filters swapped: its tile for pl
 split gradient maps' rows 2(yy - 1) .. 2yy + 1 (quarter r = R % 2, R // 2 rows back from the row above).
 
 The positions run in chunks of CHUNK (the matmul panel's width): a chunk's V and M (16 * 64 * CHUNK
-each, 384 KB) stay in the core's L2 cache, and V[xi]'s chunk (24 KB) in L1 while U[xi]'s row blocks
+each, 192 KB) stay in the core's L2 cache, and V[xi]'s chunk (12 KB) in L1 while U[xi]'s row blocks
 sweep it. The results equal the direct conv's up to rounding (the transforms add and halve in their own
 order; exact on values whose sums are exact, as the tests' grids).
 """
@@ -29,11 +32,12 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, stage
-from minicnn.nn.fast.conv_passes import all_finite
 from minicnn.nn.fast._simd import STEP
 from minicnn.nn.fast._simd_winograd import grad_tiles_step, matmul_panel, tiles_step, untile_step
+from minicnn.nn.fast.conv_passes import all_finite
 
-#: The matmul panel's rows and vectors (4 x 6: 24 of the 32 vector registers; 4 x 4 and 8 x 3 ran slower).
+#: The matmul panel's rows and vectors: 24 of the 32 vector registers (one thread, in L1: 8 x 3 163 GFLOP/s,
+#: 4 x 6 146, 4 x 4 139; and 8 x 3's chunks of 48 waste fewer products past the map).
 ROWS, VECTORS = 8, 3
 #: Positions per chunk: one panel wide.
 CHUNK = VECTORS * STEP
@@ -60,7 +64,8 @@ def finite_filters(w):
 def weight_grad_fits(n_filt, c_in, kh, kw):
     """Whether the weight gradient of a 3x3 bank (n_filt, c_in) runs as Winograd products: 3x3,
     c_in >= MIN_CHANNELS and a multiple of GRAD_ROWS, n_filt a multiple of GRAD_VECTORS * STEP."""
-    return kh == 3 and kw == 3 and c_in >= MIN_CHANNELS and c_in % GRAD_ROWS == 0 and n_filt % (GRAD_VECTORS * STEP) == 0
+    return (kh == 3 and kw == 3 and c_in >= MIN_CHANNELS and c_in % GRAD_ROWS == 0
+            and n_filt % (GRAD_VECTORS * STEP) == 0)
 
 
 @serial
@@ -69,6 +74,12 @@ def winograd_fits(n_filt, c_in, kh, kw):
     gradient: the same with n_filt and c_in swapped) as Winograd products: 3x3, c_in >= MIN_CHANNELS,
     and n_filt a multiple of the panel's ROWS."""
     return kh == 3 and kw == 3 and c_in >= MIN_CHANNELS and n_filt % ROWS == 0
+
+
+@stage
+def _flat(a):
+    """a (C-contiguous) as 1-D: the intrinsics' arguments."""
+    return a.reshape(a.size)
 
 
 @stage
@@ -140,8 +151,7 @@ def conv_winograd(planes, wh, span, u, b, v, m, conv):
     WH + 1 entries into a channel's row (past it, into the next: those positions' results are not
     stored)."""
     c_in, plane_row = planes.shape[2], planes.shape[3]
-    flat_planes, flat_u, flat_v, flat_m = planes.reshape(planes.size), u.reshape(u.size), v.reshape(v.size), m.reshape(m.size)
-    flat_conv = conv.reshape(conv.size)
+    flat_planes, flat_u, flat_v, flat_m, flat_conv = _flat(planes), _flat(u), _flat(v), _flat(m), _flat(conv)
     for q0 in range(0, span, CHUNK):
         _tiles(flat_planes, c_in * plane_row, c_in, plane_row, q0, wh, flat_v)
         _products(flat_u, flat_v, flat_m)
@@ -158,7 +168,7 @@ def input_grad_winograd(maps, row, lead, wh, stop, u, zeros, v, m, dplanes):
     positions' results are not stored), so past the last filter's."""
     c_in, n_filt = u.shape[1], u.shape[2]
     plane_row = dplanes.shape[3]
-    flat_u, flat_v, flat_m, flat_dplanes = u.reshape(u.size), v.reshape(v.size), m.reshape(m.size), dplanes.reshape(dplanes.size)
+    flat_u, flat_v, flat_m, flat_dplanes = _flat(u), _flat(v), _flat(m), _flat(dplanes)
     for p0 in range(0, stop, CHUNK):
         # tile row R of plane position p: gradient quarter R % 2, 1 - R // 2 rows of WH back; columns
         # likewise, one entry back for C < 2. A filter's 4 quarters are rows of `row`: its stride is 4 rows.
@@ -183,13 +193,13 @@ def weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, v, yt, du):
             first = quarter * row + lead + p
             for f in range(n_filt):  # (contiguous stores, gathered loads: 3x the other order)
                 flat_dyt[at + f] = maps[first + f * 4 * row]
-    flat_planes, flat_dyt, flat_v, flat_yt = planes.reshape(planes.size), dyt.reshape(dyt.size), v.reshape(v.size), yt.reshape(yt.size)
-    flat_du = du.reshape(du.size)
+    flat_planes, flat_dyt, flat_v, flat_yt, flat_du = _flat(planes), _flat(dyt), _flat(v), _flat(yt), _flat(du)
     for q0 in range(0, span, CHUNK):
         _tiles(flat_planes, c_in * plane_row, c_in, plane_row, q0, wh, flat_v)
         for p in range(CHUNK):
             for f0 in range(0, n_filt, STEP):
-                grad_tiles_step(flat_dyt, (q0 + p) * n_filt + f0, whole * n_filt, flat_yt, p * n_filt + f0, CHUNK * n_filt)
+                grad_tiles_step(flat_dyt, (q0 + p) * n_filt + f0, whole * n_filt, flat_yt, p * n_filt + f0,
+                                CHUNK * n_filt)
         for xi in range(16):
             for c0 in range(0, c_in, GRAD_ROWS):
                 for f0 in range(0, n_filt, GRAD_VECTORS * STEP):
