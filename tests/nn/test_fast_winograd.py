@@ -231,6 +231,16 @@ def test_winograd_layer_non_finite(bad, rng):
     np.testing.assert_array_equal(out_f, out_r)
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_winograd_layer_direct_image_between_winograd_ones(bad, rng):
+    """A bank with a dead (filter, channel) pair: an image with a non-finite gradient takes the
+    filter-by-filter input gradient, the images after it the Winograd one, in the same buffers."""
+    x, wt, b, p = _layer((4, 32, 8, 8, 64, 1), rng)
+    wt[5, 7] = 0.0
+    assert not blocked_passes(wt)
+    _check_exact(x, wt, b, p, True, rng, bad=bad)
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, None), (np.float64, 1e-11)])
 def test_winograd_conv2_layer_continuous(dtype, tolerance, rng):
     """Conv-2's 64x64 layer on continuous values: equal to the reference up to rounding (float64: to
