@@ -49,6 +49,14 @@ def splat(builder, value, vector_type):
                                                            [0] * vector_type.count))
 
 
+def check_float_vectors(name, arrays):
+    """An intrinsic's typing check: arrays all 1-D floats of one dtype (else a TypingError naming it)."""
+    if not all(isinstance(a, types.Array) and a.ndim == 1 for a in arrays):
+        raise TypingError(f"{name} takes 1-D arrays")
+    if len({a.dtype for a in arrays}) != 1 or not isinstance(arrays[0].dtype, types.Float):
+        raise TypingError(f"{name} needs float arrays of one dtype")
+
+
 class StepEmitter:
     """IR helpers over one intrinsic's arguments (each array's data pointer, each integer as intp):
     STEP-lane vectors of 1-D float arrays, loaded, stored (masked or not), splat, multiply-added (the
@@ -100,8 +108,11 @@ class StepEmitter:
         return self.builder.call(load, [self.vector_ptr(data, index), ir.Constant(ir.IntType(32), self.align), mask,
                                         ir.Constant(self.vec, [0.0] * STEP)])
 
-    def store(self, value, data, index, mask):
-        """data[index : index + STEP] = value where mask (a vector of i1) is true."""
+    def store(self, value, data, index, mask=None):
+        """data[index : index + STEP] = value where mask (a vector of i1) is true (None: every lane)."""
+        if mask is None:
+            self.builder.store(value, self.vector_ptr(data, index), align=self.align)
+            return
         store = cgutils.get_or_insert_function(
             self.builder.module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), ir.IntType(32),
                                                                  self.mask_type]),

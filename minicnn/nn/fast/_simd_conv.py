@@ -34,7 +34,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from minicnn.nn.fast._jit import serial
-from minicnn.nn.fast._simd import STEP, StepEmitter
+from minicnn.nn.fast._simd import STEP, StepEmitter, check_float_vectors
 
 #: Outputs per pass: their 4 * BLOCK sums and a source's 16 vectors fit the 32 vector registers (Conv-2's
 #: 64x64 layer's forward, one thread: 2 filters 181, 4 filters 216, 8 filters 174 GFLOP/s).
@@ -90,10 +90,7 @@ def input_grad_block_loops(dconv, row, n_filt, w, c0, block, dplanes, plane_row,
 
 
 def _check_arrays(name, arrays, block):
-    if not all(isinstance(a, types.Array) and a.ndim == 1 for a in arrays):
-        raise TypingError(f"{name} takes 1-D arrays")
-    if len({a.dtype for a in arrays}) != 1 or not isinstance(arrays[0].dtype, types.Float):
-        raise TypingError(f"{name} needs float arrays of one dtype")
+    check_float_vectors(name, arrays)
     if not isinstance(block, types.IntegerLiteral):
         raise TypingError(f"{name}'s block must be a literal integer")
 

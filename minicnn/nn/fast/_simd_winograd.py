@@ -29,14 +29,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from minicnn.nn.fast._jit import serial
-from minicnn.nn.fast._simd import STEP, StepEmitter
-
-
-def _check_floats(name, arrays):
-    if not all(isinstance(x, types.Array) and x.ndim == 1 for x in arrays):
-        raise TypingError(f"{name} takes 1-D arrays")
-    if len({x.dtype for x in arrays}) != 1 or not isinstance(arrays[0].dtype, types.Float):
-        raise TypingError(f"{name} needs float arrays of one dtype")
+from minicnn.nn.fast._simd import STEP, StepEmitter, check_float_vectors
 
 
 def _bt(builder, d0, d1, d2, d3):
@@ -135,16 +128,15 @@ def untile_step_loops(m, at, plane, bias, k, dst, d_at, quarter, count):
 @intrinsic
 def _tiles_step_vector(typingctx, src, t, odd_row, odd_col, down, v, at, plane):
     """tiles_step_loops as vector operations. No bounds checks (the caller's)."""
-    _check_floats("tiles_step", (src, v))
+    check_float_vectors("tiles_step", (src, v))
 
     def codegen(context, builder, signature, args):
         em = StepEmitter(context, builder, signature, args, src.dtype)
         d_src, t_, odd_row_, odd_col_, down_, d_v, at_, plane_ = em.values
         d = [[em.load(d_src, em.add(t_, em.mul(odd_row_, r % 2), em.mul(odd_col_, c % 2), em.mul(down_, r // 2),
                                     c // 2)) for c in range(4)] for r in range(4)]
-        everywhere = ir.Constant(em.mask_type, [1] * STEP)
         for xi, value in enumerate(_tile_transform(builder, d)):
-            em.store(value, d_v, em.add(at_, em.mul(plane_, xi)), everywhere)
+            em.store(value, d_v, em.add(at_, em.mul(plane_, xi)))
         return context.get_dummy_value()
 
     return types.void(src, t, odd_row, odd_col, down, v, at, plane), codegen
@@ -153,17 +145,16 @@ def _tiles_step_vector(typingctx, src, t, odd_row, odd_col, down, v, at, plane):
 @intrinsic
 def _grad_tiles_step_vector(typingctx, dy, at, quarter, v, v_at, plane):
     """grad_tiles_step_loops as vector operations. No bounds checks (the caller's)."""
-    _check_floats("grad_tiles_step", (dy, v))
+    check_float_vectors("grad_tiles_step", (dy, v))
 
     def codegen(context, builder, signature, args):
         em = StepEmitter(context, builder, signature, args, dy.dtype)
         d_dy, at_, quarter_, d_v, v_at_, plane_ = em.values
         y = [em.load(d_dy, em.add(at_, em.mul(quarter_, i))) for i in range(4)]
         cols = [_a(builder, y[e], y[2 + e]) for e in range(2)]
-        everywhere = ir.Constant(em.mask_type, [1] * STEP)
         for a in range(4):
             for b, value in enumerate(_a(builder, cols[0][a], cols[1][a])):
-                em.store(value, d_v, em.add(v_at_, em.mul(plane_, a * 4 + b)), everywhere)
+                em.store(value, d_v, em.add(v_at_, em.mul(plane_, a * 4 + b)))
         return context.get_dummy_value()
 
     return types.void(dy, at, quarter, v, v_at, plane), codegen
@@ -173,7 +164,7 @@ def _grad_tiles_step_vector(typingctx, dy, at, quarter, v, v_at, plane):
 def _matmul_panel_vector(typingctx, a, a_at, depth, b, b_at, b_row, out, out_at, out_row, rows, vectors, accumulate):
     """matmul_panel_loops as vector operations; rows, vectors and accumulate must be literal integers. No
     bounds checks (the caller's)."""
-    _check_floats("matmul_panel", (a, b, out))
+    check_float_vectors("matmul_panel", (a, b, out))
     if not all(isinstance(x, types.IntegerLiteral) for x in (rows, vectors, accumulate)):
         raise TypingError("matmul_panel's rows, vectors and accumulate must be literal integers")
 
@@ -197,10 +188,9 @@ def _matmul_panel_vector(typingctx, a, a_at, depth, b, b_at, b_row, out, out_at,
                 for v in range(n_vectors):
                     ptr = sums[r * n_vectors + v]
                     builder.store(em.fma(a_rk, b_vectors[v], builder.load(ptr)), ptr)
-        everywhere = ir.Constant(em.mask_type, [1] * STEP)
         for r in range(n_rows):
             for v in range(n_vectors):
-                em.store(builder.load(sums[r * n_vectors + v]), d_out, out_at(r, v), everywhere)
+                em.store(builder.load(sums[r * n_vectors + v]), d_out, out_at(r, v))
         return context.get_dummy_value()
 
     return types.void(a, a_at, depth, b, b_at, b_row, out, out_at, out_row, rows, vectors, accumulate), codegen
@@ -210,7 +200,7 @@ def _matmul_panel_vector(typingctx, a, a_at, depth, b, b_at, b_row, out, out_at,
 def _untile_step_vector(typingctx, m, at, plane, bias, k, dst, d_at, quarter, count):
     """untile_step_loops as vector operations. No bounds checks (the caller's): the m entries past count
     are read, the dst entries past it are not written."""
-    _check_floats("untile_step", (m, bias, dst))
+    check_float_vectors("untile_step", (m, bias, dst))
 
     def codegen(context, builder, signature, args):
         em = StepEmitter(context, builder, signature, args, m.dtype)

@@ -22,7 +22,8 @@ from minicnn.nn.fast.conv_passes import all_finite
 from minicnn.nn.fast.parity import aligned_zeros, fill_quarters, line_entries, round_up, split_sizes
 from minicnn.nn.fast.pool2 import pool2_values
 from minicnn.nn.fast.split import blocked_passes, conv_filter_block
-from minicnn.nn.fast.winograd import CHUNK, conv_winograd, filter_transform, finite_filters, winograd_fits
+from minicnn.nn.fast.winograd import (CHUNK, conv_winograd, filter_transform, finite_filters, tiles_plane_len,
+                                      winograd_fits)
 
 
 def can_pair(x: np.ndarray, w1: np.ndarray, pad1: int, w2: np.ndarray, pad2: int) -> bool:
@@ -45,7 +46,7 @@ def forward_pair(x, w1, b1, w2, b2, out, n_parts):
     first_winograd = winograd_fits(n_mid, c_in, 3, 3) and finite_filters(w1)
     second_winograd = winograd_fits(n_out, n_mid, 3, 3) and finite_filters(w2)
     if first_winograd or second_winograd:
-        plane_len = max(plane_len, round_up(max(span1, span2), CHUNK) + wh + 1)
+        plane_len = tiles_plane_len(plane_len, max(span1, span2), wh)
     plane_row = round_up(plane_len, line_entries(x))
     u1 = filter_transform(w1, False) if first_winograd else np.empty((16, 0, 0), dtype=x.dtype)
     u2 = filter_transform(w2, False) if second_winograd else np.empty((16, 0, 0), dtype=x.dtype)

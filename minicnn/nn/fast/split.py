@@ -21,7 +21,8 @@ from minicnn.nn.fast.parity import (aligned_zeros, fill_quarters, line_entries, 
 from minicnn.nn.fast.skip import NINE_TAP_MIN_DENSITY
 from minicnn.nn.fast.pool2 import pool2, pool2_values, relu_split, relu_unsplit, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.winograd import (CHUNK, conv_winograd, dw_from_products, filter_transform, finite_filters,
-                                      input_grad_winograd, weight_grad_fits, weight_grad_winograd, winograd_fits)
+                                      input_grad_winograd, tiles_plane_len, weight_grad_fits, weight_grad_winograd,
+                                      winograd_fits)
 
 
 @reduction_kernel
@@ -39,7 +40,7 @@ def forward_split(x, w, b, pad, pool, keep_codes, nine_taps, tap_count, taps, li
     # pruned bank with a dead (filter, channel) pair leaves the blocked passes for the filter-by-filter ones)
     winograd = nine_taps and winograd_fits(n_filt, c_in, kh, kw) and finite_filters(w)
     if winograd:
-        plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
+        plane_len = tiles_plane_len(plane_len, span, wh)
     u = filter_transform(w, False) if winograd else np.empty((16, 0, 0), dtype=x.dtype)
     plane_row = round_up(plane_len, line_entries(x))  # each channel's planes start on a cache line
     per_part = (n_img + n_parts - 1) // n_parts
@@ -135,8 +136,8 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
     # many channels and filters: the weight gradient as Winograd products (winograd.py), from all the
     # image's filters' map gradients side by side; its sums turned into dw_part once per thread
     winograd_dw = nine_taps and weight_grad_fits(n_filt, c_in, kh, kw)
-    if winograd_dw:  # the tiles read the planes a chunk past the map
-        plane_len = max(plane_len, round_up(span, CHUNK) + wh + 1)
+    if winograd_dw:
+        plane_len = tiles_plane_len(plane_len, span, wh)
     plane_row = round_up(max(plane_len, whole_span + wh + 1), line_entries(x))  # rows start on cache lines
     per_part = (n_img + n_parts - 1) // n_parts
     # the input gradient of BLOCK channels at once over every filter (_simd_conv.input_grad_block, 1.45-1.7x
@@ -179,16 +180,10 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
             for f in range(n_filt):
                 at = f * 4 * row if all_maps else 0
                 dconv = maps[at : at + 4 * row].reshape((2, 2, row))
-                if winograd_image:  # only the map's gradient here
-                    if pool:
-                        split_rows(dout, n, f, wh, grad)
-                        db_part[t, f] += unpool2_codes(code[n, f], grad, dconv, lead)
-                    else:
-                        db_part[t, f] += relu_split(dout, out, n, f, wh, dconv, lead)
-                else:
-                    map_gradient_and_dw(dout, out, code, planes, pool, nine_taps, grads_finite, image_finite,
-                                        extra_steps, need_dx, grad_count, grad_taps, live, wh, span, lead, n, f,
-                                        grad, whole_grad, codes, dconv, dw_part[t, f], db_part[t])
+                # (the Winograd pass takes the image's weight gradient after the loop, from all the maps)
+                map_gradient(dout, out, code, planes, pool, nine_taps, grads_finite, image_finite, extra_steps,
+                             need_dx, not winograd_image, grad_count, grad_taps, live, wh, span, lead, n, f, grad,
+                             whole_grad, codes, dconv, dw_part[t, f], db_part[t])
                 if filter_dx:
                     input_grad_quarters(dconv, lead, w, f, nine_taps, wh, dplanes)
             if winograd_image:
@@ -206,18 +201,18 @@ def backward_split(x, dout, out, code, w, pad, pool, nine_taps, grad_count, grad
 
 
 @stage
-def map_gradient_and_dw(dout, out, code, planes, pool, nine_taps, grads_finite, image_finite, extra_steps, need_dx,
-                        grad_count, grad_taps, live, wh, span, lead, n, f, grad, whole_grad, codes, dconv, dw_f, db):
+def map_gradient(dout, out, code, planes, pool, nine_taps, grads_finite, image_finite, extra_steps, need_dx, with_dw,
+                 grad_count, grad_taps, live, wh, span, lead, n, f, grad, whole_grad, codes, dconv, dw_f, db):
     """backward_split's passes of filter f of image n but the input gradient: its conv map's gradient
-    dconv (2, 2, row) when dx needs it or the weight gradient reads it, its bias gradient into db[f] and
-    its weight gradient into dw_f (C, KH, KW): straight from the pooling codes (weight_grad_codes) where
-    the pixels and gradients allow, else from dconv."""
+    dconv (2, 2, row) when dx needs it or the weight gradient reads it, its bias gradient into db[f] and,
+    with_dw, its weight gradient into dw_f (C, KH, KW): straight from the pooling codes (weight_grad_codes)
+    where the pixels and gradients allow, else from dconv. Without with_dw dconv is always made."""
     from_codes = False  # the weight gradient straight from the codes (see weight_grad_codes)
     if pool:
         split_rows(dout, n, f, wh, grad)
         # (a non-finite gradient in a window ReLU blocked: zeroed there, where unpool2_codes makes g * 0
         # of it, as the reference)
-        if nine_taps and grads_finite:
+        if with_dw and nine_taps and grads_finite:
             total, finite = zero_blocked_and_sum(code[n, f], grad)
             from_codes = finite and image_finite
             if from_codes:
@@ -232,6 +227,6 @@ def map_gradient_and_dw(dout, out, code, planes, pool, nine_taps, grads_finite, 
                 db[f] += map_total
     else:
         db[f] += relu_split(dout, out, n, f, wh, dconv, lead)
-    if not from_codes:
+    if with_dw and not from_codes:
         weight_grad_quarters(planes, dconv, lead, f, nine_taps, grad_count, grad_taps, live, wh, dw_f,
                              image_finite and extra_steps)

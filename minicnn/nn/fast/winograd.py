@@ -76,6 +76,13 @@ def winograd_fits(n_filt, c_in, kh, kw):
     return kh == 3 and kw == 3 and c_in >= MIN_CHANNELS and n_filt % ROWS == 0
 
 
+@serial
+def tiles_plane_len(plane_len, span, wh):
+    """A quarter-plane row's length (at least plane_len) for the conv's Winograd tiles of span positions:
+    they read a whole chunk past the map, and a tile's entries reach WH + 1 past its position."""
+    return max(plane_len, (span + CHUNK - 1) // CHUNK * CHUNK + wh + 1)
+
+
 @stage
 def _flat(a):
     """a (C-contiguous) as 1-D: the intrinsics' arguments."""
@@ -84,8 +91,18 @@ def _flat(a):
 
 @stage
 def _g_times(g0, g1, g2):
-    """G g for one column of 3: the 4 entries of the filter transform."""
+    """G g for one column of 3, in float64 (U is rounded once, as it is stored): the 4 entries of the
+    filter transform."""
+    g0, g1, g2 = np.float64(g0), np.float64(g1), np.float64(g2)
     return g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2
+
+
+@stage
+def _gt_times(m0, m1, m2, m3):
+    """G^T m for one column of 4, in float64: the 3 entries of the weight gradient's back-transform
+    (G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]])."""
+    m0, m1, m2, m3 = np.float64(m0), np.float64(m1), np.float64(m2), np.float64(m3)
+    return m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3
 
 
 @serial
@@ -97,7 +114,6 @@ def filter_transform(w, flip):
     for f in range(n_filt):
         for c in range(c_in):
             g = w[f, c, ::-1, ::-1] if flip else w[f, c]
-            g = g.astype(np.float64)  # U in float64, rounded once as it is stored
             c0 = _g_times(g[0, 0], g[1, 0], g[2, 0])  # G g's columns, 4 rows each
             c1 = _g_times(g[0, 1], g[1, 1], g[2, 1])
             c2 = _g_times(g[0, 2], g[1, 2], g[2, 2])
@@ -186,14 +202,13 @@ def weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, v, yt, du):
     yt (16, CHUNK, F): work buffers. dw_from_products turns du into the weight gradient: (G^T du G)."""
     n_filt, c_in, plane_row = dyt.shape[2], planes.shape[2], planes.shape[3]
     whole = dyt.shape[1]
-    flat_dyt = dyt.reshape(dyt.size)
+    flat_planes, flat_dyt, flat_v, flat_yt, flat_du = _flat(planes), _flat(dyt), _flat(v), _flat(yt), _flat(du)
     for quarter in range(4):  # the gradient filters-last: the products' vectors run over filters
         for p in range(span):
             at = (quarter * whole + p) * n_filt
             first = quarter * row + lead + p
             for f in range(n_filt):  # (contiguous stores, gathered loads: 3x the other order)
                 flat_dyt[at + f] = maps[first + f * 4 * row]
-    flat_planes, flat_dyt, flat_v, flat_yt, flat_du = _flat(planes), _flat(dyt), _flat(v), _flat(yt), _flat(du)
     for q0 in range(0, span, CHUNK):
         _tiles(flat_planes, c_in * plane_row, c_in, plane_row, q0, wh, flat_v)
         for p in range(CHUNK):
@@ -210,20 +225,14 @@ def weight_grad_winograd(planes, wh, span, maps, row, lead, dyt, v, yt, du):
 @serial
 def dw_from_products(du, dw):
     """dw (F, C, 3, 3) += G^T du[:, c, f] G (du's 16 entries row-major 4x4), in float64: the weight
-    gradient from weight_grad_winograd's sums (G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]])."""
-    n_filt, c_in = dw.shape[0], dw.shape[1]
-    half = 0.5
-    for f in range(n_filt):
-        for c in range(c_in):
-            rows = np.empty((3, 4))  # G^T du
-            for b in range(4):
-                m0, m1, m2, m3 = (np.float64(du[b, c, f]), np.float64(du[4 + b, c, f]), np.float64(du[8 + b, c, f]),
-                                  np.float64(du[12 + b, c, f]))
-                rows[0, b] = m0 + half * (m1 + m2)
-                rows[1, b] = half * (m1 - m2)
-                rows[2, b] = half * (m1 + m2) + m3
+    gradient from weight_grad_winograd's sums."""
+    for f in range(dw.shape[0]):
+        for c in range(dw.shape[1]):
+            c0 = _gt_times(du[0, c, f], du[4, c, f], du[8, c, f], du[12, c, f])  # G^T du's columns, 3 rows each
+            c1 = _gt_times(du[1, c, f], du[5, c, f], du[9, c, f], du[13, c, f])
+            c2 = _gt_times(du[2, c, f], du[6, c, f], du[10, c, f], du[14, c, f])
+            c3 = _gt_times(du[3, c, f], du[7, c, f], du[11, c, f], du[15, c, f])
             for i in range(3):
-                r0, r1, r2, r3 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3]
-                dw[f, c, i, 0] += r0 + half * (r1 + r2)
-                dw[f, c, i, 1] += half * (r1 - r2)
-                dw[f, c, i, 2] += half * (r1 + r2) + r3
+                row = _gt_times(c0[i], c1[i], c2[i], c3[i])  # (G^T du) G's row i
+                for j in range(3):
+                    dw[f, c, i, j] += row[j]
