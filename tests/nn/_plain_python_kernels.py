@@ -139,6 +139,16 @@ def check_convnet():
     got = fast.conv_relu_pool_linear_loss(x, wt, b, 1, fw, fb, labels, None, fc_mask)
     want = ref.conv_relu_pool_linear_loss(x, wt, b, 1, fw, fb, labels, None, fc_mask)
     err_all("convnet sparse", ("loss", "logits", "dw", "db", "dfc_w", "dfc_b"), got, want)
+    # a sparse conv (below skip.NINE_TAP_MIN_DENSITY kept: _simd_taps.py's passes, up to four taps a pass)
+    x, wt, b = coarse((5, 2, 6, 7), 4), coarse((3, 2, 3, 3), 4), coarse(3, 4)
+    mask = f32(rng.random(wt.shape) < 0.15)
+    mask[0, 0, :, :2] = 1.0  # six taps: two passes for the weight gradient
+    wt = wt * mask
+    fw, fb = coarse((4, 3 * 3 * 3), 8), coarse(4, 4)
+    labels = rng.integers(0, 4, size=5)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, 1, fw, fb, labels, mask, None)
+    want = ref.conv_relu_pool_linear_loss(x, wt, b, 1, fw, fb, labels, mask, None)
+    err_all("convnet taps", ("loss", "logits", "dw", "db", "dfc_w", "dfc_b"), got, want)
     # uint8 pixels by rows through a table (fast/images.py): 32-pixel rows take the gathering steps
     images = rng.integers(0, 256, size=(6, 2, 6, 32), dtype=np.uint8)
     table = f32(rng.integers(-4, 5, size=(2, 256)) / 4)

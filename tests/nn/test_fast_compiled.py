@@ -258,7 +258,7 @@ def test_fast_kernels_as_plain_python():
                 "conv-relu db", "convnet loss", "convnet logits", "convnet dw", "convnet db", "convnet dfc_w",
                 "convnet dfc_b", "convnet inference", "conv pair", "winograd forward", "winograd dx", "winograd dw",
                 "winograd db"}
-    expected |= {f"convnet {kind} {name}" for kind in ("pixels", "sparse")
+    expected |= {f"convnet {kind} {name}" for kind in ("pixels", "sparse", "taps")
                  for name in ("loss", "logits", "dw", "db", "dfc_w", "dfc_b")}
     assert set(errors) == expected
     # each value is max |fast - ref| / (ATOL + RTOL |ref|): below 1 means within tolerance

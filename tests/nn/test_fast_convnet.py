@@ -8,7 +8,7 @@ import pytest
 
 from minicnn.nn.fast import group_linear
 from minicnn.nn.fast.convnet import Outputs, _publish, _publish_kept
-from minicnn.nn.fast.pool2 import unblocked_sum, zero_blocked_and_sum
+from minicnn.nn.fast.pool2 import zero_blocked_and_sum
 from _fast_compare import ATOL, RTOL, assert_close, block_kink_margin, f32, fast, grid, ref
 
 
@@ -219,22 +219,6 @@ def test_zero_blocked_and_sum(dtype, rng):
     work[10] = np.nan
     _, finite = zero_blocked_and_sum(code, work)
     assert not finite
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_unblocked_sum(dtype, rng):
-    """pool2.unblocked_sum: zero_blocked_and_sum's sum with the same bits, grad left as it is, and finite
-    only when every entry is (the tap-by-tap weight gradient multiplies the blocked ones by 0 too)."""
-    code = rng.integers(0, 5, size=75).astype(np.int8)  # not a whole number of vector steps
-    code[40] = 4
-    grad = rng.standard_normal(75).astype(dtype)
-    work = grad.copy()
-    total, finite = unblocked_sum(code, work)
-    np.testing.assert_array_equal(work, grad)
-    assert finite and total == zero_blocked_and_sum(code, grad.copy())[0]
-    work[40] = np.inf
-    assert not unblocked_sum(code, work)[1]
-    assert zero_blocked_and_sum(code, work)[1]  # there the blocked inf is zeroed first
 
 
 @pytest.mark.parametrize("n_parts", [1, 2, 3])

@@ -35,7 +35,7 @@ from numba.core import cgutils, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from minicnn.nn.fast._jit import serial
+from minicnn.nn.fast._jit import serial, stage
 
 #: Pairs per vector step: 2*STEP values in, STEP out to each side (512 bits of float32).
 STEP = 16
@@ -136,6 +136,26 @@ class StepEmitter:
 
     def fma(self, a, b, c):
         return self.builder.call(self.fma_fn, [a, b, c])
+
+    def lane_total(self, v):
+        """The sum of v's STEP lanes, pairwise: lane l += lane l + width for width = STEP/2, ..., 1; lane 0."""
+        builder, width = self.builder, STEP // 2
+        while width:
+            lanes = ir.VectorType(ir.IntType(32), width)
+            unused = ir.Constant(v.type, ir.Undefined)
+            low = builder.shuffle_vector(v, unused, ir.Constant(lanes, list(range(width))))
+            high = builder.shuffle_vector(v, unused, ir.Constant(lanes, list(range(width, 2 * width))))
+            v, width = builder.fadd(low, high), width // 2
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    def steps(self, n, step):
+        """step(q, None) for the whole steps q = 0, STEP, ... below n, then step(q, mask of q + lane < n) for
+        the last part one if n is not a multiple of STEP."""
+        whole = self.builder.sub(n, self.builder.srem(n, self.const(STEP)))
+        with cgutils.for_range_slice(self.builder, self.const(0), whole, self.const(STEP), self.intp) as (q, _):
+            step(q, None)
+        with self.builder.if_then(self.builder.icmp_signed("<", whole, n)):
+            step(whole, self.lanes_below(whole, n))
 
 
 def _split_step_python(src, s, even, e, odd, o):
@@ -364,25 +384,77 @@ def _unblocked_sums_vector(typingctx, grad, code, whole, lanes, check, zero_bloc
 unblocked_sums = _unblocked_sums_python if config.DISABLE_JIT else _unblocked_sums_vector
 
 
+class WindowEmitter:
+    """The 2x2 window step of window_codes (and _simd_taps.taps_window_codes) over an intrinsic's StepEmitter:
+    from the four cells' vectors, pooled[q : q + STEP] = relu of the window's maximum and code[q : q + STEP]
+    = its first maximum's cell (0-3) or 4 where ReLU blocks it (masked stores in a masked step), and
+    whether any window's sum was NaN."""
+
+    def __init__(self, em, d_pooled, d_code):
+        self.em, self.d_pooled, self.d_code = em, d_pooled, d_code
+        self.codes = ir.VectorType(ir.IntType(8), STEP)
+        self.store_codes = cgutils.get_or_insert_function(
+            em.builder.module, ir.FunctionType(ir.VoidType(), [self.codes, self.codes.as_pointer(), ir.IntType(32),
+                                                               em.mask_type]),
+            f"llvm.masked.store.v{STEP}i8.p0")
+        # lanes with a NaN window sum
+        self.seen = cgutils.alloca_once_value(em.builder, ir.Constant(em.mask_type, [0] * STEP))
+
+    def step(self, a, q, mask):
+        """The windows q .. q + STEP - 1 of cells a (four vectors), stored where mask (None: all)."""
+        em, builder, codes = self.em, self.em.builder, self.codes
+        zero = ir.Constant(em.vec, [0.0] * STEP)
+        best, k = a[0], ir.Constant(codes, [0] * STEP)
+        for i in (1, 2, 3):
+            better = builder.fcmp_ordered(">", a[i], best)
+            best = builder.select(better, a[i], best)
+            k = builder.select(better, ir.Constant(codes, [i] * STEP), k)
+        window_sum = builder.fadd(builder.fadd(a[0], a[1]), builder.fadd(a[2], a[3]))
+        seen = builder.or_(builder.load(self.seen), builder.fcmp_unordered("!=", window_sum, window_sum))
+        builder.store(seen, self.seen)
+        pooled_v = builder.select(builder.fcmp_ordered(">", zero, best), zero, best)
+        code_v = builder.select(builder.fcmp_ordered(">", best, zero), k, ir.Constant(codes, [4] * STEP))
+        code_ptr = builder.bitcast(builder.gep(self.d_code, [q], inbounds=True), codes.as_pointer())
+        if mask is None:
+            builder.store(pooled_v, em.vector_ptr(self.d_pooled, q), align=em.align)
+            builder.store(code_v, code_ptr, align=1)
+        else:
+            em.store(pooled_v, self.d_pooled, q, mask)
+            builder.call(self.store_codes, [code_v, code_ptr, ir.Constant(ir.IntType(32), 1), mask])
+
+    def any_nan(self):
+        """Whether a window's sum was NaN in any step so far (an i1)."""
+        flags = self.em.builder.bitcast(self.em.builder.load(self.seen), ir.IntType(STEP))
+        return self.em.builder.icmp_unsigned("!=", flags, ir.Constant(ir.IntType(STEP), 0))
+
+
+@stage
+def window_of(a0, a1, a2, a3):
+    """One 2x2 window of cells a0..a3: (relu of its maximum, the first maximum's cell (0-3) or 4 where
+    ReLU blocks it, whether the window's sum is NaN: a NaN in it, or inf and -inf)."""
+    best, k = a0, np.int8(0)  # the first maximum wins (strict >)
+    if a1 > best:
+        best, k = a1, np.int8(1)
+    if a2 > best:
+        best, k = a2, np.int8(2)
+    if a3 > best:
+        best, k = a3, np.int8(3)
+    window_sum = (a0 + a1) + (a2 + a3)
+    relu = best if not best < 0.0 else np.float32(0.0)  # as max(best, 0): -0.0 kept
+    return relu, (k if best > 0.0 else np.int8(4)), window_sum != window_sum
+
+
 def _window_codes_python(conv, at, pooled, code):
     """The 2x2 max-pool of a split conv map with its pooling codes (pool2.pool2_codes without its NaN
     repair): conv (2, 2, L) is the map's four quarter rows, each read from at; for each
     window q < pooled.size, pooled[q] = relu of its maximum, code[q] = the first maximum's cell (0-3) or
-    4 where ReLU blocks it. Returns whether any window's sum is NaN (then the caller repairs those)."""
+    4 where ReLU blocks it (window_of). Returns whether any window's sum is NaN (then the caller repairs
+    those)."""
     nans = False
     for q in range(pooled.size):
-        a0, a1, a2, a3 = conv[0, 0, at + q], conv[0, 1, at + q], conv[1, 0, at + q], conv[1, 1, at + q]
-        best, k = a0, np.int8(0)  # the first maximum wins (strict >)
-        if a1 > best:
-            best, k = a1, np.int8(1)
-        if a2 > best:
-            best, k = a2, np.int8(2)
-        if a3 > best:
-            best, k = a3, np.int8(3)
-        window_sum = (a0 + a1) + (a2 + a3)  # NaN if the window holds a NaN (or inf and -inf)
-        nans = nans or window_sum != window_sum
-        pooled[q] = best if not np.float32(0.0) > best else np.float32(0.0)  # as max(best, 0)
-        code[q] = k if best > 0.0 else np.int8(4)
+        pooled[q], code[q], nan = window_of(conv[0, 0, at + q], conv[0, 1, at + q], conv[1, 0, at + q],
+                                            conv[1, 1, at + q])
+        nans = nans or nan
     return nans
 
 
@@ -406,45 +478,17 @@ def _window_codes_vector(typingctx, conv, at, pooled, code):
         d_conv, at_, d_pooled, d_code = em.values
         quarter_ = cgutils.unpack_tuple(builder, context.make_array(conv)(context, builder, args[0]).shape, 3)[2]
         n = context.make_array(pooled)(context, builder, args[2]).nitems
-        i8 = ir.IntType(8)
-        codes = ir.VectorType(i8, STEP)
-        zero = ir.Constant(em.vec, [0.0] * STEP)
-        code_ptr_type = codes.as_pointer()
-        store_codes = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [codes, code_ptr_type, ir.IntType(32), em.mask_type]),
-            f"llvm.masked.store.v{STEP}i8.p0")
-        seen = cgutils.alloca_once_value(builder, ir.Constant(em.mask_type, [0] * STEP))  # lanes with a NaN sum
+        windows = WindowEmitter(em, d_pooled, d_code)
 
         def step(q, mask):
             def cell(i):
                 at = em.add(em.mul(quarter_, i), at_, q)
                 return em.load(d_conv, at) if mask is None else em.load_masked(d_conv, at, mask)
 
-            a = [cell(i) for i in range(4)]
-            best, k = a[0], ir.Constant(codes, [0] * STEP)
-            for i in (1, 2, 3):
-                better = builder.fcmp_ordered(">", a[i], best)
-                best = builder.select(better, a[i], best)
-                k = builder.select(better, ir.Constant(codes, [i] * STEP), k)
-            window_sum = builder.fadd(builder.fadd(a[0], a[1]), builder.fadd(a[2], a[3]))
-            builder.store(builder.or_(builder.load(seen), builder.fcmp_unordered("!=", window_sum, window_sum)), seen)
-            pooled_v = builder.select(builder.fcmp_ordered(">", zero, best), zero, best)
-            code_v = builder.select(builder.fcmp_ordered(">", best, zero), k, ir.Constant(codes, [4] * STEP))
-            code_ptr = builder.bitcast(builder.gep(d_code, [q], inbounds=True), code_ptr_type)
-            if mask is None:
-                builder.store(pooled_v, em.vector_ptr(d_pooled, q), align=em.align)
-                builder.store(code_v, code_ptr, align=1)
-            else:
-                em.store(pooled_v, d_pooled, q, mask)
-                builder.call(store_codes, [code_v, code_ptr, ir.Constant(ir.IntType(32), 1), mask])
+            windows.step([cell(i) for i in range(4)], q, mask)
 
-        whole = builder.sub(n, builder.srem(n, em.const(STEP)))
-        with cgutils.for_range_slice(builder, em.const(0), whole, em.const(STEP), em.intp) as (q, _):
-            step(q, None)
-        with builder.if_then(builder.icmp_signed("<", whole, n)):
-            step(whole, em.lanes_below(whole, n))
-        flags = builder.bitcast(builder.load(seen), ir.IntType(STEP))
-        return builder.icmp_unsigned("!=", flags, ir.Constant(ir.IntType(STEP), 0))
+        em.steps(n, step)
+        return windows.any_nan()
 
     return types.boolean(conv, at, pooled, code), codegen
 

@@ -240,30 +240,6 @@ def weight_grad_codes(planes, code, grad, f, live, wh, dw_f):
         _add_3x3(dw_f[c], (g0, g1, g2, g3, g4, g5, g6, g7, g8))
 
 
-@serial_reduction  # the sums over q may be reordered (vector lanes)
-def weight_grad_codes_taps(planes, code, grad, f, grad_count, grad_taps, kh, kw, wh, dw_f):
-    """weight_grad_codes tap by tap, for sparse or other than 3x3 filters: dw_f (C, KH, KW) += the weight
-    gradient at filter f's wanted taps (grad_count, grad_taps: a SkipPlan's), each one pass over the
-    windows that multiplies a window's gradient by the pixel under its argmax cell (r, e), tap (i, j)
-    away (the four cells' pixels times the gradient masked by the code). Against pool2.unpool2_codes then
-    weight_grad_quarters, the four quarters of the map's gradient are never written: at the paper's 95 %
-    pruning (about 1.4 kept taps per filter) that store took longer than the taps' passes. Same conditions
-    on grad and the image as weight_grad_codes."""
-    for t in range(grad_count[f]):
-        tap = grad_taps[f, t]
-        c, i, j = tap // (kh * kw), (tap // kw) % kh, tap % kw
-        s00, s01 = tap_run(planes, c, i, j, 0, 0, wh), tap_run(planes, c, i, j, 0, 1, wh)
-        s10, s11 = tap_run(planes, c, i, j, 1, 0, wh), tap_run(planes, c, i, j, 1, 1, wh)
-        acc = np.float32(0.0)
-        for q in range(grad.size):
-            # the gradient times 0/1 per cell, so three of the four products are 0 (selects, as in
-            # weight_grad_codes, ran 1.4-1.5x slower here, timed alone)
-            k, g = code[q], grad[q]
-            acc += ((g * np.float32(k == 0)) * s00[q] + (g * np.float32(k == 1)) * s01[q]
-                    + (g * np.float32(k == 2)) * s10[q] + (g * np.float32(k == 3)) * s11[q])
-        dw_f[c, i, j] += acc
-
-
 @serial_reduction  # the sum may be reordered
 def all_finite(x, n):
     """Whether image n of x (N, C, H, W, C-contiguous) holds no inf or NaN: the sum of pixel * 0 is 0,

@@ -28,13 +28,13 @@ from minicnn.nn.fast._jit import num_threads, reduction_kernel, serial, serial_r
 from minicnn.nn.fast._simd import STEP
 from minicnn.nn.fast._simd_conv import BLOCK
 from minicnn.nn.fast.split import blocked_filters, conv_filter_block
-from minicnn.nn.fast.conv_passes import (conv_quarters, weight_grad_codes, weight_grad_codes_taps,
-                                         weight_grad_quarters)
+from minicnn.nn.fast._simd_taps import tap_offsets, tap_weights, taps_weight_grad, taps_window_codes
+from minicnn.nn.fast.conv_passes import conv_quarters, weight_grad_codes, weight_grad_quarters
 from minicnn.nn.fast.group_linear import (dense_grads, dense_logits, gather_pooled, grad_places, kept_values,
                                           lane_sums, scatter_grads, sparse_grads, sparse_linear, sparse_logits)
 from minicnn.nn.fast.images import fill_image, image_finite, prefetch_images
 from minicnn.nn.fast.parity import aligned_zeros, line_entries, round_up, split_sizes
-from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unblocked_sum, unpool2_codes, zero_blocked_and_sum
+from minicnn.nn.fast.pool2 import pool2_codes, pool2_max, unpool2_codes, zero_blocked_and_sum
 from minicnn.nn.fast.skip import SkipPlan, skip_plan, wanted
 from minicnn.nn.pixels import PixelBatch
 from minicnn.nn.ref.im2col import conv_output_size
@@ -120,12 +120,17 @@ def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, g
     sparse, indptr, indices, columns, places, slots = fc_sparse
     logits = out.logits
     first_single = blocked_filters(w)  # see _forward_group
+    # the sparse passes' taps (_simd_taps.py): where each reads the planes, and the forward's weights
+    tap_at = tap_offsets(tap_count, taps, c_in, kh, kw, plane_row, wh)
+    tap_w = tap_weights(w, tap_count, taps)
+    grad_tap_at = tap_offsets(grad_count, grad_taps, c_in, kh, kw, plane_row, wh)
     for t in prange(n_parts):
         geo = Geometry(pad, wh, span, ph, pw, pitch, lead, group_len, plane_row)
         conv_plan = SkipPlan(nine_taps, tap_count, taps, live)  # read only
         wanted_plan = SkipPlan(grad_nine_taps, grad_count, grad_taps, grad_live)
         # the group's buffers, on cache lines where a vector pass starts (see parity.aligned_zeros)
         planes = aligned_zeros((2, 2, c_in, plane_row), w)  # quarter planes
+        planes_flat = planes.reshape(planes.size)
         conv = aligned_zeros((BLOCK, 2, 2, group_len), w)  # BLOCK filters' conv maps
         pooled = aligned_zeros((GROUP, flat_len), w)  # pooled maps, flat
         dpooled = np.empty((GROUP, flat_len), dtype=w.dtype)  # their gradients
@@ -149,13 +154,15 @@ def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, g
         dvalues_t = np.zeros(GROUP * indices.size if train else 0, dtype=w.dtype)
         z_t, dz_t = np.empty(GROUP * n_class, dtype=w.dtype), np.empty(GROUP * n_class, dtype=w.dtype)
         grad_flat = grad.reshape(grad.size)
+        tap_sums = np.zeros(2 + grad_tap_at.shape[1] // 4, dtype=w.dtype)  # see _simd_taps.taps_weight_grad
         stop = min(n_img, (t + 1) * per_part)
         for first in range(t * per_part, stop, GROUP):
             size = min(GROUP, stop - first)
             finite = _load_group(pixels, rows, table, table_finite, offsets, first, size, train, geo, planes, pooled,
                                  code, grad)
             prefetch_images(pixels, rows, first + GROUP, min(stop, first + 2 * GROUP), line_entries(pixels))
-            _forward_group(w, b, conv_plan, first_single, size, train, geo, planes, conv, pooled, code)
+            _forward_group(w, b, conv_plan, first_single, tap_at, tap_w, size, train, geo, planes, planes_flat,
+                           conv, pooled, code)
             if sparse:
                 gather_pooled(pooled, places, pooled_t)
                 sparse_logits(values, indptr, slots, fc_b, pooled_t, z_t, z, logits, first, size)
@@ -168,8 +175,8 @@ def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, g
                     scatter_grads(grad_t, grad_at, pitch, grad_flat)
                 else:
                     dense_grads(dz, pooled, fc_steps, dfc_sum, dfcb_sum, dpooled)
-                _backward_group(wanted_plan, size, not sparse, finite, geo, planes, dpooled, code, grad, dconv, dw_sum,
-                                db_sum)
+                _backward_group(wanted_plan, grad_tap_at, size, not sparse, finite, geo, planes, planes_flat, dpooled,
+                                code, grad, dconv, tap_sums, dw_sum, db_sum)
         if train:
             if sparse:  # (dfc_sum: the kept weights' gradient sums)
                 lane_sums(dvalues_t, dfc_sum[0])
@@ -206,11 +213,13 @@ def _load_group(pixels, rows, table, table_finite, offsets, first, size, train, 
 
 
 @stage
-def _forward_group(w, b, plan, first_single, size, train, geo, planes, conv, pooled, code):
+def _forward_group(w, b, plan, first_single, offsets, weights, size, train, geo, planes, planes_flat, conv, pooled,
+                   code):
     """conv -> ReLU -> pool over the group, into pooled (junk columns 0) and, with train, the pooling
     codes: filters below first_single BLOCK at a time (_simd_conv.conv_block: their sums in registers over
-    the channels, 1.18-1.2x the paper model's inference), the others one by one. conv: (BLOCK, 2, 2,
-    group_len)."""
+    the channels, 1.18-1.2x the paper model's inference), the others one by one; tap by tap, each in one
+    pass per image (_taps_pool_group). conv: (BLOCK, 2, 2, group_len); offsets, weights: the taps' (see
+    _simd_taps.py)."""
     for f0 in range(0, first_single, BLOCK):
         conv_filter_block(planes, w, b, f0, geo.wh, conv)
         for k in range(BLOCK):
@@ -219,8 +228,29 @@ def _forward_group(w, b, plan, first_single, size, train, geo, planes, conv, poo
         if plan.tap_count[f] == 0:  # all its weights pruned: the map is its bias, pooled without a pass
             _constant_filter(b[f], f, size, train, geo, pooled, code)
             continue
+        if not plan.nine_taps and _taps_pool_group(planes_flat, offsets[f], weights[f], plan.tap_count[f], b, f, size,
+                                                   geo, pooled, code):
+            continue
         conv_quarters(planes, w, b, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, geo.wh, conv[0])
         _pool_group(conv[0], f, size, train, geo, pooled, code)
+
+
+@stage
+def _taps_pool_group(planes_flat, offsets, weights, count, b, f, size, geo, pooled, code):
+    """Filter f's conv -> ReLU -> pool over the group from its count taps (offsets, weights: its rows of the
+    tap tables), image by image in one pass each (_simd_taps.taps_window_codes), into pooled (junk columns
+    0) and code (written with or without train: the buffer is there). False where a window held a NaN:
+    then the caller takes the conv map's path, which repairs those windows as pool2_codes does."""
+    span, pitch = geo.span, geo.pitch
+    for g in range(size):
+        out = pooled[g, f * span : (f + 1) * span]
+        if taps_window_codes(planes_flat, offsets, weights, count, b, f, g * pitch, out,
+                             code[f, g * pitch : g * pitch + span]):
+            return False
+        for col in range(geo.pw, geo.wh):  # the junk columns
+            for py in range(geo.ph):
+                out[py * geo.wh + col] = 0.0
+    return True
 
 
 @stage
@@ -278,13 +308,17 @@ def _softmax_loss(z, labels, first, size, inv_n, dz, loss_sum):
 
 
 @stage
-def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, dconv, dw, db):
+def _backward_group(plan, offsets, size, copy, finite, geo, planes, planes_flat, dpooled, code, grad, dconv, tap_sums,
+                    dw, db):
     """dw (F, C, KH, KW), db (F,) += the conv's gradients from the group's pooled-map gradients, filter by
-    filter over the group: through the pool and ReLU by the codes, straight into the weight gradient
-    (conv_passes.weight_grad_codes, 9 taps at once or tap by tap), unless a pixel or a gradient is inf or
-    NaN (then through the stored map gradient, as the reference). plan: of the wanted weights. copy: the
-    pooled maps' gradients are in dpooled (dense), else already in grad (group_linear.sparse_grads)."""
+    filter over the group: through the pool and ReLU by the codes, straight into the weight gradient (9
+    taps at once, conv_passes.weight_grad_codes, or tap by tap, _simd_taps.taps_weight_grad: one pass for
+    up to four taps, the bias's sum and the finite check), unless a pixel or a gradient is inf or NaN
+    (then through the stored map gradient, as the reference). plan: of the wanted weights, offsets: its
+    taps' (see _simd_taps.py). copy: the pooled maps' gradients are in dpooled (dense), else already in
+    grad (group_linear.sparse_grads)."""
     span, pitch, wh, lead = geo.span, geo.pitch, geo.wh, geo.lead
+    kh, kw = dw.shape[2], dw.shape[3]
     for f in range(grad.shape[0]):
         grad_f, code_f = grad[f], code[f]
         for g in range(size if copy else 0):
@@ -293,16 +327,18 @@ def _backward_group(plan, size, copy, finite, geo, planes, dpooled, code, grad, 
                 dst[i] = src[i]
         if plan.nine_taps:  # weight_grad_codes needs the blocked windows' gradient zeroed
             total, grad_finite = zero_blocked_and_sum(code_f, grad_f)
-        else:
-            total, grad_finite = unblocked_sum(code_f, grad_f)
-        if grad_finite and finite:
-            db[f] += total
-            if plan.nine_taps:
+            if grad_finite and finite:
+                db[f] += total
                 weight_grad_codes(planes, code_f, grad_f, f, plan.live, wh, dw[f])
-            else:
-                weight_grad_codes_taps(planes, code_f, grad_f, f, plan.tap_count, plan.taps, dw.shape[2],
-                                       dw.shape[3], wh, dw[f])
-            continue
+                continue
+        elif finite:
+            taps_weight_grad(planes_flat, offsets[f], plan.tap_count[f], code_f, grad_f, tap_sums)
+            if tap_sums[1] == 0.0:  # the gradient is finite
+                db[f] += tap_sums[0]
+                for t in range(plan.tap_count[f]):
+                    tap = plan.taps[f, t]
+                    dw[f, tap // (kh * kw), (tap // kw) % kh, tap % kw] += tap_sums[2 + t]
+                continue
         db[f] += unpool2_codes(code_f, grad_f, dconv, lead)
         weight_grad_quarters(planes, dconv, lead, f, plan.nine_taps, plan.tap_count, plan.taps, plan.live, wh,
                              dw[f], False)  # (the group's span: whole cache lines already)

@@ -97,32 +97,15 @@ def zero_blocked_and_sum(code, grad):
     """Sets grad (span,) to 0 in the windows of code 4 (ReLU blocked them), in place, and returns (db,
     finite): the sum of what is left, and whether all of it is finite. Once per filter, so that
     conv_passes.weight_grad_codes tests no code per channel (5 of its loop's 43 vector instructions)."""
-    return _lane_sum(code, grad, True)
-
-
-@serial  # not reassociated: the sum's order is written out (_simd.unblocked_sums)
-def unblocked_sum(code, grad):
-    """zero_blocked_and_sum without the zeroing, for conv_passes.weight_grad_codes_taps (which masks by
-    the codes itself): the same db, the same bits, and whether all of grad, blocked or not, is finite."""
-    return _lane_sum(code, grad, False)
-
-
-@serial
-def _lane_sum(code, grad, zero_blocked):
-    """(sum of grad outside the windows of code 4, whether it is finite: with zero_blocked the entries
-    left, else all of grad), the sum in STEP lanes in a written-out order: entry q into lane q % STEP,
-    then the lanes pairwise (left to LLVM, a process that compiled the kernels and one that loaded them
-    from the cache summed in different orders). With zero_blocked, the blocked entries of grad are set to
-    0 on the way."""
     lanes = np.zeros(STEP, dtype=grad.dtype)
     check = np.zeros(STEP, dtype=grad.dtype)  # sums of entry * 0: NaN once one is inf or NaN
     whole = grad.size - grad.size % STEP
-    if zero_blocked:  # a literal in each branch, as unblocked_sums wants
-        unblocked_sums(grad, code, whole, lanes, check, True)
-    else:
-        unblocked_sums(grad, code, whole, lanes, check, False)
+    # the sum in STEP lanes in a written-out order: entry q into lane q % STEP, then the lanes pairwise
+    # (left to LLVM, a process that compiled the kernels and one that loaded them from the cache summed in
+    # different orders)
+    unblocked_sums(grad, code, whole, lanes, check, True)
     # the rest (float64 maps are whole cache lines of 8, not of 16)
-    unblocked_sums_loop(grad, code, whole, grad.size, lanes, check, zero_blocked)
+    unblocked_sums_loop(grad, code, whole, grad.size, lanes, check, True)
     width = STEP // 2
     while width:
         for lane in range(width):
