@@ -8,8 +8,10 @@
    (fast/convnet.py), runs fc1 on its kept weights only below fast.group_linear.SPARSE_BELOW_DENSITY; "dense"
    is the same model with both turned off (every weight computed), "unpruned/this" the unpruned
    model's epoch over this one's, and PyTorch.
-3. The conv crossover behind NINE_TAP_MIN_DENSITY: the fused conv-ReLU-pool forward + backward at
-   each density of kept conv weights, with all 9 taps of a channel per pass vs one pass per kept tap.
+3. The conv crossovers behind skip.NINE_TAP_MIN_DENSITY and convnet.NINE_TAP_MIN_DENSITY: at each density
+   of kept conv weights, the fused conv-ReLU-pool layer's forward + backward (block.py) with all 9 taps
+   of a channel per pass vs one pass per kept tap, and the paper model's whole training step op
+   (convnet.py) with 9 taps per pass vs each filter's taps in one pass (_simd_taps.py).
 4. Whole training epochs of the unpruned and the 95 % unstructured-pruned model, in turn: train_epoch over
    CIFAR-10's 50,000 training images (MINICNN_DATA; else as many random ones), as `minicnn train` runs
    them; its medians give the last line.
@@ -76,7 +78,7 @@ class DenseKernels:
 
     def __enter__(self):
         block, convnet, group_linear = self.modules
-        block.skip_plan = convnet.skip_plan = lambda active: self.skip_plan(np.ones_like(active))
+        block.skip_plan = convnet.skip_plan = lambda active, *_: self.skip_plan(np.ones_like(active))
         group_linear.SPARSE_BELOW_DENSITY = 0.0
 
     def __exit__(self, *exc):
@@ -154,6 +156,35 @@ def block_ms(x, w, b, mask, repeats, thresholds=(None,)):
             times[threshold].append(time.perf_counter() - t0)
     medians = [1e3 * statistics.median(times[threshold]) for threshold in thresholds]
     return medians[0] if len(medians) == 1 else medians
+
+
+def op_ms(batches, model, w, mask, repeats):
+    """Median ms per batch of the paper model's whole training step op (convnet.py) on ``batches`` with conv
+    weight w (pruned by mask) and the model's other parameters, with 9 taps per pass and tap by tap
+    (convnet.NINE_TAP_MIN_DENSITY 0 and 2), timed alternately."""
+    import minicnn.nn.fast.convnet as convnet
+
+    conv, fc = model.param_layers()
+    b, fc_w, fc_b = conv.params["bias"], fc.params["weight"], fc.params["bias"]
+    saved = convnet.NINE_TAP_MIN_DENSITY
+
+    def run(threshold):
+        convnet.NINE_TAP_MIN_DENSITY = threshold
+        try:
+            for x, y in batches:
+                convnet.conv_relu_pool_linear_loss(x, w, b, 1, fc_w, fc_b, y, mask)
+        finally:
+            convnet.NINE_TAP_MIN_DENSITY = saved
+
+    times = {threshold: [] for threshold in (0.0, 2.0)}
+    for threshold in times:
+        run(threshold)
+    for _ in range(max(1, repeats // 5)):
+        for threshold in times:
+            t0 = time.perf_counter()
+            run(threshold)
+            times[threshold].append((time.perf_counter() - t0) / len(batches))
+    return tuple(1e3 * statistics.median(times[threshold]) for threshold in times)
 
 
 def whole_epochs(repeats):
@@ -249,8 +280,10 @@ def main():
         print(f"{amount:8.2f} {t_sparse:8.2f} {t_dense:8.2f} {t_torch:8.2f} {t_dense / t_sparse:12.2f} "
               f"{t[0.0, 'sparse'] / t_sparse:13.2f} {t_torch / t_sparse:7.1f}x")
 
-    print("\n3. conv weights kept vs time of the fused conv-ReLU-pool step (forward + backward, ms per batch)")
-    print(f"{'kept':>5s} {'9 taps/pass':>11s} {'tap by tap':>10s} {'chosen':>7s}")
+    print("\n3. conv weights kept vs time (ms per batch) of the fused conv-ReLU-pool layer's forward + backward "
+          "(block.py), and of the paper model's whole training step (convnet.py, linear layer dense)")
+    print(f"{'kept':>5s} {'9 taps/pass':>11s} {'tap by tap':>10s} {'chosen':>7s}   {'op 9 taps':>9s} "
+          f"{'op taps':>7s} {'chosen':>7s}")
     x = batches[0][0]
     for density in (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.1):
         model = build_model("paper", np.random.default_rng(0))
@@ -259,7 +292,10 @@ def main():
         w = w * mask
         nine, taps = block_ms(x, w, b, mask, 5 * args.repeats, thresholds=(0.0, 2.0))
         chosen = "9 taps" if mask.mean() >= skip.NINE_TAP_MIN_DENSITY else "taps"
-        print(f"{mask.mean():5.2f} {nine:11.2f} {taps:10.2f} {chosen:>7s}")
+        op_nine, op_taps = op_ms(batches, model, w, mask, 5 * args.repeats)
+        op_chosen = "9 taps" if mask.mean() >= convnet.NINE_TAP_MIN_DENSITY else "taps"
+        print(f"{mask.mean():5.2f} {nine:11.2f} {taps:10.2f} {chosen:>7s}   {op_nine:9.2f} {op_taps:7.2f} "
+              f"{op_chosen:>7s}")
     print("\n4. whole training epochs (50,000 images, train_epoch as `minicnn train` runs them), unpruned and "
           "95% unstructured, in turn")
     unpruned, pruned = whole_epochs(args.repeats)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minicnn.nn.fast import group_linear
-from minicnn.nn.fast.convnet import Outputs, _publish, _publish_kept
+from minicnn.nn.fast.convnet import NINE_TAP_MIN_DENSITY, Outputs, _publish, _publish_kept
 from minicnn.nn.fast.pool2 import zero_blocked_and_sum
 from _fast_compare import ATOL, RTOL, assert_close, block_kink_margin, f32, fast, grid, ref
 
@@ -110,6 +110,7 @@ def test_conv_relu_pool_linear_loss_non_finite(where, sparse_conv, rng):
         mask = f32(rng.random(wt.shape) < 0.1)
         mask[:, :, 1, 1] = 1.0
         wt *= mask
+        assert mask.mean() < NINE_TAP_MIN_DENSITY
     if where == "input":
         x[1, 0, 3, 4] = np.nan
     else:
@@ -124,6 +125,12 @@ def test_conv_relu_pool_linear_loss_non_finite(where, sparse_conv, rng):
             # says "no gradient", as the layer-by-layer kernels do), where the reference's ReLU mask
             # turns it into NaN * 0 = NaN: no NaN the reference lacks, the loss NaN in both.
             assert np.isnan(b_)[np.isnan(a)].all(), name
+        elif name == "dw" and mask is not None:
+            # The tap-by-tap passes compute the kept weights' gradients only: a pruned one stays 0, where
+            # the reference's full gradient times the mask is NaN * 0 = NaN. The kept ones alike.
+            kept = mask != 0
+            np.testing.assert_array_equal(np.isnan(a[kept]), np.isnan(b_[kept]), err_msg=name)
+            assert np.isnan(a).any() and np.all(a[~kept] == 0.0)
         else:
             np.testing.assert_array_equal(np.isnan(a), np.isnan(b_), err_msg=name)
 

@@ -45,6 +45,12 @@ from minicnn.nn.ref.im2col import conv_output_size
 #: of the conv and weight-gradient passes. Written out in the linear layer's loops (p0..p3): not a tunable.
 GROUP = 4
 
+#: The op takes a 3x3 conv's 9 taps per pass (skip.py) when at least this fraction of its weights is kept,
+#: else each filter's kept taps in one pass (_simd_taps.py). Those passes cost less than the layers'
+#: tap-by-tap ones (skip.NINE_TAP_MIN_DENSITY, 18 %): the paper model's training step ties at about 45-55 %
+#: kept (benchmarks/bench_pruning.py, table 3's op columns).
+NINE_TAP_MIN_DENSITY = 0.45
+
 
 class Geometry(NamedTuple):
     """The sizes of one group's buffers, in entries (see parity.py for WH and span)."""
@@ -492,8 +498,8 @@ def conv_relu_pool_linear_loss(x, w: np.ndarray, b: np.ndarray, pad: int, fc_w: 
                   np.empty(fc_w.shape, dtype=dtype), np.empty(n_class, dtype=dtype))
     fc_w = np.ascontiguousarray(fc_w, dtype=dtype)
     fc_sparse = sparse_linear(fc_mask, *_pooled_and_row(x, w, pad))
-    loss = _convnet_pass(pixels, rows, table, table_finite, offsets, w, b.astype(dtype), pad, skip_plan(w != 0),
-                         skip_plan(active), fc_w, fc_b.astype(dtype), fc_sparse, labels, True,
+    loss = _convnet_pass(pixels, rows, table, table_finite, offsets, w, b.astype(dtype), pad,
+                         skip_plan(w != 0, NINE_TAP_MIN_DENSITY), skip_plan(active, NINE_TAP_MIN_DENSITY), fc_w, fc_b.astype(dtype), fc_sparse, labels, True,
                          max(1, min(num_threads(), n)), out)
     if weight_mask is not None:
         out.dw[...] *= active  # a 9-tap pass computes every tap of a live channel; drop the unwanted ones
@@ -510,7 +516,7 @@ def conv_relu_pool_linear_forward(x, w: np.ndarray, b: np.ndarray, pad: int, fc_
     dtype, n, n_filt, n_class = x.dtype, rows.size, w.shape[0], fc_b.shape[0]
     _check_linear(x, w, pad, fc_w, fc_b)
     w = np.ascontiguousarray(w, dtype=dtype)
-    plan = skip_plan(w != 0)
+    plan = skip_plan(w != 0, NINE_TAP_MIN_DENSITY)
     # the gradients' places: not written without train
     out = Outputs(np.empty((n, n_class), dtype=dtype), np.empty((1, 1, 1, 1), dtype=dtype), np.empty(1, dtype=dtype),
                   np.empty((1, 1), dtype=dtype), np.empty(1, dtype=dtype))

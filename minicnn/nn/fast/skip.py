@@ -38,13 +38,15 @@ def tap_lists(active: np.ndarray):
     return counts, taps
 
 
-def skip_plan(active: np.ndarray) -> SkipPlan:
+def skip_plan(active: np.ndarray, nine_tap_min_density: float | None = None) -> SkipPlan:
     """The SkipPlan of active: (F, C, KH, KW) bool, the weights that are nonzero (forward) or whose
     gradient is wanted (backward). The tap lists are made once per pattern (pruning changes rarely); the
-    choice of path is made per call, against the current NINE_TAP_MIN_DENSITY."""
+    choice of path is made per call, against nine_tap_min_density (None: the current
+    NINE_TAP_MIN_DENSITY; a kernel whose tap-by-tap passes cost otherwise brings its own)."""
     active = np.ascontiguousarray(active, dtype=bool)
     density, tap_count, taps, live = _pattern_plan(active.shape, active.tobytes())
-    nine_taps = active.shape[2:] == (3, 3) and active.size > 0 and density >= NINE_TAP_MIN_DENSITY
+    threshold = NINE_TAP_MIN_DENSITY if nine_tap_min_density is None else nine_tap_min_density
+    nine_taps = active.shape[2:] == (3, 3) and active.size > 0 and density >= threshold
     return SkipPlan(nine_taps, tap_count, taps, live)
 
 
