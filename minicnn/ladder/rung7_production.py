@@ -19,8 +19,8 @@ from rung 6, each with what it bought when it went in (benchmarks/README.md, mea
 - Short sums: each conv output as three row sums added at the end (three dependent multiply-adds deep,
   not nine): 1.01-1.05x. Flat unsigned offsets into the quarter planes rather than slices (rung 6's
   eight slices serve it too; with sixteen, LLVM ran out of registers for their addresses).
-- Pruning: taps and channels of zero weights skipped (tap by tap below 18 % of weights kept), masks,
-  and the reference's NaNs where an input is not finite.
+- Pruning: taps and channels of zero weights skipped (below 45 % of weights kept, each filter's kept
+  taps in one pass, _simd_taps.py), masks, and the reference's NaNs where an input is not finite.
 
 Why these are not rungs: each is worth a few percent, and each costs a screen of code that teaches
 nothing new about the convolution (four images' loops written out, a hand-written intrinsic, address

@@ -137,3 +137,34 @@ def test_tap_tables_read_the_taps(rng):
                     at = ((r + i) >> 1) * WH + ((e + j) >> 1) + 11
                     assert flat[offsets[f, 4 * t + r * 2 + e] + 11] == planes[(r + i) & 1, (e + j) & 1, c, at]
     assert offsets.shape == (w.shape[0], 4 * count.max())
+
+
+@pytest.mark.parametrize("density", [0.3, 0.1])
+def test_whole_model_op_takes_the_tap_passes_below_its_threshold(density, rng):
+    """Below convnet.NINE_TAP_MIN_DENSITY the paper model's op runs every filter through the one-pass taps,
+    also where the layers' blocked 9-tap passes would take the bank (every (filter, channel) pair kept,
+    above skip.NINE_TAP_MIN_DENSITY): loss, logits and gradients equal the reference composition's on a
+    grid (every sum exact), and equal the op's own 9-tap passes forced by a threshold of 0."""
+    from _fast_compare import assert_close, fast, ref
+    from test_fast_convnet import convnet_inputs
+
+    from minicnn.nn.fast import convnet
+    from minicnn.nn.fast.split import blocked_passes
+
+    x, wt, b, p, fc_w, fc_b, labels, _, _ = convnet_inputs(rng, (6, 3, 12, 10, 5, 3, 1, 4), None)
+    mask = (rng.random(wt.shape) < density).astype(np.float32)
+    mask[:, :, 1, 1] = 1.0  # every pair kept
+    wt *= mask
+    assert mask.mean() < convnet.NINE_TAP_MIN_DENSITY and blocked_passes(wt) == (mask.mean() >= 0.18)
+    want = ref.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
+    got = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
+    saved = convnet.NINE_TAP_MIN_DENSITY
+    try:
+        convnet.NINE_TAP_MIN_DENSITY = 0.0
+        nine = fast.conv_relu_pool_linear_loss(x, wt, b, p, fc_w, fc_b, labels, mask)
+    finally:
+        convnet.NINE_TAP_MIN_DENSITY = saved
+    assert got[0] == pytest.approx(want[0], rel=1e-5) and got[0] == pytest.approx(nine[0], rel=1e-6)
+    for name, a, w_, n_ in zip(("logits", "dw", "db", "dfc_w", "dfc_b"), got[1:], want[1:], nine[1:]):
+        assert_close(a, w_, f"taps {name}")
+        np.testing.assert_array_equal(a, n_, err_msg=name)  # grid values: both paths' sums are exact

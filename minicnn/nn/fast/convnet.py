@@ -125,7 +125,8 @@ def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, g
     grad_nine_taps, grad_count, grad_taps, grad_live = grad_plan
     sparse, indptr, indices, columns, places, slots = fc_sparse
     logits = out.logits
-    first_single = blocked_filters(w)  # see _forward_group
+    # see _forward_group; below NINE_TAP_MIN_DENSITY every filter takes the tap passes, blocked or not
+    first_single = blocked_filters(w) if nine_taps else 0
     # the sparse passes' taps (_simd_taps.py): where each reads the planes, and the forward's weights
     tap_at = tap_offsets(tap_count, taps, c_in, kh, kw, plane_row, wh)
     tap_w = tap_weights(w, tap_count, taps)
