@@ -52,6 +52,7 @@ def main():
 
             data = str(work / "synthetic.h5")
             write_cache(make_synthetic(1024, 1024, np.random.default_rng(0)), data)
+            env["MINICNN_DATA"] = data  # where `train` finds it too
         train = ["train", "--epochs", "1", "--train-limit", "1024", "--test-limit", "1024"]
 
         rows = []
