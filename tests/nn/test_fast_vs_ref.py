@@ -129,6 +129,38 @@ def test_linear(n, d, o, need_dx, prune, rng):
         assert dx_f is None
 
 
+@pytest.mark.parametrize("n,d,o,density,sparse", [
+    (5, 600, 3, 0.5, False), (5, 600, 3, 0.05, True),  # the layers' own kernels: sparse below 1/8 kept
+    (4, 600, 128, 0.05, False), (4, 600, 128, 0.004, True),  # BLAS-sized: sparse below 0.7 % kept only
+])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_masked_linear(n, d, o, density, sparse, need_dx, rng):
+    """The pruned linear layer (dense kernels on w * mask, or the row-compressed sparse ones, chosen by
+    the density kept and by whether BLAS runs the dense products) equals the reference; dw is 0 where the
+    mask is."""
+    from minicnn.nn.fast.dense import SparseCache
+
+    x = f32(rng.standard_normal((n, d)))
+    mask = f32(rng.random((o, d)) < density)
+    mask[0, :3] = 1.0  # no empty layer
+    w = f32(rng.uniform(-1, 1, (o, d)) / np.sqrt(d)) * mask
+    b = f32(rng.standard_normal(o))
+    out_r, cache_r = ref.masked_linear_forward(x, w, b, mask)
+    out_f, cache_f = fast.masked_linear_forward(x, w, b, mask)
+    assert isinstance(cache_f, SparseCache) == sparse
+    assert_close(out_f, out_r, "masked linear forward")
+    g = f32(rng.standard_normal((n, o)))
+    dx_r, dw_r, db_r = ref.masked_linear_backward(g, cache_r, need_dx)
+    dx_f, dw_f, db_f = fast.masked_linear_backward(g, cache_f, need_dx)
+    assert_close(dw_f, dw_r, "masked linear dw")
+    assert np.all(dw_f[mask == 0] == 0.0)
+    assert_close(db_f, db_r, "masked linear db")
+    if need_dx:
+        assert_close(dx_f, dx_r, "masked linear dx")
+    else:
+        assert dx_f is None
+
+
 # ------------------------------------------------------------------------------------ relu, flatten
 @pytest.mark.parametrize("shape", [(1,), (1, 1, 1, 1), (4, 8, 32, 32), (3, 7), (2, 3, 5, 7)])
 def test_relu_and_flatten(shape, rng):

@@ -152,6 +152,12 @@ def linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
 #: 5-8x a vectorised dense multiply-add, so the sparse path pays once fewer than ~1/8 of weights remain).
 SPARSE_BELOW_DENSITY = 0.125
 
+#: The same for layers whose dense products are BLAS's (BLAS_MIN_WEIGHTS): against those the sparse
+#: kernels pay only below about 1 % kept (forward + backward, batch 512, 2 threads: sparse / dense 2.2,
+#: 0.91, 0.87 at 1 % for Conv-2's 256x16384 fc1, a 512x2048 and a 256x256 layer; 1.09, 0.68, 0.68 at
+#: 0.5 %; 4-7x at 10 %, where the 1/8 above made pruned Conv-2 train 1.9x slower than unpruned).
+SPARSE_BELOW_DENSITY_BLAS = 0.007
+
 
 def _csr(mask: np.ndarray):
     """Row-compressed positions of the kept weights: indptr (O+1,), indices (nnz,) into the row."""
@@ -222,8 +228,10 @@ def masked_linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, mask: np.
     """x: (N, D), w and mask: (O, D), b: (O,)  ->  out = x @ (w * mask).T + b: (N, O), cache.
 
     Dense kernel while many weights are kept; below SPARSE_BELOW_DENSITY a row-compressed kernel that
-    touches only the kept weights (one gather per kept weight and image)."""
-    if np.count_nonzero(mask) >= SPARSE_BELOW_DENSITY * mask.size:
+    touches only the kept weights (one gather per kept weight and image); SPARSE_BELOW_DENSITY_BLAS where
+    the dense kernel is BLAS's."""
+    below = SPARSE_BELOW_DENSITY_BLAS if w.size >= BLAS_MIN_WEIGHTS else SPARSE_BELOW_DENSITY
+    if np.count_nonzero(mask) >= below * mask.size:
         out, (x, _) = linear_forward(x, w * mask, b)
         return out, MaskedCache(x, w, mask)
     x = np.ascontiguousarray(x)
