@@ -161,30 +161,27 @@ def block_ms(x, w, b, mask, repeats, thresholds=(None,)):
 def op_ms(batches, model, w, mask, repeats):
     """Median ms per batch of the paper model's whole training step op (convnet.py) on ``batches`` with conv
     weight w (pruned by mask) and the model's other parameters, with 9 taps per pass and tap by tap
-    (convnet.NINE_TAP_MIN_DENSITY 0 and 2), timed alternately."""
+    (convnet.NINE_TAP_MIN_DENSITY 0 and 2), timed in turn (interleaved_seconds_per_epoch)."""
     import minicnn.nn.fast.convnet as convnet
 
     conv, fc = model.param_layers()
     b, fc_w, fc_b = conv.params["bias"], fc.params["weight"], fc.params["bias"]
     saved = convnet.NINE_TAP_MIN_DENSITY
 
-    def run(threshold):
-        convnet.NINE_TAP_MIN_DENSITY = threshold
-        try:
-            for x, y in batches:
-                convnet.conv_relu_pool_linear_loss(x, w, b, 1, fc_w, fc_b, y, mask)
-        finally:
-            convnet.NINE_TAP_MIN_DENSITY = saved
+    def step(threshold):
+        def run(some):
+            convnet.NINE_TAP_MIN_DENSITY = threshold
+            try:
+                for x, y in some:
+                    convnet.conv_relu_pool_linear_loss(x, w, b, 1, fc_w, fc_b, y, mask)
+            finally:
+                convnet.NINE_TAP_MIN_DENSITY = saved
 
-    times = {threshold: [] for threshold in (0.0, 2.0)}
-    for threshold in times:
-        run(threshold)
-    for _ in range(max(1, repeats // 5)):
-        for threshold in times:
-            t0 = time.perf_counter()
-            run(threshold)
-            times[threshold].append((time.perf_counter() - t0) / len(batches))
-    return tuple(1e3 * statistics.median(times[threshold]) for threshold in times)
+        return run
+
+    per_epoch = interleaved_seconds_per_epoch({"nine": step(0.0), "taps": step(2.0)}, batches, repeats)
+    batch_share = len(batches[0][1]) / EPOCH
+    return 1e3 * per_epoch["nine"] * batch_share, 1e3 * per_epoch["taps"] * batch_share
 
 
 def whole_epochs(repeats):
@@ -292,7 +289,7 @@ def main():
         w = w * mask
         nine, taps = block_ms(x, w, b, mask, 5 * args.repeats, thresholds=(0.0, 2.0))
         chosen = "9 taps" if mask.mean() >= skip.NINE_TAP_MIN_DENSITY else "taps"
-        op_nine, op_taps = op_ms(batches, model, w, mask, 5 * args.repeats)
+        op_nine, op_taps = op_ms(batches, model, w, mask, args.repeats)
         op_chosen = "9 taps" if mask.mean() >= convnet.NINE_TAP_MIN_DENSITY else "taps"
         print(f"{mask.mean():5.2f} {nine:11.2f} {taps:10.2f} {chosen:>7s}   {op_nine:9.2f} {op_taps:7.2f} "
               f"{op_chosen:>7s}")

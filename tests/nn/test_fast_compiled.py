@@ -109,13 +109,13 @@ def test_dense_logits_equal_their_twin_and_the_products(dtype, n_class, flat_len
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [272, 37, 16, 5, 0])
 def test_window_codes_equal_their_python_twin(dtype, n, rng):
-    """The 2x2 max-pool with its codes as vectors (minicnn/nn/fast/_simd.py) against the plain loop it
+    """The 2x2 max-pool with its codes as vectors (minicnn/nn/fast/_simd_window.py) against the plain loop it
     stands for, bit for bit (signed zeros too), and the NaN flag alike: ties (the first maximum wins),
     -0.0 and 0.0, windows blocked by ReLU, an inf, a NaN; whole vector steps and a masked last one, the
     entries past n untouched; the twin against NumPy's max and argmax."""
     from numba import njit
 
-    from minicnn.nn.fast._simd import _window_codes_python, _window_codes_vector
+    from minicnn.nn.fast._simd_window import _window_codes_python, _window_codes_vector
 
     @njit
     def compiled(conv, at, pooled, code):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from minicnn.nn.fast import group_linear
-from minicnn.nn.fast.convnet import NINE_TAP_MIN_DENSITY, Outputs, _publish, _publish_kept
+from minicnn.nn.fast.convnet import NINE_TAP_MIN_DENSITY, Outputs
+from minicnn.nn.fast.convnet_parts import publish, publish_kept
 from minicnn.nn.fast.pool2 import zero_blocked_and_sum
 from _fast_compare import ATOL, RTOL, assert_close, block_kink_margin, f32, fast, grid, ref
 
@@ -241,7 +242,7 @@ def test_publish_sums_thread_parts_in_order(n_parts, rng):
     dw, db = np.empty(dw_part.shape[1:], np.float32), np.empty(n_filt, np.float32)
     dfc_w, dfc_b = np.empty((n_class, n_filt * ph * pw), np.float32), np.empty(n_class, np.float32)
     logits = np.empty((1, n_class), np.float32)
-    total = _publish(loss, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, False,
+    total = publish(loss, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, False,
                      Outputs(logits, dw, db, dfc_w, dfc_b))
 
     def in_order(parts):
@@ -263,7 +264,7 @@ def test_publish_sums_thread_parts_in_order(n_parts, rng):
     assert plan.sparse and plan.indices.size == kept.sum() > 0
     kept_part = f32(rng.standard_normal((n_parts, 1, plan.indices.size)))
     dfc_w[...] = np.nan
-    _publish_kept(kept_part, plan.indptr, plan.columns, dfc_w)
+    publish_kept(kept_part, plan.indptr, plan.columns, dfc_w)
     want = np.zeros(dfc_w.shape, np.float32)
     want[kept] = in_order(kept_part)[0]  # nonzero's order is the plan's: class by class, columns in order
     np.testing.assert_array_equal(dfc_w, want)

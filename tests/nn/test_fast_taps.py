@@ -36,9 +36,10 @@ def sparse_filters(rng, dtype, n_filt=6):
         w[f].reshape(-1)[kept] = rng.choice([-2, -1, 1, 2], size=f + 1)
     count, tap_list = tap_lists(w != 0)
     offsets = taps.tap_offsets(count, tap_list, C_IN, 3, 3, ROW, WH)
+    weights = taps.tap_weights(w, count, tap_list)
+    b = rng.integers(-2, 3, n_filt).astype(dtype)
     planes = rng.integers(-3, 4, (2, 2, C_IN, ROW)).astype(dtype)
-    return w, count, tap_list, offsets, taps.tap_weights(w, count, tap_list), rng.integers(-2, 3, n_filt).astype(
-        dtype), planes
+    return w, count, tap_list, offsets, weights, b, planes
 
 
 def quarters_by_definition(planes, w, b, f, at, n):

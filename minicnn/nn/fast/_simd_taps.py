@@ -7,7 +7,7 @@ conv quarters after each tap and pool2_codes read them back; the weight gradient
 the gradient and masked them again for each tap, after a pass of its own for the bias's sum. Here:
 
 - taps_window_codes: one image's four conv quarters from the filter's taps, summed in registers, and
-  pooled 2x2 with codes on the spot (_simd.WindowEmitter): nothing is stored but pooled values and codes.
+  pooled 2x2 with codes on the spot (_simd_window.WindowEmitter): nothing is stored but pooled values and codes.
 - taps_grad_pass: one pass over a group's pooling codes and map gradients for up to TAPS_PER_PASS taps'
   weight-gradient sums, the gradient masked once per cell for all of them; the first pass also sums the
   bias's gradient and checks that the gradient is finite (pool2.unblocked_sum's sums, the same bits).
@@ -30,7 +30,8 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from minicnn.nn.fast._jit import serial, stage
-from minicnn.nn.fast._simd import STEP, StepEmitter, WindowEmitter, check_float_vectors, window_of
+from minicnn.nn.fast._simd import STEP, StepEmitter, check_float_vectors
+from minicnn.nn.fast._simd_window import WindowEmitter, window_of
 
 #: Taps per weight-gradient pass: their sums and the four masked gradients fit the vector registers, and
 #: at 95 % pruning (1-3 taps a filter) one pass per filter.
@@ -73,7 +74,7 @@ def tap_weights(w, tap_count, taps):
 def taps_window_codes_loops(planes, offsets, weights, count, b, f, at, pooled, code):
     """For q < pooled.size: the four conv quarters a[r*2 + e] = b[f] + the sum over t < count of weights[t]
     * planes[offsets[4t + r*2 + e] + at + q], then pooled[q] = relu of their maximum and code[q] = the
-    first maximum's cell, or 4 where ReLU blocks it (_simd.window_of). planes: the flat quarter planes;
+    first maximum's cell, or 4 where ReLU blocks it (_simd_window.window_of). planes: the flat quarter planes;
     at: the image's first position. Returns whether any window's sum is NaN (the caller then takes
     the exact path)."""
     nans = False
@@ -93,7 +94,7 @@ def taps_window_codes_loops(planes, offsets, weights, count, b, f, at, pooled, c
 @intrinsic
 def _taps_window_codes_vector(typingctx, planes, offsets, weights, count, b, f, at, pooled, code):
     """taps_window_codes_loops as STEP-lane vectors: for each step the four quarters' sums in registers
-    over the taps (a loop inside the step), then the window step of _simd.window_codes; the last step's
+    over the taps (a loop inside the step), then the window step of _simd_window.window_codes; the last step's
     loads and stores masked to pooled.size. No bounds checks (the caller's)."""
     check_float_vectors("taps_window_codes", (planes, weights, b, pooled))
     if not (isinstance(offsets, types.Array) and offsets.dtype == types.int64 and isinstance(code, types.Array)

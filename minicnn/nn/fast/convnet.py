@@ -30,6 +30,7 @@ from minicnn.nn.fast._simd_conv import BLOCK
 from minicnn.nn.fast.split import blocked_filters, conv_filter_block
 from minicnn.nn.fast._simd_taps import tap_offsets, tap_weights, taps_weight_grad, taps_window_codes
 from minicnn.nn.fast.conv_passes import conv_quarters, weight_grad_codes, weight_grad_quarters
+from minicnn.nn.fast.convnet_parts import part_sums, publish, publish_kept, store_part
 from minicnn.nn.fast.group_linear import (dense_grads, dense_logits, gather_pooled, grad_places, kept_values,
                                           lane_sums, scatter_grads, sparse_grads, sparse_linear, sparse_logits)
 from minicnn.nn.fast.images import fill_image, image_finite, prefetch_images
@@ -106,7 +107,7 @@ def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, g
     fc_steps = _to_class_steps(fc_w, n_filt, ph, pw, wh, 0 if fc_sparse.sparse else n_class)
     values = kept_values(fc_w, fc_sparse.indptr, fc_sparse.columns)
     fc_rows = (1, fc_sparse.indices.size) if fc_sparse.sparse else (n_class, flat_len)  # sparse: the kept weights'
-    loss_part, dw_part, db_part, dfc_part, dfcb_part = _part_sums(n_parts, w, n_class, fc_rows, train)
+    loss_part, dw_part, db_part, dfc_part, dfcb_part = part_sums(n_parts, w, n_class, fc_rows, train)
     # dense training: the threads' weight-gradient sums class-interleaved too (group_linear.dense_grads)
     sum_rows = fc_rows if fc_sparse.sparse else (fc_steps.shape[0], fc_steps.shape[1] * STEP)
     # an image's conv reads its planes up to KH // 2 rows and KW // 2 columns past its map, and the padded
@@ -188,12 +189,12 @@ def _convnet_pass(pixels, rows, table, table_finite, offsets, w, b, pad, plan, g
             if sparse:  # (dfc_sum: the kept weights' gradient sums)
                 lane_sums(dvalues_t, dfc_sum[0])
             loss_part[t] = loss_sum
-            _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum, sparse)
+            store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum, sparse)
     if not train:
         return 0.0
-    loss = _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out)
+    loss = publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out)
     if sparse:
-        _publish_kept(dfc_part, indptr, columns, out.dfc_w)
+        publish_kept(dfc_part, indptr, columns, out.dfc_w)
     return loss / max(n_img, 1)
 
 
@@ -254,9 +255,7 @@ def _taps_pool_group(planes_flat, offsets, weights, count, b, f, size, geo, pool
         if taps_window_codes(planes_flat, offsets, weights, count, b, f, g * pitch, out,
                              code[f, g * pitch : g * pitch + span]):
             return False
-        for col in range(geo.pw, geo.wh):  # the junk columns
-            for py in range(geo.ph):
-                out[py * geo.wh + col] = 0.0
+        _zero_junk(out, geo)
     return True
 
 
@@ -271,9 +270,16 @@ def _pool_group(conv, f, size, train, geo, pooled, code):
             pool2_codes(conv, g * pitch, out, code[f, g * pitch : g * pitch + span])
         else:
             pool2_max(conv, g * pitch, out)
-        for col in range(geo.pw, geo.wh):  # the junk columns (one, mostly): one loop down each
-            for py in range(geo.ph):
-                out[py * geo.wh + col] = 0.0
+        _zero_junk(out, geo)
+
+
+@stage
+def _zero_junk(out, geo):
+    """One image's pooled map of a filter, out (PH rows of WH): its junk columns set to 0 (one, mostly:
+    one loop down each)."""
+    for col in range(geo.pw, geo.wh):
+        for py in range(geo.ph):
+            out[py * geo.wh + col] = 0.0
 
 
 @stage
@@ -351,26 +357,6 @@ def _backward_group(plan, offsets, size, copy, finite, geo, planes, planes_flat,
                              dw[f], False)  # (the group's span: whole cache lines already)
 
 
-@stage
-def _store_part(dw_part, db_part, dfc_part, dfcb_part, t, dw_sum, db_sum, dfc_sum, dfcb_sum, sparse):
-    """Thread t's sums into its places of the parts, entry by entry; a dense layer's weight gradient from
-    class-interleaved (dfc_sum (n_steps, K*STEP), see dense_grads) back to split rows. Slice assignments
-    (dw_part[t] = dw_sum) would do the same, but each compiles Numba's shape-mismatch error, whose message
-    formatting took 7 of the op's 45 s of compilation on a cold start."""
-    n_filt, c_in, kh, kw = dw_sum.shape
-    for f in range(n_filt):
-        for c in range(c_in):
-            for i in range(kh):
-                for j in range(kw):
-                    dw_part[t, f, c, i, j] = dw_sum[f, c, i, j]
-        db_part[t, f] = db_sum[f]
-    for k in range(dfc_part.shape[1]):
-        for e in range(dfc_part.shape[2]):
-            dfc_part[t, k, e] = dfc_sum[0, e] if sparse else dfc_sum[e // STEP, k * STEP + e % STEP]
-    for k in range(dfcb_sum.shape[0]):
-        dfcb_part[t, k] = dfcb_sum[k]
-
-
 # The work around the parallel loop, in serial functions: in the parallel kernel, Numba would run each
 # array expression (np.zeros, a sum) as a parallel loop of its own, for microseconds of work (in NumPy
 # after the kernel, they took 6 % of a paper-model step).
@@ -390,67 +376,6 @@ def _to_class_steps(fc_w, n_filt, ph, pw, wh, n_class):
                 for u in range(pw):
                     fc_steps[(at + u) // STEP, k, (at + u) % STEP] = src[u]
     return fc_steps
-
-
-@serial
-def _part_sums(n_parts, w, n_class, fc_rows, train):
-    """Every thread's sums, zeroed: loss (n_parts,), dw (n_parts, F, C, KH, KW), db (n_parts, F), dfc
-    (n_parts,) + fc_rows (in split rows (K, F*span), or the kept weights' (1, nnz) of a sparse linear
-    layer), dfc_b (n_parts, K); the gradients' places are empty without train."""
-    n_filt, dtype = w.shape[0], w.dtype
-    return (np.zeros(n_parts),
-            np.zeros((n_parts,) + (w.shape if train else (0, 0, 0, 0)), dtype=dtype),
-            np.zeros((n_parts, n_filt), dtype=dtype),
-            np.zeros((n_parts,) + (fc_rows if train else (0, 0)), dtype=dtype),
-            np.zeros((n_parts, n_class), dtype=dtype))
-
-
-@serial
-def _publish(loss_part, dw_part, db_part, dfc_part, dfcb_part, ph, pw, wh, sparse, out):
-    """The threads' parts (see _part_sums) summed into out's dw, db, dfc_w (K, F*PH*PW: back from split
-    rows; not with ``sparse``, see _publish_kept) and dfc_b, in the order part 0 + part 1 + ...; returns
-    the summed loss. Part by part and row by row, each a loop over contiguous entries (a strided sum per
-    entry took 6x as long)."""
-    dw, db, dfc_w, dfc_b = out.dw, out.db, out.dfc_w, out.dfc_b
-    n_parts, n_class, n_filt, span = dw_part.shape[0], dfcb_part.shape[1], db_part.shape[1], ph * wh
-    _, c_in, kh, kw = dw.shape
-    # entry by entry, not dw[:] = ... (see _store_part)
-    for t in range(n_parts):
-        for f in range(n_filt):
-            for c in range(c_in):
-                for i in range(kh):
-                    for j in range(kw):
-                        dw[f, c, i, j] = dw_part[t, f, c, i, j] if t == 0 else dw[f, c, i, j] + dw_part[t, f, c, i, j]
-            db[f] = db_part[t, f] if t == 0 else db[f] + db_part[t, f]
-        for k in range(n_class):
-            dfc_b[k] = dfcb_part[t, k] if t == 0 else dfc_b[k] + dfcb_part[t, k]
-    for k in range(0 if sparse else n_class):
-        for f in range(n_filt):
-            for py in range(ph):
-                dst, src = dfc_w[k, (f * ph + py) * pw :], dfc_part[0, k, f * span + py * wh :]
-                for u in range(pw):
-                    dst[u] = src[u]
-                for t in range(1, n_parts):
-                    src = dfc_part[t, k, f * span + py * wh :]
-                    for u in range(pw):
-                        dst[u] += src[u]
-    return loss_part.sum()
-
-
-@serial
-def _publish_kept(dfc_part, indptr, columns, dfc_w):
-    """A sparse linear layer's weight gradient: dfc_w (K, F*PH*PW) = 0 but at the kept weights (indptr,
-    columns: a SparseLinear's), each the sum of the threads' parts dfc_part (n_parts, 1, nnz) in the order
-    part 0 + part 1 + ..."""
-    for k in range(dfc_w.shape[0]):  # loops, not dfc_w[...] = 0 (see _store_part)
-        for e in range(dfc_w.shape[1]):
-            dfc_w[k, e] = 0.0
-    for k in range(indptr.size - 1):
-        for j in range(indptr[k], indptr[k + 1]):
-            total = dfc_part[0, 0, j]
-            for t in range(1, dfc_part.shape[0]):
-                total += dfc_part[t, 0, j]
-            dfc_w[k, columns[j]] = total
 
 
 def _pooled_and_row(x: np.ndarray, w: np.ndarray, pad: int):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.nn.fast._jit import serial, serial_reduction
-from minicnn.nn.fast._simd import STEP, unblocked_sums, unblocked_sums_loop, window_codes
+from minicnn.nn.fast._simd import STEP, unblocked_sums, unblocked_sums_loop
+from minicnn.nn.fast._simd_window import window_codes
 from minicnn.nn.fast.parity import copy_rows
 
 
@@ -25,7 +26,7 @@ def pool2(conv, wh, pooled, code, out, n, f):
 @serial
 def pool2_codes(conv, at, pooled, code):
     """pooled[q] = relu(max of the 2x2 window at + q of the split conv map), code[q] = its pooling code."""
-    # the windows as vectors (_simd.window_codes: the first maximum wins, strict >; 2x the loop's speed)
+    # the windows as vectors (_simd_window.window_codes: the first maximum wins, strict >; 2x the loop's speed)
     if window_codes(conv, at, pooled, code):
         # rare (or inf + -inf): a NaN in a window wins (as np.argmax), so divergence stays visible
         c00, c01, c10, c11 = conv[0, 0, at:], conv[0, 1, at:], conv[1, 0, at:], conv[1, 1, at:]
